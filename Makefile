@@ -1,0 +1,44 @@
+# st4r_lite: the two commands a student needs are `make demo` and `make test`.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.py))
+OUT ?= out
+
+.PHONY: help install install-dev demo test test-fast notebooks check-notebooks lint slides clean
+
+help:
+	@echo "make demo   - install what is needed, then run the main job on the embedded synthetic world"
+	@echo "make test   - install the dev extras, then run the whole test suite (pytest + nbval)"
+	@echo "make notebooks - regenerate notebooks/*.ipynb from their jupytext .py sources"
+	@echo "make slides - build the reveal.js deck in slides/ from the recorded results"
+
+install:
+	$(PIP) install -q -e .
+
+install-dev:
+	$(PIP) install -q -e '.[dev]'
+
+demo: install
+	$(PYTHON) -m st4r_lite.cli demo --out $(OUT)/demo
+
+test: install-dev
+	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+
+test-fast: install-dev
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+notebooks:
+	$(PYTHON) -m st4r_lite.notebook_sync write $(NOTEBOOKS)
+
+check-notebooks:
+	$(PYTHON) -m st4r_lite.notebook_sync check $(NOTEBOOKS)
+
+lint:
+	$(PYTHON) -m ruff check st4r_lite tests
+
+slides: install
+	$(PYTHON) -m st4r_lite.cli slides --out slides
+
+clean:
+	rm -rf $(OUT) .pytest_cache build dist *.egg-info

@@ -1,0 +1,150 @@
+"""The ``st4r-lite`` command line: one subcommand per job of the method.
+
+Each subcommand is declared by a small ``_add_<name>`` function below (its arguments and its help), and runs
+a function of the library; heavy modules are imported only when their subcommand runs, so ``--help`` is fast.
+Errors the user can fix (bad sizes, unknown names, unwritable folders, malformed files) are printed as one
+line starting with ``error:`` and exit with status 2; anything else is a bug and shows its traceback.
+
+Adding a subcommand: write ``_add_<name>(sub)`` and register it in ``COMMANDS`` (keep the order of the method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------- generate / view
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="write a synthetic WorldTrack benchmark set (.npz files) from the synthetic 4D world",
+        description="Generate synthetic 4D sequences with exact ground truth and write them as WorldTrack-style "
+        ".npz files. The same arguments always give the same files.",
+    )
+    p.add_argument("--domain", default="pretrain", help="'pretrain' (clean) or 'wild' (held-out shift)")
+    p.add_argument("--num-seqs", type=_positive_int, default=4, help="number of sequences")
+    p.add_argument("--frames", type=_positive_int, default=16, help="frames per sequence (T >= 1)")
+    p.add_argument("--height", type=_positive_int, default=64)
+    p.add_argument("--width", type=_positive_int, default=96)
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--benchmark", default=None,
+                   help="write a named fixed benchmark instead (e.g. 'worldtrack-lite'); overrides the sizes")
+    p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> None:
+    from st4r_lite import worldtrack
+
+    if args.benchmark:
+        paths = worldtrack.write_named_benchmark(args.benchmark, args.out)
+    else:
+        paths = worldtrack.write_benchmark(
+            args.out, domain=args.domain, num_seqs=args.num_seqs, frames=args.frames,
+            height=args.height, width=args.width, seed=args.seed,
+        )
+    print(f"wrote {len(paths)} sequence(s) to {args.out}")
+
+
+def _add_view(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "view",
+        help="write a self-contained interactive HTML view (opens offline) of a sequence",
+        description="Write an interactive Plotly 3D view of a WorldTrack .npz file (or of a freshly generated "
+        "synthetic scene when --npz is not given) as one HTML file with plotly.js inline.",
+    )
+    p.add_argument("--npz", default=None, help="a WorldTrack .npz file; default: generate a synthetic scene")
+    p.add_argument("--domain", default="pretrain")
+    p.add_argument("--frames", type=_positive_int, default=16)
+    p.add_argument("--height", type=_positive_int, default=64)
+    p.add_argument("--width", type=_positive_int, default=96)
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--out", required=True, help="output .html file")
+    p.set_defaults(func=_run_view)
+
+
+def _run_view(args: argparse.Namespace) -> None:
+    from st4r_lite import views
+
+    path = views.write_sequence_html(
+        args.out, npz=args.npz, domain=args.domain, frames=args.frames, height=args.height,
+        width=args.width, seed=args.seed,
+    )
+    print(f"wrote {path}")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job on the embedded default (what `make demo` runs)")
+    p.add_argument("--out", default="out/demo", help="output folder")
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from st4r_lite import demo
+
+    demo.run_demo(args.out, seed=args.seed)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_generate,
+    _add_view,
+    _add_demo,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="st4r-lite",
+        description="St4RTrack, compact: 4D reconstruction and 3D tracking in the world frame, for teaching.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (UserError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError,
+            IsADirectoryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

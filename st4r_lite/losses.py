@@ -1,0 +1,195 @@
+"""Pretraining loss of St4RTrack (DESIGN §4): scale-normalised, confidence-weighted 3D regression.
+
+Dimension letters: B pairs in the batch, H, W image rows / columns, P pixels (= H·W).
+
+For a pair (anchor 0, frame j) the network predicts two pointmaps in the anchor camera (= world) frame:
+``track`` (where every anchor pixel is at time j) and ``recon`` (frame j's visible geometry at time j), each
+with a confidence C = 1 + exp(c) > 1. The loss, per branch, is DUSt3R's confidence-weighted regression
+
+    L = mean over valid pixels p of   C_p · ‖X̂_p − X̄_p‖ − α · log C_p,        α = 0.2,
+
+where X̂ = prediction / s_pred and X̄ = target / s_gt are scale-normalised per pair (below). Negative values
+are normal (the log C term is unbounded below as C grows on easy pixels).
+
+Scale normalisation (choice stated): per pair, s_pred = mean over the valid *recon* pixels of ‖recon_pred‖ and
+s_gt = mean over the same pixels of ‖recon_gt‖ (distance to the world origin = anchor camera centre). Both
+branches of a pair (track and recon) are divided by that pair's recon factors, so the two outputs keep a
+common scale and the track branch cannot cheat with its own scale. The factors are *not* detached (as in
+DUSt3R). The released code meant this but averaged over all pixels; we average over valid ones only.
+
+Dynamic reweighting (track branch only, released code): on moving pixels, C is replaced by
+5 · max(C over the pair's valid static pixels), detached, so the network must lower their error and cannot
+hide it by lowering their confidence. Their α log C term then is a constant and does not train anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+
+ALPHA = 0.2
+DYNAMIC_CONF_FACTOR = 5.0
+_EPS = 1e-8
+
+
+@dataclass
+class PairTargets:
+    """Ground truth of B pairs (anchor 0, frame j), everything in the anchor camera (= world) frame.
+
+    track (B, H, W, 3): where each anchor pixel's surface point is at time j.
+    recon (B, H, W, 3): frame j's visible surface at time j.
+    valid_track, valid_recon (B, H, W) bool: which target pixels exist (finite).
+    dynamic (B, H, W) bool: anchor pixel lies on a moving object (used by the dynamic reweighting).
+    """
+
+    track: torch.Tensor
+    recon: torch.Tensor
+    valid_track: torch.Tensor
+    valid_recon: torch.Tensor
+    dynamic: torch.Tensor
+
+    def to(self, device: torch.device | str) -> PairTargets:
+        return PairTargets(*(getattr(self, k).to(device) for k in ("track", "recon", "valid_track",
+                                                                    "valid_recon", "dynamic")))
+
+
+@dataclass
+class LossTerms:
+    """Result of :class:`PretrainLoss`. ``total``, ``track``, ``recon`` carry gradients (scalars).
+
+    track_err, recon_err: mean unweighted ‖X̂ − X̄‖ over valid pixels (normalised units, detached), for logs.
+    track_err_dynamic: the same over the valid moving anchor pixels (NaN when there are none).
+    """
+
+    total: torch.Tensor
+    track: torch.Tensor
+    recon: torch.Tensor
+    track_err: torch.Tensor
+    recon_err: torch.Tensor
+    track_err_dynamic: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(getattr(self, k).detach()) for k in self.__dataclass_fields__}
+
+
+def _check_pointmap(name: str, x: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"{name} must be a (B, H, W, 3) pointmap, got shape {tuple(x.shape)}")
+
+
+def pair_scale(recon: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-pair normalisation factor s = mean over valid pixels of ‖recon_p‖ (distance to the origin).
+
+    recon: (B, H, W, 3); valid: (B, H, W) bool -> s: (B,), clamped to ≥ 1e-8. A pair with no valid pixel
+    gets s = 1 (its terms are masked out anyway). NaNs at invalid pixels are ignored.
+    """
+    _check_pointmap("recon", recon)
+    if valid.shape != recon.shape[:-1]:
+        raise ValueError(f"valid must have shape {tuple(recon.shape[:-1])}, got {tuple(valid.shape)}")
+    dist = torch.where(valid, recon.nan_to_num(0.0).norm(dim=-1), torch.zeros((), dtype=recon.dtype,
+                                                                              device=recon.device))
+    count = valid.flatten(1).sum(1)
+    mean = dist.flatten(1).sum(1) / count.clamp_min(1)
+    return torch.where(count > 0, mean.clamp_min(_EPS), torch.ones_like(mean))
+
+
+def normalise_pair(track: torch.Tensor, recon: torch.Tensor, valid_recon: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Divide both branches of each pair by the pair's recon factor s (see :func:`pair_scale`).
+
+    track, recon: (B, H, W, 3); valid_recon: (B, H, W) -> (track / s, recon / s, s (B,)).
+    """
+    s = pair_scale(recon, valid_recon)
+    s4 = rearrange(s, "b -> b 1 1 1")
+    return track / s4, recon / s4, s
+
+
+def dynamic_confidence(conf: torch.Tensor, dynamic: torch.Tensor, valid: torch.Tensor,
+                       factor: float = DYNAMIC_CONF_FACTOR) -> torch.Tensor:
+    """Track-branch confidence with moving pixels set to factor · max(C over valid static pixels), detached.
+
+    conf: (B, H, W) > 1; dynamic, valid: (B, H, W) bool -> (B, H, W). The max is taken per pair; a pair
+    without valid static pixels uses the max over all its valid pixels instead (and is left as is if it
+    has none at all).
+    """
+    if conf.shape != dynamic.shape or conf.shape != valid.shape:
+        raise ValueError(f"conf, dynamic and valid must share a shape, got {tuple(conf.shape)}, "
+                         f"{tuple(dynamic.shape)}, {tuple(valid.shape)}")
+    c = conf.detach()
+    static = valid & ~dynamic
+    neg = torch.full_like(c, -torch.inf)
+    max_static = torch.where(static, c, neg).flatten(1).amax(1)
+    max_valid = torch.where(valid, c, neg).flatten(1).amax(1)
+    ref = torch.where(torch.isfinite(max_static), max_static, max_valid)
+    replace = dynamic & valid & rearrange(torch.isfinite(ref), "b -> b 1 1")
+    target = factor * rearrange(torch.where(torch.isfinite(ref), ref, torch.ones_like(ref)), "b -> b 1 1")
+    return torch.where(replace, target.expand_as(c), conf)
+
+
+def confidence_regression(pred: torch.Tensor, target: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor,
+                          alpha: float = ALPHA) -> tuple[torch.Tensor, torch.Tensor]:
+    """DUSt3R confidence loss: mean over valid pixels of C·‖X̂ − X̄‖ − α·log C.
+
+    pred, target: (B, H, W, 3) (already normalised); conf: (B, H, W) > 0; valid: (B, H, W) bool.
+    Returns (loss scalar, per-pixel error ‖X̂ − X̄‖ (B, H, W) with 0 at invalid pixels). With no valid pixel
+    the loss is 0 (connected to the graph so that backward still works).
+    """
+    _check_pointmap("pred", pred)
+    if target.shape != pred.shape:
+        raise ValueError(f"target shape {tuple(target.shape)} differs from pred shape {tuple(pred.shape)}")
+    if conf.shape != pred.shape[:-1] or valid.shape != pred.shape[:-1]:
+        raise ValueError(f"conf and valid must have shape {tuple(pred.shape[:-1])}, "
+                         f"got {tuple(conf.shape)} and {tuple(valid.shape)}")
+    # invalid targets may be NaN: zero the difference there so that no NaN reaches the value or the gradient
+    diff = torch.where(valid[..., None], pred - target.nan_to_num(0.0), torch.zeros_like(pred))
+    err = diff.norm(dim=-1)
+    per_pixel = conf * err - alpha * torch.log(conf)
+    n = valid.sum()
+    loss = torch.where(valid, per_pixel, torch.zeros_like(per_pixel)).sum() / n.clamp_min(1)
+    return loss, err
+
+
+class PretrainLoss:
+    """The pretraining objective: L = w_track · L_track + w_recon · L_recon (both DUSt3R confidence losses).
+
+    Call with a ``PairOutput``-like object (fields track, recon, conf_track, conf_recon, each (B, H, W, ·))
+    and :class:`PairTargets`; returns :class:`LossTerms`.
+    """
+
+    def __init__(self, alpha: float = ALPHA, track_weight: float = 1.0, recon_weight: float = 1.0,
+                 dynamic_factor: float | None = DYNAMIC_CONF_FACTOR) -> None:
+        if alpha < 0:
+            raise ValueError(f"alpha must be ≥ 0, got {alpha}")
+        self.alpha = alpha
+        self.track_weight = track_weight
+        self.recon_weight = recon_weight
+        self.dynamic_factor = dynamic_factor
+
+    def __call__(self, out, targets: PairTargets) -> LossTerms:
+        for name in ("track", "recon"):
+            if getattr(out, name).shape != getattr(targets, name).shape:
+                raise ValueError(f"prediction {name} has shape {tuple(getattr(out, name).shape)} but the "
+                                 f"target has {tuple(getattr(targets, name).shape)}; same resolution needed")
+        pred_track, pred_recon, _ = normalise_pair(out.track.float(), out.recon.float(), targets.valid_recon)
+        gt_track, gt_recon, _ = normalise_pair(targets.track.float(), targets.recon.float(),
+                                               targets.valid_recon)
+        conf_track = out.conf_track.float()
+        if self.dynamic_factor is not None:
+            conf_track = dynamic_confidence(conf_track, targets.dynamic, targets.valid_track,
+                                            self.dynamic_factor)
+        l_track, e_track = confidence_regression(pred_track, gt_track, conf_track, targets.valid_track,
+                                                 self.alpha)
+        l_recon, e_recon = confidence_regression(pred_recon, gt_recon, out.conf_recon.float(),
+                                                 targets.valid_recon, self.alpha)
+        total = self.track_weight * l_track + self.recon_weight * l_recon
+        with torch.no_grad():
+            vt, vr = targets.valid_track, targets.valid_recon
+            vd = vt & targets.dynamic
+            track_err = e_track.sum() / vt.sum().clamp_min(1)
+            recon_err = e_recon.sum() / vr.sum().clamp_min(1)
+            dyn_err = (e_track * vd).sum() / vd.sum() if vd.any() \
+                else torch.tensor(float("nan"), device=total.device)
+        return LossTerms(total=total, track=l_track, recon=l_recon, track_err=track_err.detach(),
+                         recon_err=recon_err.detach(), track_err_dynamic=dyn_err.detach())

@@ -1,0 +1,132 @@
+"""Pretraining loss: hand-made cases, scale invariance, dynamic reweighting, NaN-safe masking."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+
+from st4r_lite.losses import (
+    PairTargets,
+    PretrainLoss,
+    confidence_regression,
+    dynamic_confidence,
+    normalise_pair,
+    pair_scale,
+)
+
+
+def test_pair_scale_mean_distance_over_valid_pixels_only():
+    recon = torch.tensor([[[[1.0, 0, 0], [0, 3.0, 0], [0, 0, 100.0]]]])  # (1, 1, 3, 3)
+    valid = torch.tensor([[[True, True, False]]])
+    assert torch.allclose(pair_scale(recon, valid), torch.tensor([2.0]))
+    recon[0, 0, 2] = float("nan")  # NaN at an invalid pixel is ignored
+    assert torch.allclose(pair_scale(recon, valid), torch.tensor([2.0]))
+    # a pair without valid pixels gets 1
+    assert torch.allclose(pair_scale(recon, torch.zeros_like(valid)), torch.tensor([1.0]))
+
+
+def test_normalise_pair_uses_the_recon_factor_for_both_branches():
+    recon = torch.tensor([[[[0, 0, 2.0], [0, 0, 6.0]]]])
+    track = torch.tensor([[[[0, 0, 8.0], [0, 0, 8.0]]]])
+    t, r, s = normalise_pair(track, recon, torch.ones(1, 1, 2, dtype=torch.bool))
+    assert torch.allclose(s, torch.tensor([4.0]))
+    assert torch.allclose(t[..., 2], torch.tensor([[[2.0, 2.0]]]))
+    assert torch.allclose(r[..., 2], torch.tensor([[[0.5, 1.5]]]))
+
+
+def test_confidence_regression_hand_computed():
+    pred = torch.tensor([[[[0, 0, 0.0], [1, 0, 0.0], [5, 5, 5.0]]]])
+    target = torch.tensor([[[[0, 0, 1.0], [1, 0, 0.0], [float("nan")] * 3]]])
+    conf = torch.tensor([[[2.0, 3.0, 7.0]]])
+    valid = torch.tensor([[[True, True, False]]])
+    loss, err = confidence_regression(pred, target, conf, valid, alpha=0.2)
+    expected = ((2 * 1 - 0.2 * math.log(2)) + (0 - 0.2 * math.log(3))) / 2
+    assert abs(float(loss) - expected) < 1e-6
+    assert torch.allclose(err, torch.tensor([[[1.0, 0.0, 0.0]]]))
+
+
+def test_confidence_regression_no_nan_gradient_from_invalid_targets():
+    pred = torch.randn(2, 3, 4, 3, requires_grad=True)
+    conf = (1 + torch.rand(2, 3, 4)).requires_grad_()
+    target = torch.randn(2, 3, 4, 3)
+    valid = torch.rand(2, 3, 4) > 0.3
+    target[~valid] = float("nan")
+    target[0, 0, 0] = pred[0, 0, 0].detach()  # zero error at a valid pixel: norm gradient must stay finite
+    valid[0, 0, 0] = True
+    loss, _ = confidence_regression(pred, target, conf, valid)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(pred.grad).all() and torch.isfinite(conf.grad).all()
+    assert (pred.grad[~valid] == 0).all()
+
+
+def test_dynamic_confidence_replaces_moving_pixels_with_detached_5x_static_max():
+    conf = torch.tensor([[[1.5, 2.0, 4.0, 9.0]], [[3.0, 1.2, 1.1, 1.1]]], requires_grad=True)
+    dynamic = torch.tensor([[[False, False, True, False]], [[False, True, True, False]]])
+    valid = torch.tensor([[[True, True, True, False]], [[True, True, True, True]]])  # 9.0 is invalid
+    out = dynamic_confidence(conf, dynamic, valid)
+    assert torch.allclose(out, torch.tensor([[[1.5, 2.0, 10.0, 9.0]], [[3.0, 15.0, 15.0, 1.1]]]))
+    out.sum().backward()
+    assert torch.equal(conf.grad, (~(dynamic & valid)).float())  # no gradient through replaced pixels
+
+
+def _batch(B=2, H=4, W=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    track = torch.randn(B, H, W, 3, generator=g) + torch.tensor([0, 0, 3.0])
+    recon = torch.randn(B, H, W, 3, generator=g) + torch.tensor([0, 0, 3.0])
+    dynamic = torch.rand(B, H, W, generator=g) > 0.7
+    ones = torch.ones(B, H, W, dtype=torch.bool)
+    return PairTargets(track=track, recon=recon, valid_track=ones, valid_recon=ones.clone(), dynamic=dynamic)
+
+
+def _out(track, recon, conf_track, conf_recon):
+    return SimpleNamespace(track=track, recon=recon, conf_track=conf_track, conf_recon=conf_recon)
+
+
+def test_pretrain_loss_is_scale_invariant_and_perfect_prediction_has_zero_error():
+    tg = _batch()
+    conf = 1 + torch.rand(tg.track.shape[:-1], generator=torch.Generator().manual_seed(1))
+    loss_fn = PretrainLoss()
+    perfect = loss_fn(_out(3.0 * tg.track, 3.0 * tg.recon, conf, conf), tg)
+    assert float(perfect.track_err) < 1e-6 and float(perfect.recon_err) < 1e-6
+    # with zero error only -α log C remains (on the track branch, moving pixels have the replaced C)
+    c_dyn = dynamic_confidence(conf, tg.dynamic, tg.valid_track)
+    assert abs(float(perfect.track) + 0.2 * float(torch.log(c_dyn).mean())) < 1e-5
+    assert abs(float(perfect.recon) + 0.2 * float(torch.log(conf).mean())) < 1e-5
+    pred_t, pred_r = tg.track + 0.3, tg.recon - 0.2
+    a = loss_fn(_out(pred_t, pred_r, conf, conf), tg)
+    b = loss_fn(_out(7.0 * pred_t, 7.0 * pred_r, conf, conf), tg)
+    assert torch.allclose(a.total, b.total, atol=1e-5)
+    assert float(a.total) > float(perfect.total)
+    assert set(a.as_floats()) == {"total", "track", "recon", "track_err", "recon_err", "track_err_dynamic"}
+
+
+def test_pretrain_loss_gradients_finite_and_dynamic_pixels_get_no_confidence_gradient():
+    tg = _batch(seed=3)
+    tg.valid_recon[0, 0, :2] = False
+    tg.recon[0, 0, :2] = float("nan")
+    track = torch.randn_like(tg.track).requires_grad_()
+    recon = torch.randn_like(tg.recon).requires_grad_()
+    conf_t = (1 + torch.rand(tg.track.shape[:-1])).requires_grad_()
+    conf_r = (1 + torch.rand(tg.track.shape[:-1])).requires_grad_()
+    terms = PretrainLoss()(_out(track, recon, conf_t, conf_r), tg)
+    terms.total.backward()
+    for t in (track, recon, conf_t, conf_r):
+        assert torch.isfinite(t.grad).all()
+    assert (conf_t.grad[tg.dynamic] == 0).all()
+    assert (conf_t.grad[~tg.dynamic] != 0).all()
+    assert torch.isfinite(terms.track_err_dynamic)
+
+
+def test_pretrain_loss_rejects_shape_mismatch():
+    tg = _batch()
+    conf = torch.ones(2, 4, 5) * 2
+    bad = torch.zeros(2, 4, 6, 3)
+    try:
+        PretrainLoss()(_out(bad, tg.recon, conf, conf), tg)
+    except ValueError as err:
+        assert "same resolution" in str(err)
+    else:
+        raise AssertionError("a shape mismatch must raise ValueError")

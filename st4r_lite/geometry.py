@@ -9,7 +9,7 @@ Conventions (DESIGN §1), used by every function here:
   - Pixels (u, v) = (column, row); pixel centres sit at integer coordinates, so the image spans
     u in [-0.5, W - 0.5]. K = [[f, 0, cx], [0, f, cy], [0, 0, 1]], default principal point ((W-1)/2, (H-1)/2).
   - Batch dims of a camera (K or T) are matched to the leading dims of the points *from the left*:
-    one K of shape (B, 3, 3) serves points (B, N, 3) or (B, H, W, 3). ``(3, 3)`` / ``(4, 4)`` serve everything.
+    one K of shape (B, 3, 3) serves points (B, N, 3) or (B, H, W, 3); ``(3, 3)`` / ``(4, 4)`` serve all.
 
 >>> K = intrinsics_matrix(100.0, 47.5, 31.5)
 >>> project(torch.tensor([[0.0, 0.0, 2.0], [1.0, -1.0, 2.0]]), K)
@@ -32,7 +32,7 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------- checks
 def _tensor(x, name: str, like: Tensor | None = None) -> Tensor:
-    """``x`` as a floating tensor (numbers and arrays take ``like``'s dtype/device, else the default dtype)."""
+    """``x`` as a floating tensor (numbers/arrays take ``like``'s dtype and device, else the default)."""
     if not isinstance(x, Tensor):
         x = torch.as_tensor(x, device=like.device if like is not None else None)
         if like is not None and like.is_floating_point():
@@ -88,8 +88,8 @@ def intrinsics_matrix(f, cx, cy) -> Tensor:
     like = next((x for x in (f, cx, cy) if isinstance(x, Tensor)), None)
     f, cx, cy = torch.broadcast_tensors(*(_tensor(x, n, like) for x, n in ((f, "f"), (cx, "cx"), (cy, "cy"))))
     zero, one = torch.zeros_like(f), torch.ones_like(f)
-    rows = [torch.stack([f, zero, cx], -1), torch.stack([zero, f, cy], -1), torch.stack([zero, zero, one], -1)]
-    return torch.stack(rows, dim=-2)
+    rows = [[f, zero, cx], [zero, f, cy], [zero, zero, one]]
+    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
 
 
 def to_homogeneous(x: Tensor) -> Tensor:
@@ -101,7 +101,8 @@ def to_homogeneous(x: Tensor) -> Tensor:
 def project(points_cam: Tensor, K: Tensor) -> Tensor:
     """Pinhole projection of camera-frame points to pixels: (u, v) = (f x / z + cx, f y / z + cy).
 
-    (General K: [u, v, 1] ∝ K [x, y, z].) points_cam: (..., 3); K: (3, 3) or (..., 3, 3) matched from the left.
+    (General K: [u, v, 1] ∝ K [x, y, z].)
+    points_cam: (..., 3); K: (3, 3) or (..., 3, 3) matched from the left.
     Returns (..., 2). Points with z = 0 give inf/nan: mask them first (z > 0 means in front of the camera).
     """
     points_cam, K = _tensor(points_cam, "points_cam"), _tensor(K, "K")
@@ -207,7 +208,7 @@ def transform_points(T: Tensor, points: Tensor) -> Tensor:
 
 
 def sim3_matrix(scale: Tensor, R: Tensor, t: Tensor) -> Tensor:
-    """The 4x4 matrix of x -> scale R x + t. scale: (...); R: (..., 3, 3); t: (..., 3). Returns (..., 4, 4)."""
+    """The 4x4 matrix of x -> scale R x + t. scale: (...); R: (..., 3, 3); t: (..., 3) -> (..., 4, 4)."""
     scale = _tensor(scale, "scale", like=R)
     return make_pose(scale[..., None, None] * R, t)
 
@@ -232,8 +233,8 @@ def estimate_focal(pointmap: Tensor, valid: Tensor | None = None, pp: Tensor | N
     The L1 cost shrugs off wrong points with a sensible direction (|x/z| within the field of view), but not
     points at z ≈ 0: their huge x/z dominate both sums, so mask low-confidence pixels through ``valid``.
 
-    pointmap: (..., H, W, 3) camera frame; valid: (..., H, W) bool or None; pp: (2,) or (..., 2) pixels, default
-    ((W-1)/2, (H-1)/2); returns f: (...). An image with no usable pixel gets NaN (check ``isfinite``).
+    pointmap: (..., H, W, 3) camera frame; valid: (..., H, W) bool or None; pp: (2,) or (..., 2) pixels,
+    default ((W-1)/2, (H-1)/2); returns f: (...). An image with no usable pixel gets NaN (check ``isfinite``).
     >>> K = intrinsics_matrix(50.0, 4.5, 3.5)
     >>> round(float(estimate_focal(depth_to_pointmap(torch.rand(8, 10) + 1, K))), 3)
     50.0
@@ -279,9 +280,10 @@ def estimate_focal(pointmap: Tensor, valid: Tensor | None = None, pp: Tensor | N
 
 def umeyama_sim3(src: Tensor, dst: Tensor, weights: Tensor | None = None,
                  with_scale: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-    """Least-squares similarity (Umeyama 1991) with dst ≈ scale R src + t, minimising Σ_i w_i ‖s R x_i + t - y_i‖².
+    """Least-squares similarity (Umeyama 1991) dst ≈ scale R src + t: minimise Σ_i w_i ‖s R x_i + t - y_i‖².
 
-    With weighted means μ_x, μ_y, Σ_xy = Σ_i w_i (y_i - μ_y)(x_i - μ_x)ᵀ / Σ w and σ_x² = Σ_i w_i ‖x_i - μ_x‖² / Σ w:
+    With weighted means μ_x, μ_y, the cross-covariance Σ_xy = Σ_i w_i (y_i - μ_y)(x_i - μ_x)ᵀ / Σ w and
+    the variance σ_x² = Σ_i w_i ‖x_i - μ_x‖² / Σ w:
         R = U diag(1, 1, det(U Vᵀ)) Vᵀ  where U D Vᵀ = svd(Σ_xy)   (roma.special_procrustes)
         s = tr(Rᵀ Σ_xy) / σ_x²   (1 if with_scale is False),      t = μ_y - s R μ_x.
     src, dst: (..., N, 3), N >= 3 non-collinear; weights: (..., N) >= 0 or None.

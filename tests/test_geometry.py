@@ -1,4 +1,4 @@
-"""Tests of st4r_lite.geometry: conventions, round trips, pose identities, focal and Sim(3) recovery, gradients."""
+"""Tests of st4r_lite.geometry: conventions, round trips, poses, focal and Sim(3) recovery, gradients."""
 
 from __future__ import annotations
 
@@ -121,7 +121,8 @@ def test_T_world_cam_maps_camera_to_world():
 def test_transform_points_shapes():
     g = _gen(4)
     T = _random_pose(g, 3)
-    pts_n, pts_hw = torch.randn(3, 10, 3, generator=g, dtype=F64), torch.randn(3, 4, 5, 3, generator=g, dtype=F64)
+    pts_n = torch.randn(3, 10, 3, generator=g, dtype=F64)
+    pts_hw = torch.randn(3, 4, 5, 3, generator=g, dtype=F64)
     out_n, out_hw = G.transform_points(T, pts_n), G.transform_points(T, pts_hw)
     assert out_n.shape == pts_n.shape and out_hw.shape == pts_hw.shape
     manual = torch.einsum("bij,bhwj->bhwi", T[:, :3, :3], pts_hw) + T[:, None, None, :3, 3]
@@ -200,7 +201,8 @@ def test_umeyama_recovers_known_sim3(weighted):
     t = torch.randn(B, 3, generator=g, dtype=F64)
     s = torch.rand(B, generator=g, dtype=F64) * 2 + 0.5
     src = torch.randn(B, N, 3, generator=g, dtype=F64)
-    dst = G.transform_points(G.sim3_matrix(s, R, t), src) + 0.01 * torch.randn(B, N, 3, generator=g, dtype=F64)
+    noise = 0.01 * torch.randn(B, N, 3, generator=g, dtype=F64)
+    dst = G.transform_points(G.sim3_matrix(s, R, t), src) + noise
     weights = None
     if weighted:  # gross outliers with zero weight must not matter
         dst[:, :40] += 5 * torch.randn(B, 40, 3, generator=g, dtype=F64)

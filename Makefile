@@ -38,7 +38,7 @@ lint:
 	$(PYTHON) -m ruff check st4r_lite tests
 
 slides: install
-	$(PYTHON) -m st4r_lite.cli slides --out slides
+	$(PYTHON) -m st4r_lite.cli slides --out slides/build
 
 clean:
 	rm -rf $(OUT) .pytest_cache build dist *.egg-info

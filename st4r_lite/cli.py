@@ -112,10 +112,33 @@ def _run_demo(args: argparse.Namespace) -> None:
     demo.run_demo(args.out, seed=args.seed)
 
 
+def _add_slides(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "slides", help="build the reveal.js course deck (English and Vietnamese) from the recorded results",
+        description="Fill slides/deck.<lang>.md with the results under data/ and write one HTML deck per language "
+        "(reveal.js inline) plus plotly.min.js into --out (default slides/build). Opens offline.",
+    )
+    p.add_argument("--out", default="slides/build", help="output folder")
+    p.add_argument("--sources", default=None, help="folder with deck.<lang>.md (default: the repository's slides/)")
+    p.add_argument("--data", default=None, help="results folder (default: the repository's data/)")
+    p.add_argument("--lang", default="en,vi", help="comma-separated languages (en, vi)")
+    p.set_defaults(func=_run_slides)
+
+
+def _run_slides(args: argparse.Namespace) -> None:
+    from st4r_lite import slides
+
+    langs = tuple(x.strip() for x in args.lang.split(",") if x.strip())
+    for deck in slides.build_decks(args.out, sources_dir=args.sources, data_dir=args.data, languages=langs):
+        note = f"; not produced yet: {', '.join(deck.missing)}" if deck.missing else ""
+        print(f"wrote {deck.path} (results: {', '.join(deck.filled) or 'none'}{note})")
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_view,
     _add_demo,
+    _add_slides,
 ]
 
 

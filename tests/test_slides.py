@@ -1,0 +1,66 @@
+"""Tests of st4r_lite.slides: the decks build offline, in both languages, and contain the current results."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from st4r_lite import cli, slides
+
+
+def _results(tmp_path):
+    data = tmp_path / "data"
+    (data / "ablation_quick").mkdir(parents=True)
+    (data / "ablation_quick" / "results.md").write_text(
+        "| variant | APD dyn |\n|---|---|\n| baseline | 41.234 ± 1.0 |\n| robust | 47.891 ± 0.9 |\n")
+    (data / "tiny_eval.json").write_text(json.dumps({"metrics": {"tiny": {"apd_dynamic": 55.5},
+                                                                 "static": {"apd_dynamic": 31.25}}}))
+    return data
+
+
+def test_decks_build_offline_with_the_current_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(slides, "view3d_html", lambda: "<div id='fake-view'>3D</div>")
+    data = _results(tmp_path)
+    decks = slides.build_decks(tmp_path / "out", data_dir=data)
+    assert [d.language for d in decks] == ["en", "vi"]
+    for deck in decks:
+        page = deck.path.read_text(encoding="utf-8")
+        assert "47.891" in page and "41.234" in page, "the ablation table must be in the deck"
+        assert "55.5" in page and "31.25" in page, "the tiny checkpoint's numbers must be in the deck"
+        assert "Reveal.initialize" in page and "fake-view" in page
+        # offline: no script or stylesheet fetched from the network
+        assert not re.search(r"""(src|href)=["']https?://""", page)
+        assert "@import" not in page
+        assert set(deck.filled) >= {"ablation_table", "tiny_eval", "provenance"}
+        assert "ablation_plot" in deck.missing and "world_stats" in deck.missing
+    assert (tmp_path / "out" / "plotly.min.js").stat().st_size > 1_000_000
+    vi = decks[1].path.read_text(encoding="utf-8")
+    assert "Mục tiêu" in vi and "chưa có kết quả" in vi
+    en = decks[0].path.read_text(encoding="utf-8")
+    assert "Goals" in en and "not produced yet" in en
+    # the proposal's structure, in order
+    order = [en.index(h) for h in ("## Introduction", "## Goals", "## Method", "## The improvement", "## Results")]
+    assert order == sorted(order)
+
+
+def test_real_3d_view_is_a_plotly_div():
+    div = slides.view3d_html(frames=3, height=16, width=24)
+    assert "plotly" in div.lower() and "<script" in div and "https://" not in div.split("Plotly.newPlot")[0]
+
+
+def test_unknown_placeholder_and_language_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        slides.render_slides("# t\n\n{{nope}}\n", "en", tmp_path, view3d="")
+    with pytest.raises(ValueError, match="unknown slide language"):
+        slides.build_decks(tmp_path / "o", data_dir=tmp_path, languages=("fr",))
+
+
+def test_cli_slides(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(slides, "view3d_html", lambda: "<div>3D</div>")
+    data = _results(tmp_path)
+    assert cli.main(["slides", "--out", str(tmp_path / "deck"), "--data", str(data), "--lang", "en"]) == 0
+    assert (tmp_path / "deck" / "st4r_lite.en.html").is_file()
+    assert "not produced yet" in capsys.readouterr().out
+    assert cli.main(["slides", "--out", str(tmp_path / "d2"), "--sources", str(tmp_path / "none")]) == 2

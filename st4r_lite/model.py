@@ -183,16 +183,26 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def build_model(preset: str | ModelConfig = "tiny", device: torch.device | str | None = None) -> St4RTrack:
+def build_model(
+    preset: str | ModelConfig = "tiny", device: torch.device | str | None = None, seed: int | None = 0
+) -> St4RTrack:
     """A freshly initialised model of a preset (``'tiny'``, ``'small'``, ``'full'``, ``'full_linear'``) or config.
 
+    The initial weights depend on ``seed`` only (drawn on the CPU from a forked RNG, so the caller's global
+    RNG state is neither used nor changed); ``seed=None`` draws from the global RNG instead.
     ``device='meta'`` builds the structure without allocating memory (key and shape checks).
     """
     cfg = get_config(preset)
-    if device is None:
-        return St4RTrack(cfg)
-    with torch.device(device):
-        return St4RTrack(cfg)
+    if device is not None and torch.device(device).type == "meta":
+        with torch.device("meta"):
+            return St4RTrack(cfg)
+    if seed is None:
+        model = St4RTrack(cfg)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = St4RTrack(cfg)
+    return model if device is None else model.to(device)
 
 
 def count_parameters(model: nn.Module) -> int:

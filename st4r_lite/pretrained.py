@@ -5,9 +5,17 @@ Glossary: "name" = one of :data:`PRETRAINED`'s keys; "cache" = ``$ST4R_CACHE`` o
 All released weights of this family are licensed CC BY-NC-SA 4.0 (non-commercial use only; DUSt3R's
 licence, inherited by MonST3R and St4RTrack). We print that notice every time they are loaded.
 
-File names are assumptions (the repositories are not read at import time and may change); when the assumed
-file is not found online, the repository's file list is searched for its single checkpoint file. A file
-placed by hand in ``<cache>/<name>/`` (any ``.pth``/``.pt``/``.safetensors`` name) is used as is.
+Where the names come from (checked in public sources, not guessed; the repositories may change):
+  - St4RTrack: the authors' README points to the Hugging Face repo ``yupengchengg147/St4RTrack``; their
+    inference script loads the root with ``from_pretrained`` (seq mode) and downloads ``Pair/model.safetensors``
+    (pair mode). The root file name ``model.safetensors`` is what huggingface_hub's mixin writes: inferred.
+  - MonST3R: ``Junyi42/MonST3R_PO-TA-S-W_ViTLarge_BaseDecoder_512_dpt`` (README + model card: config.json,
+    model.safetensors, licence cc-by-nc-sa-4.0).
+  - DUSt3R: ``naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt`` (model card: config.json, model.safetensors).
+When the expected file is not found online, the repository's folder is searched for its single checkpoint
+file. A file placed by hand in ``<cache>/<name>/`` (any ``.pth``/``.pt``/``.safetensors`` name, e.g. the
+Google-Drive ``St4RTrack_Seqmode_reweightMax5.pth``) is used as is. Nothing is downloaded when
+``allow_download=False`` or when ``$HF_HUB_OFFLINE`` / ``$ST4R_OFFLINE`` is set.
 """
 
 from __future__ import annotations
@@ -36,24 +44,26 @@ class PretrainedSpec:
     """One released checkpoint: Hugging Face repo, file inside it (may include a folder), what it is."""
 
     repo: str
-    filename: str  # ASSUMED name; see the module docstring for the fallback
+    filename: str  # see the module docstring for where it comes from and the fallback
     description: str
     folder: str = ""  # the folder inside the repo the checkpoint lives in ("" = root)
 
 
 PRETRAINED: dict[str, PretrainedSpec] = {
-    # St4RTrack, sequence-mode checkpoint (paper's main model): repo root.
-    "st4rtrack-seq": PretrainedSpec("yupengchengg147/St4RTrack", "checkpoint-last.pth",
-                                    "St4RTrack (seq mode): track + recon heads"),
-    # St4RTrack, pair-mode checkpoint: the repo's Pair/ folder.
-    "st4rtrack-pair": PretrainedSpec("yupengchengg147/St4RTrack", "Pair/checkpoint-last.pth",
+    # St4RTrack, sequence-mode checkpoint (the authors recommend it): repo root. The released inference script
+    # loads the root with huggingface_hub's model mixin (files model.safetensors + config.json).
+    "st4rtrack_seq": PretrainedSpec("yupengchengg147/St4RTrack", "model.safetensors",
+                                    "St4RTrack (sequence mode): head 1 = track, head 2 = recon"),
+    # St4RTrack, pair-mode checkpoint: the repo's Pair/ folder (the released script fetches Pair/model.safetensors).
+    "st4rtrack_pair": PretrainedSpec("yupengchengg147/St4RTrack", "Pair/model.safetensors",
                                      "St4RTrack (pair mode)", folder="Pair"),
-    # MonST3R (dynamic-scene DUSt3R fine-tune), as pushed with huggingface_hub's model mixin.
+    # MonST3R (dynamic-scene DUSt3R fine-tune), pushed with huggingface_hub's model mixin (its model card
+    # lists config.json + model.safetensors; licence cc-by-nc-sa-4.0).
     "monst3r": PretrainedSpec("Junyi42/MonST3R_PO-TA-S-W_ViTLarge_BaseDecoder_512_dpt", "model.safetensors",
-                              "MonST3R: both heads = reconstruction (head 1 = anchor's own points)"),
-    # DUSt3R 512 DPT (static scenes), the architecture's original weights.
-    "dust3r-512-dpt": PretrainedSpec("naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt", "model.safetensors",
-                                     "DUSt3R ViT-L/ViT-B 512 DPT (static scenes)"),
+                              "MonST3R: both heads = reconstruction (head 1 = the anchor's own points)"),
+    # DUSt3R 512 DPT (static scenes), the architecture's original weights (NAVER's hub repo: model.safetensors).
+    "dust3r": PretrainedSpec("naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt", "model.safetensors",
+                             "DUSt3R ViT-L/ViT-B 512 DPT (static scenes)"),
 }
 
 
@@ -132,33 +142,45 @@ def _list_repo_files(repo: str) -> list[str]:
             return [s["rfilename"] for s in json.load(r).get("siblings", [])]
 
 
+def offline() -> bool:
+    """True when ``$ST4R_OFFLINE`` or ``$HF_HUB_OFFLINE`` is set to a true value: never try the network."""
+    return any(os.environ.get(k, "").strip().lower() not in ("", "0", "false", "no", "off")
+               for k in ("ST4R_OFFLINE", "HF_HUB_OFFLINE"))
+
+
 def load_pretrained(
     name: str,
     cache_dir: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     config: ModelConfig | None = None,
+    allow_download: bool = True,
 ) -> St4RTrack:
     """Released weights ``name`` (see :data:`PRETRAINED`) in a ``full``-preset model on ``device``.
 
-    Looks in the cache first, downloads when missing (huggingface_hub if installed, else urllib), and fails
-    offline with a message naming the file to download and where to put it. ``config`` overrides the
-    architecture (default: ``PRESETS['full']``). The missing sigma heads stay zero (sigma^2 = 1).
+    Looks in the cache first (``cache_dir``, else ``$ST4R_CACHE``, else ``~/.cache/st4r_lite``), downloads when
+    missing and allowed (huggingface_hub if installed, else urllib), and otherwise fails with a RuntimeError
+    naming the file to download and where to put it. ``config`` overrides the architecture (default:
+    ``PRESETS['full']``). The released files lack our sigma heads: they start at zero (sigma^2 = 1). What the
+    loader did is kept in ``model.load_report``. Prints the weights' non-commercial licence.
     """
     spec = _spec(name)
     path = find_cached(name, cache_dir)
     if path is None:
         target = cache_root(cache_dir) / name / spec.filename
+        advice = (f"Download {file_url(spec)} (Hugging Face repo {spec.repo}, file {spec.filename}) and place it "
+                  f"at {target} (or any single .pth/.safetensors file in {target.parent}; set $ST4R_CACHE or pass "
+                  "cache_dir to use another folder)")
+        if not allow_download or offline():
+            raise RuntimeError(f"pretrained weights {name!r} are not cached and downloading is off. {advice}")
         try:
             path = download(name, cache_dir)
         except Exception as err:  # noqa: BLE001 - offline, proxy, 404 ...: the same advice applies
-            raise RuntimeError(
-                f"pretrained weights {name!r} are not cached and could not be downloaded ({type(err).__name__}: "
-                f"{err}). Download {file_url(spec)} (repo {spec.repo}, file {spec.filename}) and place it at "
-                f"{target} (or set $ST4R_CACHE / pass cache_dir)") from err
+            raise RuntimeError(f"pretrained weights {name!r} are not cached and could not be downloaded "
+                               f"({type(err).__name__}: {err}). {advice}") from err
     print(f"loading {name} ({spec.description}) from {path}\n{LICENCE}")
     sd, _ = read_state_dict(path)
     model = build_model_on(config or PRESETS["full"], device)
-    model.load_report = load_weights(model, sd, strict=True)  # what the file lacked / what was copied, for the curious
+    model.load_report = load_weights(model, sd, strict=True)  # what the file lacked / what was copied
     return model
 
 
@@ -168,5 +190,5 @@ def _spec(name: str) -> PretrainedSpec:
     return PRETRAINED[name]
 
 
-__all__ = ["PRETRAINED", "PretrainedSpec", "LICENCE", "load_pretrained", "download", "find_cached",
+__all__ = ["PRETRAINED", "PretrainedSpec", "LICENCE", "load_pretrained", "download", "find_cached", "offline",
            "cache_root", "file_url", "LoadReport"]

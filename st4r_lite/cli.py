@@ -134,11 +134,60 @@ def _run_slides(args: argparse.Namespace) -> None:
         print(f"wrote {deck.path} (results: {', '.join(deck.filled) or 'none'}{note})")
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure training and inference pairs/s and peak memory of model presets",
+        description="Time forward+backward+AdamW steps (pretraining loss) and no-grad forward passes of a model "
+        "preset at its own resolution on random data, and report peak memory. Results vary with the machine "
+        "and its load; the JSON records the command and the hardware.",
+    )
+    p.add_argument("--preset", nargs="+", default=["tiny"], help="one or more presets (tiny small full ...)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per phase")
+    p.add_argument("--batch", type=_positive_int, default=None, help="pairs per step (default: per preset)")
+    p.add_argument("--warmup", type=_nonneg_int, default=1, help="untimed steps before timing")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="write the results as JSON to OUT (or to stdout when OUT is left out)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    import json
+
+    from st4r_lite import bench
+    from st4r_lite.runtime import atomic_write, pick_device
+
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as err:
+        raise UserError(str(err)) from None
+    results = []
+    for preset in args.preset:
+        r = bench.benchmark(preset, device, steps=args.steps, batch=args.batch, warmup=args.warmup)
+        print(bench.format_result(r), file=sys.stderr if args.json == "-" else sys.stdout)
+        results.append(r)
+    if args.json is None:
+        return
+    command = (f"st4r-lite bench --preset {' '.join(args.preset)} --device {args.device} --steps {args.steps} "
+               f"--warmup {args.warmup}" + (f" --batch {args.batch}" if args.batch else "") + " --json"
+               + ("" if args.json == "-" else f" {args.json}"))
+    doc = {"command": command, "hardware": bench.hardware_info(device), "results": results}
+    text = json.dumps(doc, indent=1)
+    if args.json == "-":
+        print(text)
+    else:
+        with atomic_write(args.json, "w") as f:
+            f.write(text + "\n")
+        print(f"wrote {args.json}")
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_view,
     _add_demo,
     _add_slides,
+    _add_bench,
 ]
 
 

@@ -1,0 +1,45 @@
+"""The benchmark: numbers come back positive and finite, the CLI writes the JSON with command and hardware."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from st4r_lite import bench
+from st4r_lite.cli import main
+
+
+def test_benchmark_tiny_cpu():
+    r = bench.benchmark("tiny", "cpu", steps=1, batch=2, warmup=0)
+    assert r["preset"] == "tiny" and r["batch"] == 2 and r["img_size"] == [64, 96]
+    for key in ("train_pairs_per_s", "infer_pairs_per_s", "train_step_s", "infer_step_s"):
+        assert r[key] > 0 and math.isfinite(r[key]), key
+    assert r["infer_pairs_per_s"] > r["train_pairs_per_s"], "a no-grad forward must beat a training step"
+    assert r["train_peak_mem_bytes"] >= r["baseline_rss_bytes"] > 0
+    assert r["finite"] and "PretrainLoss" in r["loss"] and "ru_maxrss" in r["memory_method"]
+    assert "tiny on cpu" in bench.format_result(r)
+
+
+def test_benchmark_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="steps"):
+        bench.benchmark("tiny", steps=0)
+    with pytest.raises(ValueError, match="unknown model preset"):
+        bench.benchmark("enormous")
+
+
+def test_cli_bench_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--batch", "1",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["command"].startswith("st4r-lite bench --preset tiny --device cpu --steps 1")
+    assert doc["hardware"]["cpu_count"] >= 1 and doc["hardware"]["torch"]
+    assert [r["preset"] for r in doc["results"]] == ["tiny"]
+    assert "pairs/s" in capsys.readouterr().out
+
+
+def test_cli_bench_unknown_preset_is_a_user_error(capsys):
+    assert main(["bench", "--preset", "nope", "--device", "cpu", "--steps", "1"]) == 2
+    assert "unknown model preset" in capsys.readouterr().err

@@ -60,6 +60,8 @@ def hardware_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"), "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__,
+        # Other processes compete for the cores: the 1-minute load average says how busy the machine was.
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -109,6 +111,7 @@ def benchmark(
         raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use --device cpu")
     H, W = cfg.img_size
     rss_before = _peak_rss_bytes()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     model = build_model(cfg, device=device, seed=seed)
     img1, img2, targets = _random_batch(B, H, W, device, seed)
     loss_fn = PretrainLoss()
@@ -165,6 +168,7 @@ def benchmark(
                           else "resource.getrusage(RUSAGE_SELF).ru_maxrss: whole-process peak RSS, never reset"),
         "loss": "st4r_lite.losses.PretrainLoss (confidence loss, both branches, dynamic reweighting)",
         "optimizer": "AdamW lr 1e-4 betas (0.9, 0.95) wd 0.05 (none on biases/norms)",
+        "load_avg_1min_before": load_before, "torch_threads": torch.get_num_threads(),
         "final_loss": last_loss, "finite": bool(torch.isfinite(torch.tensor(last_loss))),
     }
 

@@ -182,9 +182,67 @@ def _run_bench(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+# ------------------------------------------------------------------------------------------- pretrain / export
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a model on the synthetic 4D world (resumable; torchrun for several processes)",
+        description="Pretrain St4RTrack on pairs (anchor 0, k) of on-the-fly synthetic clips (DESIGN §4). Writes a "
+        "training checkpoint (model + optimiser + schedule + RNG states) to --out, a metrics log (JSON lines) "
+        "beside it and a held-out evaluation at the end. Several processes: `torchrun --nproc_per_node K "
+        "-m st4r_lite.cli pretrain ...`.",
+    )
+    p.add_argument("--preset", default="tiny", help="model preset (tiny, small, full, full_linear)")
+    p.add_argument("--steps", type=_positive_int, required=True, help="total optimiser steps of the schedule")
+    p.add_argument("--out", required=True, help="training checkpoint to write (and to read with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out (same settings)")
+    p.add_argument("--batch", type=_positive_int, default=None, help="clips per step and per process")
+    p.add_argument("--frames", type=_positive_int, default=None, help="frames per clip (= pairs per clip)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--warmup", type=_nonneg_int, default=None, help="warm-up steps")
+    p.add_argument("--max-frame-gap", type=float, default=None, help="largest frame gap of the curriculum")
+    p.add_argument("--eval-every", type=_nonneg_int, default=0,
+                   help="evaluate on the held-out clips every N steps (0 = only at the end)")
+    p.add_argument("--save-every", type=_nonneg_int, default=0, help="also checkpoint every N steps")
+    p.add_argument("--log", default=None, help="metrics log (JSON lines); default: --out with .jsonl")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--seed", type=_nonneg_int, default=None, help="training seed (clips, init)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_pretrain)
+
+
+def _run_pretrain(args: argparse.Namespace) -> None:
+    from st4r_lite import train
+
+    summary = train.run_pretrain_cli(args)
+    print(summary)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the small shippable model file (float16 weights) from a training checkpoint",
+        description="Export the weights of a `pretrain` checkpoint to a file that `checkpoint.load_model` reads. "
+        "With --eval JSON, also evaluate the exported file on the held-out clips (vs the static baseline).",
+    )
+    p.add_argument("train_ckpt", help="training checkpoint written by `st4r-lite pretrain --out`")
+    p.add_argument("out", help="model file to write (e.g. data/tiny.pt)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    p.add_argument("--eval", default=None, metavar="JSON", help="write the held-out evaluation here")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from st4r_lite import train
+
+    print(train.run_export_cli(args))
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_view,
+    _add_pretrain,
+    _add_export,
     _add_demo,
     _add_slides,
     _add_bench,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -153,10 +154,23 @@ def save_train_checkpoint(path: str | Path, model: nn.Module, opt, sched, state:
     blob = {
         "format": TRAIN_FORMAT, "config": model.config.to_dict(), "model": model.state_dict(),
         "train_config": asdict(cfg), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "state": asdict(state), "rng": rng,
+        "state": asdict(state), "rng": rng, "meta": run_meta(device),
     }
     with atomic_write(path) as f:
         torch.save(blob, f)
+
+
+def run_meta(device: torch.device) -> dict:
+    """Where and how the run was made (stored in checkpoints, copied into evaluation reports)."""
+    import platform
+    import sys
+
+    hw = f"{platform.machine()} {platform.processor() or platform.system()}, {torch.get_num_threads()} torch threads"
+    if device.type == "cuda":
+        hw = f"{torch.cuda.get_device_name(device)} (CUDA), " + hw
+    return {"command": " ".join(["st4r-lite" if sys.argv[0].endswith(("st4r-lite", "cli.py")) else sys.argv[0]]
+                                + sys.argv[1:]),
+            "hardware": hw, "torch": str(torch.__version__), "cpu_count": os.cpu_count()}
 
 
 def load_train_checkpoint(path: str | Path) -> dict:
@@ -164,7 +178,9 @@ def load_train_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {str(path)!r}; drop --resume to start a new run")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    # TorchVersion (a str subclass) is allowed: early checkpoints stored torch.__version__ unconverted
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != TRAIN_FORMAT:
         raise ValueError(f"{str(path)!r} is not a st4r_lite training checkpoint (no optimiser state); "
                          "resume needs the file written by `st4r-lite pretrain --out`")
@@ -193,12 +209,15 @@ def _log(path: Path | None, record: dict) -> None:
 
 def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: str | None = None,
              log_path: str | Path | None = None, eval_every: int = 0, log_every: int = 10,
-             save_every: int = 0, stop_at: int | None = None, progress: bool = True) -> dict:
+             save_every: int = 0, stop_at: int | None = None, progress: bool = True,
+             final_eval: bool = True, eval_clips: int | None = None) -> dict:
     """Run (or resume) pretraining and write the training checkpoint to ``out``. Returns a summary dict.
 
     eval_every: evaluate on the held-out clips every that many steps (0 = only at the end);
     save_every: also checkpoint every that many steps (0 = only at the end); stop_at: stop after that step
-    (the schedule still spans ``cfg.steps``; resume later with ``resume=True``).
+    (the schedule still spans ``cfg.steps``; resume later with ``resume=True``); final_eval: evaluate at the
+    last step (the summary's "eval"); eval_clips: number of held-out clips (default heldout.HELDOUT_CLIPS). The summary's "weights_digest" (sha256 of the parameters) lets
+    processes of a DDP run check that they hold identical weights.
     """
     from st4r_lite import heldout
     from st4r_lite.model import build_model
@@ -233,13 +252,13 @@ def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 log_path.write_text("")
             return _train_loop(cfg, model, opt, sched, state, env, out, log_path, stop, eval_every,
-                               log_every, save_every, progress, generate_clips, heldout)
+                               log_every, save_every, progress, final_eval, eval_clips, generate_clips, heldout)
     finally:
         cleanup(env)
 
 
 def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop, eval_every, log_every,
-                save_every, progress, generate_clips, heldout) -> dict:
+                save_every, progress, final_eval, eval_clips, generate_clips, heldout) -> dict:
     H, W = model.config.img_size
     runner = PairBatch(model)
     if env.enabled:
@@ -248,7 +267,9 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
     loss_fn = PretrainLoss(track_weight=cfg.track_weight, recon_weight=cfg.recon_weight)
     params = [p for p in model.parameters() if p.requires_grad]
     use_amp = env.device.type == "cuda"
-    eval_clips = heldout.heldout_clips(model.config, device=env.device) if env.is_main else None
+    n_eval = heldout.HELDOUT_CLIPS if eval_clips is None else int(eval_clips)
+    eval_clips = heldout.heldout_clips(model.config, num_clips=n_eval, device=env.device) \
+        if env.is_main and (eval_every or final_eval) else None
     bar = None
     if progress and env.is_main:
         from tqdm.auto import tqdm
@@ -292,7 +313,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
             rec.update({k: _nanmean(v) for k, v in window.items()})
             _log(log_path, rec)
             window, t_window, pairs_window = {}, now, 0
-        if env.is_main and ((eval_every and state.step % eval_every == 0) or state.step == stop):
+        if env.is_main and ((eval_every and state.step % eval_every == 0) or (final_eval and state.step == stop)):
             result = heldout.evaluate_clips(model, eval_clips)
             _log(log_path, {"step": state.step, "eval": result})
             model.train()
@@ -302,9 +323,51 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
             barrier(env)
     if bar is not None:
         bar.close()
-    return {"step": state.step, "elapsed_s": state.elapsed_s, "checkpoint": str(out), "eval": result}
+    return {"step": state.step, "elapsed_s": state.elapsed_s, "checkpoint": str(out), "eval": result,
+            "rank": env.rank, "world_size": env.world_size, "weights_digest": weights_digest(model)}
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of every parameter and buffer (name, dtype, bytes), in state_dict order: equal iff bit-identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _nanmean(values: list[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return float(sum(finite) / len(finite)) if finite else math.nan
+
+
+def run_pretrain_cli(args) -> str:
+    """``st4r-lite pretrain``: build the TrainConfig from the arguments (unset ones keep their defaults)."""
+    overrides = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "frames": args.frames,
+                 "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed}
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
+    res = pretrain(cfg, args.out, resume=args.resume, device=args.device, log_path=log,
+                   eval_every=args.eval_every, save_every=args.save_every, progress=not args.no_progress)
+    from st4r_lite.heldout import headline
+
+    head = headline(res["eval"]) if res.get("eval") else {}
+    return (f"rank {res['rank']}/{res['world_size']}: step {res['step']}, {res['elapsed_s']:.0f} s of training; "
+            f"checkpoint {res['checkpoint']}, log {log}; weights sha256 {res['weights_digest'][:16]}; "
+            f"held-out (median): {head}")
+
+
+def run_export_cli(args) -> str:
+    """``st4r-lite export``: weights-only file, optionally with its held-out evaluation as JSON."""
+    out = export_weights(args.train_ckpt, args.out, dtype=getattr(torch, args.dtype))
+    msg = f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.dtype})"
+    if args.eval:
+        from st4r_lite.heldout import evaluate_checkpoint, write_eval_json
+
+        report = evaluate_checkpoint(out, train_ckpt=args.train_ckpt)
+        write_eval_json(report, args.eval)
+        msg += f"; held-out evaluation in {args.eval}: {report['headline']}"
+    return msg

@@ -1,0 +1,261 @@
+"""Pretraining loop: overfitting, exact resume, schedule, parameter groups, curriculum, logs, checkpoints, export.
+
+Everything runs the tiny preset on CPU with a handful of steps (batch 1 clip of 2 frames = 2 pairs a step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from st4r_lite import train
+from st4r_lite.losses import PretrainLoss
+from st4r_lite.model import build_model
+from st4r_lite.schedule import WarmupCosine, frame_gap_at, make_optimizer, max_frame_gap_at, param_groups
+from st4r_lite.train import PairBatch, TrainConfig, clip_pairs, export_weights, pretrain
+from st4r_lite.world import generate_clips
+
+SMALL = dict(preset="tiny", batch=1, frames=2, warmup=2, lr=3e-4)
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    """Bit-for-bit equality of nested state dicts (tensors, numbers, lists)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_state_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_overfit_one_clip():
+    """A fixed clip is fitted: the loss drops well below its start and the track error shrinks."""
+    torch.manual_seed(0)
+    model = train.trainable_model(build_model("tiny"))
+    clip = generate_clips(1, frames=2, height=64, width=96, seed=123)
+    anchor, others, targets = clip_pairs(clip)
+    runner, loss_fn = PairBatch(model), PretrainLoss()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, betas=(0.9, 0.95))
+    totals, errs = [], []
+    for _ in range(25):
+        terms = loss_fn(runner(anchor, others), targets)
+        opt.zero_grad()
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.8)
+        opt.step()
+        totals.append(float(terms.total.detach()))
+        errs.append(float(terms.track_err))
+    assert totals[-1] < totals[0] - 1.0, totals
+    assert min(errs[-5:]) < 0.5 * errs[0], errs
+
+
+def test_pair_batch_matches_plain_forward():
+    """Encoding the anchor once per clip gives the same outputs as the plain pair forward."""
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    clip = generate_clips(2, frames=2, height=64, width=96, seed=5)
+    anchor, others, _ = clip_pairs(clip)
+    with torch.no_grad():
+        fast = PairBatch(model)(anchor, others)
+        plain = model(anchor.repeat_interleave(2, 0), others.flatten(0, 1))
+    torch.testing.assert_close(fast.track, plain.track, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast.conf_recon, plain.conf_recon, atol=1e-5, rtol=1e-4)
+
+
+def test_resume_is_bit_exact(tmp_path):
+    """N steps == N/2 steps + resume + N/2 steps: same weights, optimiser and scheduler state, bit for bit."""
+    cfg = TrainConfig(steps=4, **SMALL)
+    full = pretrain(cfg, tmp_path / "full.pt", progress=False, final_eval=False)
+    half = pretrain(cfg, tmp_path / "half.pt", stop_at=2, progress=False, final_eval=False)
+    assert half["step"] == 2
+    resumed = pretrain(cfg, tmp_path / "half.pt", resume=True, progress=False, final_eval=False)
+    assert resumed["step"] == 4
+    a = train.load_train_checkpoint(tmp_path / "full.pt")
+    b = train.load_train_checkpoint(tmp_path / "half.pt")
+    assert _state_equal(a["model"], b["model"])
+    assert _state_equal(a["optimizer"], b["optimizer"])
+    assert _state_equal(a["scheduler"], b["scheduler"])
+    assert a["state"]["clip_counter"] == b["state"]["clip_counter"] == 4
+    assert full["weights_digest"] == resumed["weights_digest"]
+    # and training did change the weights (the comparison above is not between two untouched models)
+    torch.manual_seed(cfg.seed)
+    init = train.weights_digest(build_model("tiny"))
+    assert init != full["weights_digest"]
+
+
+def test_resume_errors(tmp_path):
+    cfg = TrainConfig(steps=2, **SMALL)
+    with pytest.raises(FileNotFoundError, match="drop --resume"):
+        pretrain(cfg, tmp_path / "missing.pt", resume=True, progress=False, final_eval=False)
+    pretrain(cfg, tmp_path / "a.pt", stop_at=1, progress=False, final_eval=False)
+    other = TrainConfig(steps=2, **{**SMALL, "lr": 1e-4})
+    with pytest.raises(ValueError, match="different settings"):
+        pretrain(other, tmp_path / "a.pt", resume=True, progress=False, final_eval=False)
+    # a weights-only file is not a training checkpoint
+    export_weights(tmp_path / "a.pt", tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="not a st4r_lite training checkpoint"):
+        train.load_train_checkpoint(tmp_path / "w.pt")
+
+
+@pytest.mark.parametrize("bad", [dict(frames=1), dict(steps=0), dict(batch=0), dict(lr=0.0), dict(lr=-1e-3),
+                                 dict(warmup=-1), dict(grad_clip=0.0)])
+def test_bad_config_raises(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)
+
+
+def test_cli_bad_config_is_a_user_error(tmp_path, capsys):
+    from st4r_lite.cli import main
+
+    rc = main(["pretrain", "--steps", "2", "--frames", "1", "--out", str(tmp_path / "x.pt"), "--no-progress"])
+    assert rc == 2
+    assert "frames must be" in capsys.readouterr().err
+    rc = main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "y.pt")])
+    assert rc == 2
+
+
+def test_warmup_cosine_values():
+    f = WarmupCosine(total_steps=110, warmup_steps=10, min_ratio=0.05)
+    assert f(0) == pytest.approx(0.1)
+    assert f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.05 + 0.95 * 0.5)           # half-way down the cosine
+    assert f(110) == pytest.approx(0.05)
+    assert f(500) == pytest.approx(0.05)                        # stays at the floor
+    ramp = [f(s) for s in range(10)]
+    assert all(b > a for a, b in zip(ramp, ramp[1:]))
+    decay = [f(s) for s in range(10, 111)]
+    assert all(b <= a + 1e-12 for a, b in zip(decay, decay[1:]))
+    # the LambdaLR built by make_optimizer follows it
+    model = torch.nn.Linear(3, 3)
+    opt, sched = make_optimizer(model, lr=1e-3, total_steps=110, warmup_steps=10, min_ratio=0.05)
+    lrs = []
+    for _ in range(61):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[60] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    with pytest.raises(ValueError):
+        WarmupCosine(total_steps=5, warmup_steps=6)
+
+
+def test_param_groups_no_decay_on_norms_and_biases():
+    model = train.trainable_model(build_model("tiny"))
+    decay, no_decay = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    assert no_decay_names and decay_names and not (no_decay_names & decay_names)
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            assert n not in decay_names | no_decay_names
+        elif n.endswith(".bias") or "norm" in n:
+            assert n in no_decay_names, n
+        elif p.ndim >= 2:
+            assert n in decay_names, n
+    assert len(decay_names) + len(no_decay_names) == sum(p.requires_grad for p in model.parameters())
+    assert "mask_token" not in decay_names | no_decay_names      # frozen: never reached by the loss
+    with pytest.raises(ValueError):
+        param_groups(model, -0.1)
+
+
+def test_frame_gap_curriculum():
+    total, max_gap = 100, 3.0
+    assert max_frame_gap_at(0, total, max_gap) == pytest.approx(1.0)
+    assert max_frame_gap_at(25, total, max_gap) == pytest.approx(2.0)
+    assert max_frame_gap_at(50, total, max_gap) == pytest.approx(3.0)
+    assert max_frame_gap_at(99, total, max_gap) == pytest.approx(3.0)
+    gaps = [frame_gap_at(s, total, max_gap, seed=0) for s in range(total)]
+    assert all(1.0 <= g <= max_frame_gap_at(s, total, max_gap) + 1e-9 for s, g in enumerate(gaps))
+    assert max(gaps[50:]) > 2.0                                  # long gaps do appear late
+    assert gaps == [frame_gap_at(s, total, max_gap, seed=0) for s in range(total)]   # stateless, reproducible
+    assert frame_gap_at(60, total, max_gap, seed=0, rank=1) != gaps[60]
+    with pytest.raises(ValueError):
+        max_frame_gap_at(0, total, 0.5)
+
+
+def test_log_and_periodic_eval(tmp_path):
+    """The metrics log gets a record every log_every steps and a held-out evaluation every eval_every."""
+    cfg = TrainConfig(steps=4, **SMALL)
+    log = tmp_path / "log.jsonl"
+    res = pretrain(cfg, tmp_path / "c.pt", log_path=log, log_every=1, eval_every=2, progress=False,
+                   eval_clips=1)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [r["step"] for r in records if "eval" not in r]
+    evals = [r for r in records if "eval" in r]
+    assert steps == [1, 2, 3, 4]
+    assert [r["step"] for r in evals] == [2, 4]
+    first = records[0]
+    for key in ("lr", "total", "track", "recon", "track_err", "grad_norm", "frame_gap", "pairs_per_s"):
+        assert key in first and math.isfinite(first[key]), key
+    ev = evals[-1]["eval"]
+    for group in ("track", "static"):
+        for al in ("median", "sim3"):
+            assert 0 <= ev[group][al]["apd"] <= 100
+    assert 0 <= ev["recon"]["median"]["apd"] <= 100
+    assert res["eval"] == ev
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A crash while saving keeps the previous checkpoint intact and leaves no temporary file."""
+    cfg = TrainConfig(steps=2, **SMALL)
+    out = tmp_path / "c.pt"
+    pretrain(cfg, out, stop_at=1, progress=False, final_eval=False)
+    before = out.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        pretrain(cfg, out, resume=True, progress=False, final_eval=False)
+    monkeypatch.undo()
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    assert train.load_train_checkpoint(out)["state"]["step"] == 1
+
+
+def test_export_roundtrip(tmp_path):
+    from st4r_lite.checkpoint import load_model
+
+    cfg = TrainConfig(steps=1, **SMALL)
+    pretrain(cfg, tmp_path / "c.pt", progress=False, final_eval=False)
+    path = export_weights(tmp_path / "c.pt", tmp_path / "w.pt")
+    assert path.stat().st_size < (tmp_path / "c.pt").stat().st_size / 4   # float16, no optimiser state
+    model = load_model(path)
+    blob = train.load_train_checkpoint(tmp_path / "c.pt")
+    for name, t in model.state_dict().items():
+        ref = blob["model"][name]
+        if ref.is_floating_point():
+            torch.testing.assert_close(t.float(), ref.half().float(), atol=0, rtol=0)
+    clip = generate_clips(1, frames=2, height=64, width=96, seed=9)
+    anchor, others, _ = clip_pairs(clip)
+    with torch.no_grad():
+        out = PairBatch(model.float().eval())(anchor, others)
+    assert torch.isfinite(out.track).all() and torch.isfinite(out.conf_track).all()
+    assert (out.conf_track > 1).all()
+
+
+def test_shipped_tiny_checkpoint_runs():
+    """data/tiny.pt (when shipped) loads, runs, and its tracks move where the static baseline cannot."""
+    from st4r_lite import heldout
+    from st4r_lite.checkpoint import load_model
+    from st4r_lite.runtime import repo_data_dir
+
+    path = Path(repo_data_dir()) / "tiny.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} not shipped yet")
+    model = load_model(path).float()
+    clips = heldout.heldout_clips(model.config, num_clips=2)
+    res = heldout.evaluate_clips(model, clips)
+    head = heldout.headline(res)
+    assert head["apd_dyn"] > head["static_apd_dyn"], head
+    assert head["recon_apd"] > 20, head

@@ -9,8 +9,8 @@ T_world_cam_j that makes those points land back on their pixels:
     π(K · T_cam_world_j · X_p) ≈ p   for every pixel p,    T_cam_world_j = T_world_cam_j⁻¹,
 
 a Perspective-n-Point problem with N known 2D–3D correspondences, solved in ``st4r_lite.pnp``
-(RANSAC on linear DLT / plane-homography fits, then confidence-weighted Levenberg–Marquardt, then one
-differentiable Gauss–Newton step). The focal comes first, from the anchor's own pointmap in its own camera
+(RANSAC over P3P minimal solutions with a linear DLT / plane-homography refit, then confidence-weighted
+Levenberg–Marquardt, then one differentiable Gauss–Newton step). The focal comes first, from the anchor's own pointmap in its own camera
 frame (DUSt3R's Weiszfeld, ``geometry.estimate_focal``).
 
 Nothing here raises on bad data (NaNs, a plane, 3 valid pixels): such frames are flagged in
@@ -151,9 +151,9 @@ def solve_poses(recon: Tensor, K: Tensor, conf: Tensor | None = None, valid: Ten
     recon: (T, H, W, 3) world-frame points seen at each pixel of frame t; K: (3, 3) or (T, 3, 3);
     conf: (T, H, W) > 0 per-pixel weights (DUSt3R confidences) or None (all 1); valid: (T, H, W) bool or None.
     Non-finite points/confidences are invalid. Per frame (batched over frames, computed in float64):
-      1. RANSAC: ``num_hypotheses`` minimal sets drawn ∝ conf (6-point DLT, or 4-point plane homography when the
-         valid points are flat: σ_min/σ_max < ``planar_tol``), MSAC score with threshold ``inlier_px``, refit on
-         inliers;  2. ``rounds`` x (``lm_iters`` Levenberg–Marquardt steps on Σ_inliers conf·ρ(‖r‖), then
+      1. RANSAC: ``num_hypotheses`` 3-point sets drawn ∝ conf, each solved by P3P (up to 4 poses), MSAC score
+         with threshold ``inlier_px`` (set it to ~3x the pixel noise), linear refit on the inliers (DLT, or a
+         plane homography when the valid points are flat: σ_min/σ_max < ``planar_tol``);  2. ``rounds`` x (``lm_iters`` Levenberg–Marquardt steps on Σ_inliers conf·ρ(‖r‖), then
          inliers := {‖r‖ < inlier_px}), ρ = ``robust`` loss (None, "huber", "cauchy") of scale ``robust_px``
          (default inlier_px / 2): the re-classification fixes inlier sets taken from a noisy minimal fit;
       3. if ``differentiable``: one Gauss–Newton step with autograd, so T_world_cam carries gradients to recon

@@ -1,7 +1,7 @@
 """Perspective-n-Point on pointmaps: robust linear start (RANSAC) and Levenberg–Marquardt refinement.
 
-Dimension letters: T independent problems (frames), N points per problem, M RANSAC hypotheses per problem,
-S points in a minimal set, D homogeneous coordinates of the linear model (4 for 3D DLT, 3 for a plane).
+Dimension letters: T independent problems (frames), N points per problem, M RANSAC minimal sets per problem,
+S = 3 points in a minimal set, D homogeneous coordinates of the linear model (4 for 3D DLT, 3 for a plane).
 
 The problem (DESIGN §5). World points X_i (the recon pointmap of frame j, in the anchor = world frame) are seen at
 pixels p_i of frame j. Find the world-to-camera pose (R, t) = T_cam_world with
@@ -19,9 +19,13 @@ With normalised image coordinates x_i = K⁻¹ p̃_i (p̃ = [u, v, 1]) this is x
    fit the homography x ∝ H [a, b, 1] instead (same equations with D = 3, 4 points are enough):
        H = λ [R e₁, R e₂, R c + t]   →   R = nearest rotation to [h₁, h₂] [e₁, e₂]ᵀ / λ,  t = h₃ / λ − R c,
    with the sign of H chosen so that the plane's centre lies in front of the camera (h₃,z > 0).
-2. RANSAC: draw M minimal sets per frame (weighted by confidence, with a torch.Generator: deterministic), fit all
-   hypotheses in one batched eigen-solve, score them with the truncated (MSAC) reprojection cost
-   Σ w_i min(r_i², τ²) (points behind the camera count as outliers), keep the best, refit on its inliers.
+2. RANSAC: draw M minimal sets of 3 points per frame (weighted by confidence, with a torch.Generator:
+   deterministic) and solve each one with the calibrated P3P (``p3p``: a quartic, up to 4 poses per set, all
+   batched). Only 3 points must be clean: at 40% outliers a set is clean with probability 0.6³ = 0.22 instead of
+   0.6⁶ = 0.05 for a 6-point DLT set, and with K known P3P's poses are far less noise-sensitive than a minimal
+   11-dof DLT. Score them with the truncated (MSAC) reprojection cost Σ w_i min(r_i², τ²) (points behind the
+   camera count as outliers; preemptively: all hypotheses on 128 points, the best 16 on ``score_points``),
+   keep the best, refit the linear model of step 1 on its inliers (kept only when its cost is lower).
 3. Levenberg–Marquardt on the weighted robust reprojection cost Σ w_i ρ(‖r_i‖), r_i = π(K(R X_i + t)) − p_i,
    over 6-dof increments δ = (ω, v) ∈ so(3) × R³ applied on the left: R ← exp(ω) R, t ← exp(ω) t + v.
    With Y = R X + t = (x, y, z), the Jacobian of r is
@@ -41,7 +45,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "normalized_coords", "frame_normalization", "linear_pose", "ransac_pose", "reprojection",
+    "normalized_coords", "frame_normalization", "linear_pose", "p3p", "ransac_pose", "reprojection",
     "robust_weights", "robust_cost", "lm_refine", "gauss_newton_step", "ROBUST_LOSSES",
 ]
 
@@ -113,6 +117,63 @@ def linear_pose(points: Tensor, x: Tensor, w: Tensor, center: Tensor, scale: Ten
     return R, t
 
 
+def _polymul(a: Tensor, b: Tensor) -> Tensor:
+    """Product of polynomials with ascending coefficients a (..., n), b (..., m) -> (..., n + m − 1)."""
+    out = a.new_zeros(*torch.broadcast_shapes(a.shape[:-1], b.shape[:-1]), a.shape[-1] + b.shape[-1] - 1)
+    for i in range(a.shape[-1]):
+        out[..., i : i + b.shape[-1]] += a[..., i : i + 1] * b
+    return out
+
+
+def p3p(points: Tensor, bearings: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Calibrated minimal pose from 3 points (Grunert's P3P): up to 4 poses (R, t) with R X_k + t ∝ b_k.
+
+    points (..., 3, 3) world points X_k (rows), bearings (..., 3, 3) unit rays b_k = K⁻¹p̃_k / ‖K⁻¹p̃_k‖.
+    With s_k the unknown distances along the rays, the triangle sides give three laws of cosines
+        s_i² + s_j² − 2 s_i s_j cos θ_ij = ‖X_i − X_j‖²,   cos θ_ij = b_i·b_j.
+    Put u = s₂/s₁, v = s₃/s₁, D(v) = 1 + v² − 2v cos θ₁₃ and normalise the sides by b² = ‖X₁ − X₃‖². Subtracting
+    two of the equations gives u linearly, u = N(v) / Dn(v) with
+        N = (1 − v²) + (a² − c²) D,   Dn = 2 (cos θ₁₂ − v cos θ₂₃)   (a = ‖X₂ − X₃‖, c = ‖X₁ − X₂‖),
+    and putting it back into u² − 2u cos θ₁₂ + 1 − c² D = 0 (times Dn²) leaves a quartic in v:
+        N² − 2 cos θ₁₂ N Dn + (1 − c² D) Dn² = 0,
+    solved as the eigenvalues of its companion matrix. Then s₁ = b / √D, s₂ = u s₁, s₃ = v s₁, the camera-frame
+    points Y_k = s_k b_k, and (R, t) = the rigid fit Y ≈ R X + t (Kabsch). Returns R (..., 4, 3, 3),
+    t (..., 4, 3) and ok (..., 4) bool (real root, all s_k > 0, finite); not-ok entries hold finite junk.
+    """
+    b1, b2, b3 = bearings.unbind(-2)
+    X1, X2, X3 = points.unbind(-2)
+    ca, cb, cc = (b2 * b3).sum(-1), (b1 * b3).sum(-1), (b1 * b2).sum(-1)  # cos θ₂₃, cos θ₁₃, cos θ₁₂
+    bb = ((X1 - X3) ** 2).sum(-1)
+    bb_safe = bb.clamp_min(1e-30)
+    aa, cc2 = ((X2 - X3) ** 2).sum(-1) / bb_safe, ((X1 - X2) ** 2).sum(-1) / bb_safe
+    one, zero = torch.ones_like(ca), torch.zeros_like(ca)
+    D = torch.stack([one, -2 * cb, one], -1)
+    N = torch.stack([one, zero, -one], -1) + (aa - cc2)[..., None] * D
+    Dn = torch.stack([2 * cc, -2 * ca], -1)
+    NDn = torch.cat([_polymul(N, Dn), zero[..., None]], -1)  # degree 3, padded to 5 coefficients
+    quartic = (_polymul(N, N) - 2 * cc[..., None] * NDn
+               + _polymul(torch.stack([one, zero, zero], -1) - cc2[..., None] * D, _polymul(Dn, Dn)))
+    lead = quartic[..., 4]
+    good = torch.isfinite(quartic).all(-1) & (lead.abs() > 1e-12 * quartic.abs().amax(-1)) & (bb > 1e-24)
+    monic = torch.where(good[..., None], quartic[..., :4] / torch.where(good, lead, one)[..., None],
+                        torch.zeros_like(quartic[..., :4]))
+    companion = torch.diag_embed(torch.ones_like(monic[..., :3]), offset=-1)
+    companion[..., 0, :] = -monic.flip(-1)
+    roots = torch.linalg.eigvals(companion)  # (..., 4) complex
+    v = roots.real
+    real = roots.imag.abs() <= 1e-6 + 1e-3 * v.abs()
+    Dv = 1 + v**2 - 2 * v * cb[..., None]
+    u = ((1 - v**2) + (aa - cc2)[..., None] * Dv) / (2 * (cc[..., None] - v * ca[..., None]))
+    s1 = (bb[..., None] / Dv.clamp_min(1e-30)).sqrt()
+    s = torch.stack([s1, u * s1, v * s1], -1)  # (..., 4, 3)
+    ok = good[..., None] & real & (s > 0).all(-1) & torch.isfinite(s).all(-1)
+    Y = s[..., None] * bearings[..., None, :, :]  # (..., 4, 3, 3)
+    X = points[..., None, :, :].expand_as(Y)
+    Y = torch.where(ok[..., None, None], Y, X)  # keep the Kabsch SVD finite
+    R, t = roma.rigid_points_registration(X, Y)
+    return R, t, ok
+
+
 def reprojection(R: Tensor, t: Tensor, points: Tensor, pixels: Tensor, K: Tensor,
                  jacobian: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
     """Residuals r = π(K(R X + t)) − p (..., N, 2), depths z (..., N) and optionally ∂r/∂(ω, v) (..., N, 2, 6).
@@ -175,12 +236,12 @@ def ransac_pose(points: Tensor, pixels: Tensor, K: Tensor, weights: Tensor, plan
     """Robust linear pose of each frame (no gradient). Steps 1–2 of the module docstring.
 
     points (T, N, 3) world, pixels (T, N, 2), K (T, 3, 3), weights (T, N) (0 = invalid point), planar (T,) bool
-    (fit a plane homography from 4-point sets instead of the 6-point DLT). Hypotheses are scored on a random
-    subset of ``score_points`` valid points; the best one is refit ``refits`` times on its inliers (kept only
-    when it lowers the MSAC cost). Returns R (T, 3, 3), t (T, 3) of T_cam_world and inliers (T, N) bool.
+    (the inlier refit uses the plane homography instead of the DLT). ``num_hypotheses`` P3P sets per frame
+    (4 poses each) are scored on a random subset of ``score_points`` valid points; the best pose is refit
+    ``refits`` times on its inliers (kept only when it lowers the MSAC cost). Returns R (T, 3, 3), t (T, 3) of T_cam_world and inliers (T, N) bool.
     """
     T, N, _ = points.shape
-    M, S = num_hypotheses, 6
+    M, S = num_hypotheses, 3
     x = normalized_coords(pixels, K)
     c, s, E, _ = frame_normalization(points, weights)
     valid = weights > 0
@@ -192,25 +253,23 @@ def ransac_pose(points: Tensor, pixels: Tensor, K: Tensor, weights: Tensor, plan
     score_idx = torch.where(valid, keys, keys + 2).argsort(-1)[:, : min(score_points, N)]  # valid ones first
 
     def gather(a: Tensor, index: Tensor) -> Tensor:
-        flat = index.reshape(T, -1)
+        flat = index.reshape(index.shape[0], -1)
         out = torch.gather(a, 1, flat[..., None].expand(-1, -1, a.shape[-1]) if a.ndim == 3 else flat)
         return out.reshape(*index.shape, *a.shape[2:])
 
-    R = points.new_zeros(T, M, 3, 3)
-    t = points.new_zeros(T, M, 3)
-    for is_planar, size in ((False, S), (True, 4)):
-        sel = (planar == is_planar).nonzero()[:, 0]
-        if sel.numel() == 0:
-            continue
-        i = idx[sel, :, :size]
-        Xs, xs = gather(points[sel], i), gather(x[sel], i)
-        basis = E[sel][:, None].expand(-1, M, -1, -1) if is_planar else None
-        R[sel], t[sel] = linear_pose(Xs, xs, torch.ones_like(Xs[..., 0]), c[sel][:, None].expand(-1, M, -1),
-                                     s[sel][:, None].expand(-1, M), basis)
+    xs = gather(x, idx)  # (T, M, 3, 2)
+    rays = torch.cat([xs, torch.ones_like(xs[..., :1])], -1)
+    R, t, ok = p3p(gather(points, idx), rays / rays.norm(dim=-1, keepdim=True))  # (T, M, 4, ...)
+    R, t, ok = R.flatten(1, 2), t.flatten(1, 2), ok.flatten(1, 2)  # 4 M hypotheses per frame
     sub = [gather(a, score_idx)[:, None] for a in (points, pixels)]
     w_sub = gather(weights, score_idx)[:, None]
+    # preemptive scoring: all hypotheses on the first 128 scoring points, the 16 best of them on all of them
+    cost, _ = _msac(R, t, sub[0][:, :, :128], sub[1][:, :, :128], K[:, None], w_sub[:, :, :128], inlier_px)
+    cost = torch.where(ok, cost, torch.full_like(cost, float("inf")))
+    keep = cost.topk(min(16, cost.shape[1]), dim=-1, largest=False).indices  # (T, k)
+    R, t, ok = gather(R.flatten(2), keep).unflatten(-1, (3, 3)), gather(t, keep), torch.gather(ok, 1, keep)
     cost, _ = _msac(R, t, sub[0], sub[1], K[:, None], w_sub, inlier_px)
-    best = cost.argmin(-1)
+    best = torch.where(ok, cost, torch.full_like(cost, float("inf"))).argmin(-1)
     ar = torch.arange(T, device=points.device)
     R_best, t_best = R[ar, best], t[ar, best]
     cost_best, inliers = _msac(R_best, t_best, points, pixels, K, weights, inlier_px)

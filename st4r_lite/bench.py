@@ -120,12 +120,14 @@ def benchmark(
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, betas=(0.9, 0.95))
 
-    def train_step() -> float:
+    losses: list[float] = []
+
+    def train_step() -> None:
         opt.zero_grad(set_to_none=True)
         terms = loss_fn(model(img1, img2), targets)
         terms.total.backward()
         opt.step()
-        return float(terms.total.detach())
+        losses.append(float(terms.total.detach()))
 
     def timed(fn, n: int) -> float:
         _sync(device)
@@ -140,7 +142,7 @@ def benchmark(
     model.train()
     timed(train_step, warmup)
     train_s = timed(train_step, steps)
-    last_loss = train_step()
+    last_loss = losses[-1]
     train_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
 
     opt.zero_grad(set_to_none=True)

@@ -9,7 +9,13 @@ Per pixel of frame t we keep the nearest hit: its object id (0 = room), its z-de
 local coordinates (the correspondence). Anchor tracks follow every pixel of frame 0:
 
     track(t) = A(t) x_local + c(t)      (room points are static)
-    visible(t) = projects inside frame t  and  |z_t - D_t[nearest pixel]| <= VIS_TOL * D_t  and  same object id
+    visible(t) = projects inside frame t  and  the ray through its exact (sub-pixel) projection first hits
+                 the same object at depth z_t (|t_hit - z_t| <= VIS_TOL * z_t)
+
+The visibility test re-casts one ray per track and frame (the continuous depth buffer) rather than reading the
+rendered depth at the nearest pixel centre: on grazing surfaces (a far floor) half a pixel changes the depth
+by several per cent, and on silhouettes the pixel centre misses the object, which would mark visible points as
+occluded.
 
 World frame = camera of frame 0 (T_world_cam[:, 0] = I): scenes are built in a scene frame, then re-based.
 Clip b is generated from seed + b only (its own torch.Generator), one clip at a time, so it does not depend on
@@ -39,7 +45,7 @@ from st4r_lite.scene import DOMAIN_CONFIGS, SceneSpec, camera_poses, light_at, o
 from st4r_lite.textures import shade_albedo
 
 DOMAINS = ("pretrain", "wild")
-VIS_TOL = 0.02          # relative depth tolerance of the visibility test
+VIS_TOL = 0.01          # relative depth tolerance of the (exact-ray) visibility test
 DYNAMIC_MIN_MOTION = 0.05  # metres: a track on an object is dynamic if it moves farther than this from frame 0
 MAX_SIZE = 2048
 _CHUNK = 1 << 21        # ray-object tests per rendering chunk (bounds memory)
@@ -121,11 +127,12 @@ def _gather_cols(per_obj: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(per_obj.transpose(1, 2), 2, idx[:, None, :].expand(T, C, idx.shape[1]))
 
 
-def _render(spec: SceneSpec, tau: torch.Tensor, rays: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-    """Ray-cast and shade frames at times tau (T,). rays (3, P) camera directions with z = 1.
+def _render(spec: SceneSpec, tau: torch.Tensor, rays: torch.Tensor, device: torch.device, shade: bool = True
+            ) -> dict[str, torch.Tensor]:
+    """Ray-cast and shade frames at times tau (T,). rays (3, P) or per frame (T, 3, P): camera directions, z = 1.
 
     Returns rgb (T, 3, P), depth (T, P), ids (T, P) int64, tex (T, 3, P) texture coordinates of the hit
-    (object-local for objects, scene metres for the room)."""
+    (object-local for objects, scene metres for the room); with shade=False only depth and ids."""
     f32 = dict(device=device, dtype=torch.float32)
     cam_R, cam_o = camera_poses(spec.camera_kind, spec.camera, tau)
     R, c, s = object_motion(spec, tau)
@@ -137,12 +144,12 @@ def _render(spec: SceneSpec, tau: torch.Tensor, rays: torch.Tensor, device: torc
     ambient, ks = float(spec.light["ambient"]), float(spec.light["specular"])
     K = len(spec.kind)
     bounds = [int((spec.kind < k).sum()) for k in range(len(KINDS) + 1)]
-    out = {"rgb": [], "depth": [], "ids": [], "tex": []}
-    step = max(1, _CHUNK // (rays.shape[1] * max(K, 1)))
+    out = {"rgb": [], "depth": [], "ids": [], "tex": []} if shade else {"depth": [], "ids": []}
+    step = max(1, _CHUNK // (rays.shape[-1] * max(K, 1)))
     for a in range(0, len(tau), step):
         sl = slice(a, a + step)
         Rc, oc = cam_R[sl].to(**f32), cam_o[sl].to(**f32)
-        d = Rc @ rays  # (t, 3, P)
+        d = Rc @ (rays[sl] if rays.dim() == 3 else rays)  # (t, 3, P)
         depth = intersect_room(oc, d, lo, hi)
         ids = torch.zeros_like(depth, dtype=torch.int64)
         if K:
@@ -155,6 +162,11 @@ def _render(spec: SceneSpec, tau: torch.Tensor, rays: torch.Tensor, device: torc
             hit = t_min < depth
             depth = torch.where(hit, t_min, depth)
             ids = torch.where(hit, idx + 1, ids)
+        if not shade:
+            out["depth"].append(depth)
+            out["ids"].append(ids)
+            continue
+        if K:
             d_hit = torch.gather(d_l, 1, idx[:, None, None, :].expand(-1, 1, 3, -1)).squeeze(1)
             x_local = _gather_cols(o_l, idx) + depth[:, None] * d_hit
             n_local = local_normals(x_local, kind[idx])
@@ -196,19 +208,23 @@ def _tracks(spec: SceneSpec, tau: torch.Tensor, ids0: torch.Tensor, tex0: torch.
     return torch.where((ids0 > 0)[None, :, None], moved, room)
 
 
-def _visibility(track: torch.Tensor, ids0: torch.Tensor, depth: torch.Tensor, ids: torch.Tensor,
-                cam_R: torch.Tensor, cam_o: torch.Tensor, focal: float, H: int, W: int) -> torch.Tensor:
-    """track (T, P, 3) scene points; depth, ids (T, P) frame buffers -> visible (T, P) bool (nearest-pixel test)."""
+def _visibility(spec: SceneSpec, tau: torch.Tensor, track: torch.Tensor, ids0: torch.Tensor,
+                cam_R: torch.Tensor, cam_o: torch.Tensor, H: int, W: int, device: torch.device) -> torch.Tensor:
+    """track (T, P, 3) scene points -> visible (T, P) bool (exact-ray test, see the module docstring).
+
+    x_cam = R^T (x - o); the ray through its projection has camera direction x_cam / z (z component 1), so
+    its hit parameter is directly comparable with z."""
+    f = spec.focal
     X = (track - cam_o[:, None]) @ cam_R  # R^T (x - o) as rows: camera coordinates
     z = X[..., 2]
-    zs = torch.where(z > 1e-6, z, torch.ones_like(z))
-    u = torch.round(focal * X[..., 0] / zs + (W - 1) / 2)
-    v = torch.round(focal * X[..., 1] / zs + (H - 1) / 2)
-    inside = (z > 1e-6) & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
-    flat = (v.clamp(0, H - 1) * W + u.clamp(0, W - 1)).long()
-    D = torch.gather(depth, 1, flat)
-    same = torch.gather(ids, 1, flat) == ids0[None]
-    return inside & same & ((z - D).abs() <= VIS_TOL * D)
+    front = z > 1e-6
+    zs = torch.where(front, z, torch.ones_like(z))
+    u = torch.round(f * X[..., 0] / zs + (W - 1) / 2)
+    v = torch.round(f * X[..., 1] / zs + (H - 1) / 2)
+    inside = front & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+    rays = torch.where(inside[..., None], X / zs[..., None], torch.tensor([0.0, 0.0, 1.0], device=device))
+    hit = _render(spec, tau, rays.transpose(1, 2).contiguous(), device, shade=False)
+    return inside & (hit["ids"] == ids0[None]) & ((hit["depth"] - z).abs() <= VIS_TOL * z)
 
 
 def _image_formation(rgb: torch.Tensor, spec: SceneSpec, H: int, W: int) -> torch.Tensor:
@@ -250,7 +266,7 @@ def _one_clip(seed: int, domain: str, frames: int, H: int, W: int, frame_gap: fl
     ids0, tex0 = buf["ids"][0], buf["tex"][0]
     track = _tracks(spec, tau, ids0, tex0, device)
     cR, co = cam_R.to(device=device, dtype=torch.float32), cam_o.to(device=device, dtype=torch.float32)
-    visible = _visibility(track, ids0, buf["depth"], buf["ids"], cR, co, f, H, W)
+    visible = _visibility(spec, tau, track, ids0, cR, co, H, W, device)
 
     T_scene_cam = torch.eye(4, dtype=torch.float64).repeat(frames, 1, 1)
     T_scene_cam[:, :3, :3], T_scene_cam[:, :3, 3] = cam_R, cam_o
@@ -291,6 +307,95 @@ def generate_clips(batch: int, *, frames: int, height: int, width: int, domain: 
                 info=[c["info"] for c in per_clip])
 
 
+def project_tracks(clip: Clip) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Project every anchor track into every frame with the ground-truth cameras.
+
+    x_cam = T_world_cam[t]^-1 x_world;  (u, v) = (f x / z + cx, f y / z + cy).
+    Returns uv (B, T, H, W, 2) pixels, z (B, T, H, W) camera depth, inside (B, T, H, W) bool: in front of the
+    camera and the nearest pixel centre lies in the image (the rule the visibility test uses)."""
+    B, T, H, W = clip.depth.shape
+    T_cam_world = torch.linalg.inv(clip.T_world_cam.double())
+    X = torch.einsum("btij,bthwj->bthwi", T_cam_world[..., :3, :3], clip.track_world.double())
+    X = X + T_cam_world[:, :, None, None, :3, 3]
+    z = X[..., 2]
+    zs = torch.where(z > 1e-6, z, torch.ones_like(z))
+    K = clip.K.double()[:, None, None, None]
+    u = K[..., 0, 0] * X[..., 0] / zs + K[..., 0, 2]
+    v = K[..., 1, 1] * X[..., 1] / zs + K[..., 1, 2]
+    ur, vr = torch.round(u), torch.round(v)
+    inside = (z > 1e-6) & (ur >= 0) & (ur <= W - 1) & (vr >= 0) & (vr <= H - 1)
+    return torch.stack([u, v], -1).float(), z.float(), inside
+
+
+@dataclass
+class RayHits:
+    """What rays through arbitrary (sub-)pixels of given frames hit. depth (T, P) z-depth in the frame's camera;
+    object_id (T, P) int64 (0 = room); points_world (T, P, 3) in the clip's world frame (camera of frame 0)."""
+
+    depth: torch.Tensor
+    object_id: torch.Tensor
+    points_world: torch.Tensor
+
+
+def cast_rays(seed: int, pixels: torch.Tensor, frame_index: torch.Tensor, *, height: int, width: int,
+              domain: str = "pretrain", frame_gap: float = 1.0) -> RayHits:
+    """Re-render clip ``seed`` (the one generate_clips makes from that seed) through sub-pixel positions.
+
+    pixels (T, P, 2) (u, v) per listed frame; frame_index (T,) frame numbers. A ray through (u, v) of frame t
+    has camera direction ((u - cx) / f, (v - cy) / f, 1), so its hit parameter is the z-depth. Used to check the
+    ground truth exactly: a visible track must be hit by the ray through its own projection."""
+    _check_args(1, 1, height, width, domain, seed, frame_gap)
+    if pixels.dim() != 3 or pixels.shape[-1] != 2 or frame_index.shape != pixels.shape[:1]:
+        raise ValueError(f"pixels must be (T, P, 2) and frame_index (T,); got {tuple(pixels.shape)}, "
+                         f"{tuple(frame_index.shape)}")
+    spec = sample_scene(seed, DOMAIN_CONFIGS[domain], height, width)
+    f, cx, cy = spec.focal, (width - 1) / 2, (height - 1) / 2
+    tau = frame_index.double() * frame_gap
+    cam_R, cam_o = camera_poses(spec.camera_kind, spec.camera, torch.zeros(1, dtype=torch.float64))
+    T_scene_cam0 = torch.eye(4, dtype=torch.float64)
+    T_scene_cam0[:3, :3], T_scene_cam0[:3, 3] = cam_R[0], cam_o[0]
+    T_world_scene = torch.linalg.inv(T_scene_cam0)
+    depth, ids, pts = [], [], []
+    for t in range(len(tau)):
+        uv = pixels[t].double()
+        rays = torch.stack([(uv[:, 0] - cx) / f, (uv[:, 1] - cy) / f, torch.ones_like(uv[:, 0])])
+        buf = _render(spec, tau[t:t + 1], rays.float(), torch.device("cpu"))
+        R, o = camera_poses(spec.camera_kind, spec.camera, tau[t:t + 1])
+        x_scene = o[0][:, None] + R[0] @ (buf["depth"][0].double() * rays)  # (3, P)
+        x_world = T_world_scene[:3, :3] @ x_scene + T_world_scene[:3, 3:]
+        depth.append(buf["depth"][0])
+        ids.append(buf["ids"][0])
+        pts.append(x_world.T.float())
+    return RayHits(torch.stack(depth), torch.stack(ids), torch.stack(pts))
+
+
+def occlusion_statistics(clip: Clip) -> dict[str, float]:
+    """Fractions over all anchor tracks of a batch of clips (each track = one anchor pixel):
+
+    visible_last: visible in the last frame; occluded_some_frame: inside the image but hidden in some frame;
+    occluded_then_reappear: hidden while inside the image at some t1 and visible again at some t2 > t1;
+    leaves_image: outside the image (or behind the camera) in some frame; dynamic: track_dynamic;
+    never_hidden: visible in every frame."""
+    _, _, inside = project_tracks(clip)
+    vis = clip.track_visible
+    occluded = inside & ~vis
+    # visible at some later frame: reverse cumulative max over time, shifted by one
+    later = torch.flip(torch.cummax(torch.flip(vis.int(), [1]), 1).values, [1])
+    later = torch.cat([later[:, 1:], torch.zeros_like(later[:, :1])], 1).bool()
+
+    def frac(x: torch.Tensor) -> float:
+        return round(float(x.float().mean()), 4)
+
+    return {
+        "visible_last": frac(vis[:, -1]),
+        "occluded_some_frame": frac(occluded.any(1)),
+        "occluded_then_reappear": frac((occluded & later).any(1)),
+        "leaves_image": frac((~inside).any(1)),
+        "dynamic": frac(clip.track_dynamic),
+        "never_hidden": frac(vis.all(1)),
+    }
+
+
 def measure_speed(height: int, width: int, frames: int = 16, batch: int = 8, domain: str = "pretrain",
                   repeats: int = 3, device="cpu") -> float:
     """Clips per second of generate_clips (full ground truth) after one warm-up call, averaged over repeats."""
@@ -301,3 +406,34 @@ def measure_speed(height: int, width: int, frames: int = 16, batch: int = 8, dom
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     return batch * repeats / (time.perf_counter() - start)
+
+
+def world_statistics(num_clips: int = 16, frames: int = 16, height: int = 64, width: int = 96, seed: int = 0,
+                     speed_sizes: tuple[tuple[int, int], ...] = ((64, 96), (128, 192)),
+                     speed_batches: tuple[int, ...] = (1, 8), device="cpu") -> dict:
+    """Occlusion statistics per domain (``num_clips`` clips from ``seed``) and clips/s of ``frames``-frame
+    clips per domain, image size and batch size (after a warm-up; one timed call per setting, repeated 3x for
+    batch 1). Returns a JSON-ready dict (what ``python -m st4r_lite.worldtrack stats`` writes)."""
+    stats: dict = {"settings": {"num_clips": num_clips, "frames": frames, "height": height, "width": width,
+                                "seed": seed, "device": str(device), "torch_threads": torch.get_num_threads()},
+                   "occlusion": {}, "scenes": {}, "clips_per_s": {}}
+    for domain in DOMAINS:
+        clip = generate_clips(num_clips, frames=frames, height=height, width=width, domain=domain, seed=seed,
+                              device=device)
+        stats["occlusion"][domain] = occlusion_statistics(clip)
+        kinds = [c["camera"] for c in clip.info]
+        stats["scenes"][domain] = {
+            "mean_objects": round(sum(c["num_objects"] for c in clip.info) / num_clips, 2),
+            "cameras": {k: kinds.count(k) for k in sorted(set(kinds))},
+            "focal_px_range": [round(min(c["focal"] for c in clip.info), 1),
+                               round(max(c["focal"] for c in clip.info), 1)],
+        }
+        rates = {}
+        for H, W in speed_sizes:
+            for batch in speed_batches:
+                repeats = 3 if batch == 1 else 1
+                rate = measure_speed(H, W, frames=frames, batch=batch, domain=domain, repeats=repeats,
+                                     device=device)
+                rates[f"{H}x{W}_batch{batch}"] = round(rate, 2)
+        stats["clips_per_s"][domain] = rates
+    return stats

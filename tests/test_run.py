@@ -1,0 +1,155 @@
+"""Tests of st4r_lite.run (and `st4r-lite run`): the own-video pipeline, atomic outputs, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from st4r_lite import cli, run, world
+from st4r_lite import video as V
+from st4r_lite.camera import synthetic_pointmaps
+from st4r_lite.checkpoint import save_checkpoint
+from st4r_lite.model import build_model
+
+pytest.importorskip("av")
+
+
+@pytest.fixture(scope="module")
+def clip_video(tmp_path_factory):
+    """A 10-frame H.264 video of a moving synthetic scene, 72x100 (so it is scaled and cropped to 64x96)."""
+    rgb = world.generate_clips(1, frames=10, height=72, width=100, seed=5).rgb[0]
+    return V.write_video(tmp_path_factory.mktemp("video") / "scene.mp4", rgb, fps=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_model("tiny", seed=0))
+
+
+def test_end_to_end_writes_npz_and_html(tmp_path, clip_video, tiny_ckpt):
+    out = tmp_path / "result"
+    res = run.run_video(clip_video, tiny_ckpt, out, chunk=4, log=lambda s: None)
+    assert sorted(p.name for p in out.iterdir()) == ["result.npz", "run.json", "tracks.npz", "view.html"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    r = np.load(out / "result.npz")
+    assert r["track"].shape == (10, 64, 96, 3) and r["recon"].shape == (10, 64, 96, 3)
+    assert r["conf_track"].shape == (10, 64, 96) and (r["conf_recon"] > 1).all()
+    assert r["T_world_cam"].shape == (10, 4, 4) and r["images"].shape == (10, 64, 96, 3)
+    np.testing.assert_allclose(r["T_world_cam"][:, 3], np.tile([0, 0, 0, 1.0], (10, 1)), atol=1e-6)
+    tf = V.FrameTransform.from_array(r["frame_transform"])
+    assert tf.orig_size == (72, 100) and tf.out_size == (64, 96)
+    np.testing.assert_allclose(r["K_orig"], V.intrinsics_to_original(torch.from_numpy(r["K_net"]), tf).numpy())
+    assert list(r["frame_indices"]) == list(range(10))
+    # same model, same video: the saved maps are the network's predictions
+    assert torch.allclose(res.track, torch.from_numpy(r["track"]))
+    t = np.load(out / "tracks.npz")
+    N = t["queries_xyt"].shape[0]
+    assert t["tracks_XYZ"].shape == (10, N, 3) and t["visibility"].shape == (10, N)
+    assert t["extrinsics_w2c"].shape == (10, 4, 4) and t["fx_fy_cx_cy"].shape == (4,)
+    # tracks_XYZ is the world track seen from each camera: moving it back with the pose gives the track map
+    q = t["queries_xyt"][:, :2].astype(int)
+    w2c = t["extrinsics_w2c"]
+    back = np.einsum("tij,tnj->tni", np.linalg.inv(w2c)[:, :3, :3], t["tracks_XYZ"]) + np.linalg.inv(w2c)[:, None, :3, 3]
+    np.testing.assert_allclose(back, r["track"][:, q[:, 1], q[:, 0]], atol=1e-4)
+    html = (out / "view.html").read_text()
+    assert "plotly" in html.lower() and "frame t = " in html
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["frames"] == 10 and doc["network_size"] == [64, 96]
+
+
+def test_cli_run_and_existing_output(tmp_path, clip_video, tiny_ckpt, capsys):
+    out = tmp_path / "cli_out"
+    argv = ["run", "--video", str(clip_video), "--checkpoint", str(tiny_ckpt), "--max-frames", "4", "--stride", "2",
+            "--no-view", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert np.load(out / "result.npz")["frame_indices"].tolist() == [0, 2, 4, 6]
+    assert not (out / "view.html").exists()
+    assert cli.main(argv) == 2                                        # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(argv[:-2] + ["--max-frames", "2", "--overwrite", "--out", str(out)]) == 0
+    assert np.load(out / "result.npz")["track"].shape[0] == 2
+
+
+def test_interrupted_run_leaves_no_output(tmp_path, clip_video, monkeypatch):
+    def boom(folder, *a, **k):
+        (folder / "result.npz").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "write_outputs", boom)
+    out = tmp_path / "never"
+    with pytest.raises(KeyboardInterrupt):
+        run.run_video(clip_video, "fresh:tiny", out, max_frames=3, log=lambda s: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_checkpoints_say_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="neither a file nor a known name"):
+        run.load_run_model(tmp_path / "missing.pt")
+    # weights of one preset under the config of another
+    bad = tmp_path / "mixed.pt"
+    other = build_model(build_model("tiny").config.with_(name="shallow", dec_depth=2))
+    torch.save({"config": build_model("tiny").config.to_dict(), "model": other.state_dict()}, bad)
+    with pytest.raises(ValueError, match="cannot load checkpoint"):
+        run.load_run_model(bad)
+    # a bare state dict (e.g. a released file given as a path) carries no config
+    bare = tmp_path / "bare.pt"
+    torch.save(build_model("tiny").state_dict(), bare)
+    with pytest.raises(ValueError, match="load_pretrained"):
+        run.load_run_model(bare)
+    # a released name, offline and not cached
+    monkeypatch.setenv("ST4R_OFFLINE", "1")
+    monkeypatch.setenv("ST4R_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="not cached"):
+        run.load_run_model("st4rtrack_seq")
+
+
+def test_adapt_runs_or_says_it_is_unavailable(tmp_path, clip_video):
+    try:
+        import st4r_lite.adapt  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="not available"):
+            run.run_video(clip_video, "fresh:tiny", tmp_path / "o", adapt="robust", max_frames=3,
+                          log=lambda s: None)
+        assert not (tmp_path / "o").exists()
+        return
+    res = run.run_video(clip_video, "fresh:tiny", tmp_path / "o", adapt="robust", adapt_steps=1, max_frames=4,
+                        view=False, log=lambda s: None)
+    assert any(n.startswith("adapted (robust, 1 steps) on pseudo-labels lk") for n in res.notes)
+    assert res.track.shape == (4, 64, 96, 3)
+    with pytest.raises(ValueError, match="at most 3 frames"):
+        run.run_video(clip_video, "fresh:tiny", tmp_path / "o2", adapt="robust", adapt_steps=1, max_frames=4,
+                      adapt_max_frames=3, view=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="unknown variant"):
+        run.run_video(clip_video, "fresh:tiny", tmp_path / "o3", adapt="nonsense", max_frames=3, view=False,
+                      log=lambda s: None)
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_chunked_cameras_recover_poses_and_focal():
+    recon, K, T_gt = synthetic_pointmaps(7, 32, 48, seed=1)
+    conf = torch.ones(recon.shape[:3])
+    T_world_cam, K_est, status, notes = run.solve_cameras_chunked(recon, conf, camera_chunk=3)
+    assert status == ["ok"] * 7 and notes == []
+    assert K_est[0, 0].item() == pytest.approx(K[0, 0].item(), rel=1e-3)
+    assert torch.allclose(T_world_cam, T_gt.float(), atol=1e-3)
+
+
+def test_implausible_focal_falls_back_with_a_note():
+    from st4r_lite.geometry import depth_to_pointmap, intrinsics_matrix
+
+    K_absurd = intrinsics_matrix(1e6, 11.5, 7.5)                 # a 0.001° field of view: an untrained model
+    recon = depth_to_pointmap(torch.ones(3, 16, 24), K_absurd)
+    _, K, _, notes = run.solve_cameras_chunked(recon, torch.ones(3, 16, 24))
+    assert notes and "60°" in notes[0]
+    assert K[0, 0].item() == pytest.approx(12 / np.tan(np.radians(30)), rel=1e-5)
+
+
+def test_measure_long_video_reports_memory(tmp_path):
+    doc = run.measure_long_video((3,), height=48, width=64, out=tmp_path / "mem.json", log=lambda s: None)
+    assert json.loads((tmp_path / "mem.json").read_text()) == doc
+    row = doc["rows"][0]
+    assert row["frames"] == 3 and row["ru_maxrss_mb"] >= row["rss_before_run_mb"] > 10
+    assert "python -m st4r_lite.run memory" in doc["command"]

@@ -1,0 +1,465 @@
+"""The reproducible ablation of the adaptation (DESIGN §6, §7) and ``st4r-lite ablation``.
+
+Dimension letters: T frames, H, W image rows / columns, N tracked points, S sequences, K seeds.
+
+Rows: the adaptation variants of ``adapt.VARIANTS`` (none, baseline, mask, sigma, robust = the proposal,
+oracle_mask, conf_sigma) and the peers of ``baselines`` (static, combinational). Every row runs on the same
+videos (the ``wild`` part of a named benchmark, the held-out domain shift) with the same pseudo-labels per
+(sequence, seed): seed k fixes the simulated tracker's and mono-depth's noise and the adaptation's sampling.
+A unit of comparison is one (sequence, seed) pair; for every metric we report
+
+    mean over units,   std across seeds (of the per-seed means over sequences),
+    paired difference to ``baseline``:  d_i = m_i(row) − m_i(baseline),  mean(d) ± t_{0.975, n−1} · sd(d)/√n
+
+(a Student-t 95 % interval over the n units; the units share sequences and so are not fully independent:
+read the interval as a guide, not a test). Deterministic: same command and machine kind -> same numbers
+(floating-point sums may differ in the last digits across thread counts; :func:`check_against_reference`
+allows for that with a tolerance).
+
+Outputs in ``--out``: results.json (command, hardware, wall time, config, every run, the summary),
+results.md (the table), ablation_apd.png and ablation_paired.png (matplotlib), views.npz (one sequence's
+predictions before / after adaptation, for ``st4r-lite report``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from st4r_lite.evaluate import (
+    EvalSequence,
+    Prediction,
+    evaluate_prediction,
+    flat_metrics,
+    load_sequences,
+    predict_model,
+    sample_maps,
+    to_jsonable,
+)
+from st4r_lite.geometry import invert_pose, transform_points
+from st4r_lite.runtime import atomic_write, ensure_writable_dir, repo_data_dir
+
+__all__ = ["AblationConfig", "run_ablation", "summarize", "paired_differences", "t_quantile_975",
+           "markdown_table", "check_against_reference", "CheckResult", "DEFAULT_VARIANTS", "KEY_METRICS",
+           "load_results"]
+
+DEFAULT_VARIANTS = ("none", "baseline", "mask", "sigma", "robust", "oracle_mask", "conf_sigma")
+PEER_ROWS = ("static", "combinational")
+# (metric key, label, unit, higher is better)
+KEY_METRICS = (("track_apd_median", "APD", "%", True), ("track_epe_median", "EPE", "m", False),
+               ("track_apd_dyn_median", "APD dyn", "%", True), ("track_apd_sim3", "APD sim3", "%", True),
+               ("recon_apd_median", "recon APD", "%", True), ("depth_abs_rel", "AbsRel", "", False),
+               ("cam_ate", "ATE", "m", False), ("occl_recall", "occl. recall", "%", True),
+               ("occl_precision", "occl. prec.", "%", True))
+# t_{0.975, dof} for dof = 1..30 (beyond: 1.96 + 2.4 / dof, within 0.003 of the exact value)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+@dataclass
+class AblationConfig:
+    """What to run. benchmark: a named benchmark (``worldtrack.BENCHMARKS``) or a folder / .npz path;
+    domain: the part of a named benchmark to use; max_seqs / frames: use only the first sequences / frames;
+    tracker: "sim" or "lk" pseudo 2D tracks; depth: pseudo mono-depth ("sim", "sim-affine", "none");
+    checkpoint: model file (default data/tiny.pt; a fresh untrained tiny model when absent, noted)."""
+
+    benchmark: str = "worldtrack-lite"
+    domain: str = "wild"
+    max_seqs: int | None = None
+    frames: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    peers: tuple[str, ...] = PEER_ROWS
+    tracker: str = "sim"
+    depth: str = "sim"
+    steps: int = 30
+    lr: float = 1e-4
+    query_stride: int = 4
+    checkpoint: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def t_quantile_975(dof: int) -> float:
+    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom (table for 1..30)."""
+    if dof < 1:
+        return math.nan
+    return _T975[dof - 1] if dof <= 30 else 1.96 + 2.4 / dof
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def _load_benchmark(cfg: AblationConfig, workdir: Path) -> list[EvalSequence]:
+    from st4r_lite import worldtrack
+
+    if cfg.benchmark in worldtrack.BENCHMARKS:
+        spec = worldtrack.BENCHMARKS[cfg.benchmark]
+        parts = [p for p in spec.parts if p[0] == cfg.domain]
+        if not parts:
+            raise ValueError(f"benchmark {cfg.benchmark!r} has no {cfg.domain!r} part; it has "
+                             f"{[p[0] for p in spec.parts]}")
+        domain, n, seed = parts[0]
+        n = n if cfg.max_seqs is None else min(n, cfg.max_seqs)
+        worldtrack.write_benchmark(workdir, domain=domain, num_seqs=n, frames=spec.frames, height=spec.height,
+                                   width=spec.width, seed=seed)
+        seqs = load_sequences(workdir)
+    else:
+        seqs = load_sequences(cfg.benchmark)
+        seqs = seqs if cfg.max_seqs is None else seqs[: cfg.max_seqs]
+    if cfg.frames is not None:
+        seqs = [_first_frames(s, cfg.frames) for s in seqs]
+    return [s.grid_subset(cfg.query_stride) for s in seqs]
+
+
+def _first_frames(seq: EvalSequence, frames: int) -> EvalSequence:
+    from dataclasses import replace
+
+    f = min(frames, seq.num_frames)
+    return replace(seq, video=seq.video[:f], T_world_cam=seq.T_world_cam[:f], gt_tracks=seq.gt_tracks[:f],
+                   gt_visible=seq.gt_visible[:f], is_dynamic=None if seq.is_dynamic is None else seq.is_dynamic,
+                   depth=None if seq.depth is None else seq.depth[:f],
+                   gt_points=None if seq.gt_points is None else seq.gt_points[:f])
+
+
+def _load_model(cfg: AblationConfig):
+    from st4r_lite.checkpoint import load_model
+    from st4r_lite.model import build_model
+
+    path = Path(cfg.checkpoint) if cfg.checkpoint else repo_data_dir() / "tiny.pt"
+    if path.is_file():
+        return load_model(path).float().eval(), str(path)
+    if cfg.checkpoint:
+        raise FileNotFoundError(f"--checkpoint {cfg.checkpoint!r} does not exist")
+    cfg.notes.append(f"{path} not found: used a freshly initialised (untrained) tiny model, seed 0")
+    return build_model("tiny", seed=0).eval(), "fresh tiny model (untrained)"
+
+
+def prediction_from_adapt(res, seq: EvalSequence) -> Prediction:
+    """A :class:`Prediction` from an ``adapt.AdaptResult`` (track maps read at the sequence's queries)."""
+    T_wc, K = res.T_world_cam.detach().double().cpu(), res.K.detach().double().cpu()
+    recon = res.recon.detach().double().cpu()
+    depth = transform_points(invert_pose(T_wc), recon)[..., 2]
+    tracks = sample_maps(res.track.detach().double().cpu(), seq.query_pixels.double())
+    same_q = tuple(res.query_pixels.shape) == tuple(seq.query_pixels.shape) and bool(
+        (res.query_pixels.cpu().double() - seq.query_pixels).abs().max() < 1e-3)
+    return Prediction(tracks=tracks, recon=recon, depth=depth, T_world_cam=T_wc, K=K,
+                      visible=res.mask.cpu().bool() if same_q else None)
+
+
+# ----------------------------------------------------------------------------------------------- running
+def _hardware() -> dict:
+    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _view_arrays(seq: EvalSequence, preds: dict[str, Prediction], max_tracks: int = 160) -> dict[str, np.ndarray]:
+    """Small arrays of one sequence for the report's 3D views (float16, recon at half resolution)."""
+    N = seq.gt_tracks.shape[1]
+    dyn = seq.is_dynamic if seq.is_dynamic is not None else torch.zeros(N, dtype=torch.bool)
+    dyn_idx, stat_idx = dyn.nonzero()[:, 0], (~dyn).nonzero()[:, 0]
+    pick = torch.cat([dyn_idx[torch.linspace(0, len(dyn_idx) - 1, min(len(dyn_idx), max_tracks // 2)).long()]
+                      if len(dyn_idx) else dyn_idx,
+                      stat_idx[torch.linspace(0, len(stat_idx) - 1, min(len(stat_idx), max_tracks // 2)).long()]
+                      if len(stat_idx) else stat_idx])
+    out = {"name": np.array(seq.name), "gt_tracks": seq.gt_tracks[:, pick].numpy().astype(np.float16),
+           "gt_visible": seq.gt_visible[:, pick].numpy(), "gt_T_world_cam": seq.T_world_cam.numpy(),
+           "K": seq.K.numpy(), "images": (seq.video[:, :, ::2, ::2] * 255).round().byte().permute(0, 2, 3, 1).numpy(),
+           "is_dynamic": dyn[pick].numpy(), "image_size": np.array(seq.size)}
+    if seq.gt_points is not None:
+        out["gt_points"] = seq.gt_points[:, ::2, ::2].numpy().astype(np.float16)
+    for name, p in preds.items():
+        out[f"{name}/tracks"] = p.tracks[:, pick].numpy().astype(np.float16)
+        if p.recon is not None:
+            out[f"{name}/recon"] = p.recon[:, ::2, ::2].numpy().astype(np.float16)
+        if p.T_world_cam is not None:
+            out[f"{name}/T_world_cam"] = p.T_world_cam.numpy()
+            out[f"{name}/K"] = p.K.numpy()
+        if p.visible is not None:
+            out[f"{name}/visible"] = p.visible[:, pick].numpy()
+    return out
+
+
+def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=print) -> dict:
+    """Run every row of ``cfg`` on every (sequence, seed), write the outputs into ``out``, return results.json."""
+    from st4r_lite import adapt, baselines
+    from st4r_lite.online import make_provider
+
+    unknown = [v for v in cfg.variants if v not in adapt.VARIANTS]
+    if unknown or not cfg.variants:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(adapt.VARIANTS)}")
+    bad_peers = [p for p in cfg.peers if p not in PEER_ROWS]
+    if bad_peers:
+        raise ValueError(f"unknown peer(s) {bad_peers}; choose from {PEER_ROWS}")
+    if cfg.tracker not in ("sim", "lk"):
+        raise ValueError(f"--tracker must be 'sim' or 'lk', got {cfg.tracker!r}")
+    if not cfg.seeds or cfg.steps < 0:
+        raise ValueError(f"need at least one seed and steps >= 0; got seeds {cfg.seeds}, steps {cfg.steps}")
+    out = ensure_writable_dir(out)
+    start = time.perf_counter()
+    model, model_source = _load_model(cfg)
+    with tempfile.TemporaryDirectory(prefix="st4r-ablation-") as tmp:
+        seqs = _load_benchmark(cfg, Path(tmp))
+    runs, views = [], None
+    for seq in seqs:
+        gt = seq.ground_truth()
+        for seed in cfg.seeds:
+            labels = make_provider(cfg.tracker, cfg.depth, ground_truth=gt, seed=1000 * seed + 7)(
+                seq.video.float(), seq.query_pixels.float())
+            preds = {}
+            for variant in cfg.variants:
+                t0 = time.perf_counter()
+                acfg = adapt.AdaptConfig(variant=variant, steps=cfg.steps, lr=cfg.lr, seed=seed,
+                                         query_stride=cfg.query_stride)
+                res = adapt.adapt_video(model, adapt.AdaptVideo(seq.name, seq.video, gt), labels, acfg)
+                preds[variant] = prediction_from_adapt(res, seq)
+                loss = [round(r["total"], 5) for r in res.loss_log]
+                runs.append(_run_record(seq, seed, variant, preds[variant], time.perf_counter() - t0, loss))
+                progress(f"{seq.name} seed {seed} {variant:>12}: APD {runs[-1]['metrics']['track_apd_median']:.2f} %"
+                         f" ({runs[-1]['seconds']:.1f} s)")
+            ref = preds.get("none") or predict_model(model, seq, seed=seed)
+            for peer in cfg.peers:
+                t0 = time.perf_counter()
+                p = (baselines.static_prediction(ref, seq) if peer == "static" else
+                     baselines.combinational_prediction(seq, ref, depth="sim" if labels.depth is not None
+                                                        else "recon", labels=labels, seed=seed))
+                preds[peer] = p
+                runs.append(_run_record(seq, seed, peer, p, time.perf_counter() - t0, []))
+            if views is None:
+                views = _view_arrays(seq, preds)
+    wall = time.perf_counter() - start
+    rows = list(cfg.variants) + list(cfg.peers)
+    summary = summarize(runs, rows, cfg.seeds)
+    doc = {"command": command or command_from_config(cfg, out), "hardware": _hardware(), "wall_time_s": round(wall, 1),
+           "model": model_source, "config": asdict(cfg), "sequences": [s.name for s in seqs],
+           "num_queries": [int(s.query_pixels.shape[0]) for s in seqs], "rows": rows,
+           "ci_method": "Student-t 95% interval over (sequence, seed) pairs of paired differences to 'baseline'",
+           "summary": summary, "paired": paired_differences(runs, rows), "runs": runs}
+    doc = to_jsonable(doc)
+    with atomic_write(out / "results.json", "w") as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
+    with atomic_write(out / "results.md", "w") as f:
+        f.write(markdown_table(doc) + "\n")
+    if views is not None:
+        with atomic_write(out / "views.npz", "wb") as f:
+            np.savez_compressed(f, **views)
+    from st4r_lite.report import ablation_plots_png
+
+    ablation_plots_png(doc, out)
+    return doc
+
+
+def _run_record(seq: EvalSequence, seed: int, row: str, pred: Prediction, seconds: float, loss: list) -> dict:
+    res = evaluate_prediction(seq, pred)
+    return {"sequence": seq.name, "seed": seed, "row": row, "seconds": round(seconds, 2),
+            "metrics": flat_metrics(res), "loss": loss}
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+def _finite(xs) -> list[float]:
+    return [x for x in xs if x is not None and isinstance(x, (int, float)) and math.isfinite(x)]
+
+
+def summarize(runs: list[dict], rows: list[str], seeds) -> dict:
+    """{row: {metric: {"mean", "std_seeds", "n"}}}: mean over runs; std (ddof 1) of the per-seed means."""
+    out = {}
+    for row in rows:
+        rr = [r for r in runs if r["row"] == row]
+        keys = sorted({k for r in rr for k in r["metrics"]})
+        out[row] = {}
+        for k in keys:
+            vals = _finite(r["metrics"].get(k) for r in rr)
+            per_seed = [np.mean(v) for s in seeds
+                        if (v := _finite(r["metrics"].get(k) for r in rr if r["seed"] == s))]
+            out[row][k] = {"mean": float(np.mean(vals)) if vals else math.nan,
+                           "std_seeds": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan,
+                           "n": len(vals)}
+    return out
+
+
+def paired_differences(runs: list[dict], rows: list[str], reference: str = "baseline") -> dict:
+    """{row: {metric: {"mean_diff", "ci_low", "ci_high", "n"}}} of row − reference over matching
+    (sequence, seed) units (Student-t 95 % interval); empty when there is no reference row."""
+    ref = {(r["sequence"], r["seed"]): r["metrics"] for r in runs if r["row"] == reference}
+    if not ref:
+        return {}
+    out = {}
+    for row in rows:
+        if row == reference:
+            continue
+        out[row] = {}
+        for key, *_ in KEY_METRICS:
+            d = []
+            for r in runs:
+                unit = (r["sequence"], r["seed"])
+                if r["row"] != row or unit not in ref:
+                    continue
+                a, b = r["metrics"].get(key), ref[unit].get(key)
+                if len(_finite([a, b])) == 2:
+                    d.append(a - b)
+            n = len(d)
+            mean = float(np.mean(d)) if n else math.nan
+            half = t_quantile_975(n - 1) * float(np.std(d, ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+            out[row][key] = {"mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    return out
+
+
+def _fmt(x, unit: str) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.3f}" if unit in ("m", "") else f"{x:.2f}"
+
+
+def markdown_table(doc: dict) -> str:
+    """The ablation as Markdown: mean ± std across seeds per row, then paired differences to baseline."""
+    summ, rows = doc["summary"], doc["rows"]
+    cfg = doc["config"]
+    head = "| row | " + " | ".join(f"{lab}{f' ({u})' if u else ''}" for _, lab, u, _ in KEY_METRICS) + " |"
+    lines = [f"Ablation on {len(doc['sequences'])} '{cfg['domain']}' sequence(s) of {cfg['benchmark']} x seeds "
+             f"{cfg['seeds']}, {cfg['steps']} adaptation steps, tracker '{cfg['tracker']}', model: {doc['model']}.",
+             "Mean over (sequence, seed) runs ± std across seeds (of per-seed means). APD: median scale, "
+             "δ ∈ {0.1, 0.3, 0.5, 1.0} m.", "", head, "|" + "---|" * (len(KEY_METRICS) + 1)]
+    for row in rows:
+        cells = []
+        for key, _, unit, _ in KEY_METRICS:
+            m = summ.get(row, {}).get(key)
+            if m is None or m["mean"] is None:
+                cells.append("–")
+            else:
+                sd = m.get("std_seeds")
+                cells.append(_fmt(m["mean"], unit) + ("" if sd is None or not math.isfinite(sd)
+                                                      else f" ± {_fmt(sd, unit)}"))
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if doc.get("paired"):
+        lines += ["", f"Paired difference to `baseline` (row − baseline), mean [95% CI], {doc['ci_method']}:", "",
+                  head, "|" + "---|" * (len(KEY_METRICS) + 1)]
+        for row, per in doc["paired"].items():
+            cells = []
+            for key, _, unit, _ in KEY_METRICS:
+                d = per.get(key)
+                if not d or d["mean_diff"] is None:
+                    cells.append("–")
+                    continue
+                ci = ("" if d["ci_low"] is None else f" [{_fmt(d['ci_low'], unit)}, {_fmt(d['ci_high'], unit)}]")
+                cells.append(f"{_fmt(d['mean_diff'], unit)}{ci}")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", f"Command: `{doc['command']}`; wall time {doc['wall_time_s']} s; hardware: "
+              f"{doc['hardware']['processor']}, {doc['hardware']['cpu_threads']} thread(s), torch "
+              f"{doc['hardware']['torch']}" + (f", {doc['hardware']['cuda']}" if doc['hardware'].get('cuda') else "")]
+    lines += [f"Note: {n}" for n in cfg.get("notes", [])]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- checking
+@dataclass
+class CheckResult:
+    """Outcome of :func:`check_against_reference`: ok, and one line per compared number that is off."""
+
+    ok: bool
+    compared: int
+    mismatches: list[str]
+    notes: list[str]
+
+    def report(self) -> str:
+        head = (f"MATCH: {self.compared} numbers agree with the reference within tolerance" if self.ok else
+                f"MISMATCH: {len(self.mismatches)} of {self.compared} numbers differ from the reference")
+        return "\n".join([head] + self.mismatches[:30] + [f"note: {n}" for n in self.notes])
+
+
+def load_results(path) -> dict:
+    """Read a results.json (or the results.json inside a folder)."""
+    path = Path(path)
+    path = path / "results.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no ablation results at {str(path)!r}; run `st4r-lite ablation --out DIR` first")
+    return json.loads(path.read_text())
+
+
+def check_against_reference(results, reference, atol_percent: float = 1.0, atol_metres: float = 0.01,
+                            rtol: float = 0.02) -> CheckResult:
+    """Do the per-row means of ``results`` match ``reference`` (dicts or paths) within tolerance?
+
+    A number matches when |new − ref| ≤ atol + rtol·|ref| with atol = ``atol_percent`` for % metrics and
+    ``atol_metres`` for metres / ratios. Differing configs (seeds, variants, steps, ...) are reported as notes
+    and fail the check, because the numbers are then not comparable.
+    """
+    new = results if isinstance(results, dict) else load_results(results)
+    ref = reference if isinstance(reference, dict) else load_results(reference)
+    notes, mism, compared = [], [], 0
+    for k in ("benchmark", "domain", "max_seqs", "frames", "seeds", "tracker", "depth", "steps", "lr",
+              "query_stride"):
+        if new["config"].get(k) != ref["config"].get(k):
+            notes.append(f"config differs: {k} = {new['config'].get(k)!r} here, {ref['config'].get(k)!r} in the "
+                         "reference")
+    if new.get("model") != ref.get("model"):
+        notes.append(f"model differs: {new.get('model')!r} vs {ref.get('model')!r}")
+    for row in ref["rows"]:
+        if row not in new["summary"]:
+            mism.append(f"row {row!r} is missing")
+            continue
+        for key, label, unit, _ in KEY_METRICS:
+            r = ref["summary"][row].get(key, {}).get("mean")
+            v = new["summary"][row].get(key, {}).get("mean")
+            if r is None and v is None:
+                continue
+            compared += 1
+            atol = atol_percent if unit == "%" else atol_metres
+            if r is None or v is None or abs(v - r) > atol + rtol * abs(r):
+                mism.append(f"{row} {label}: {v} here vs {r} in the reference (tolerance {atol + rtol * abs(r or 0):.3g})")
+    ok = not mism and not [n for n in notes if n.startswith("config differs")]
+    return CheckResult(ok=ok, compared=compared, mismatches=mism, notes=notes)
+
+
+def config_from_args(args) -> AblationConfig:
+    """An :class:`AblationConfig` from the CLI arguments."""
+    def ints(text):
+        return tuple(int(x) for x in text.split(",") if x.strip())
+
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    peers = tuple(v.strip() for v in args.peers.split(",") if v.strip()) if args.peers else ()
+    return AblationConfig(benchmark=args.benchmark, domain=args.domain, max_seqs=args.max_seqs, frames=args.frames,
+                          seeds=ints(args.seeds), variants=variants, peers=peers, tracker=args.tracker,
+                          depth=args.depth, steps=args.steps, lr=args.lr, query_stride=args.query_stride,
+                          checkpoint=args.checkpoint)
+
+
+def command_from_config(cfg: AblationConfig, out) -> str:
+    """The ``st4r-lite ablation`` command line that reproduces ``cfg`` into ``out``."""
+    parts = ["st4r-lite", "ablation", "--benchmark", cfg.benchmark, "--domain", cfg.domain,
+             "--seeds", ",".join(map(str, cfg.seeds)), "--variants", ",".join(cfg.variants),
+             "--peers", ",".join(cfg.peers) or "''", "--tracker", cfg.tracker, "--depth", cfg.depth,
+             "--steps", str(cfg.steps), "--lr", repr(cfg.lr), "--query-stride", str(cfg.query_stride)]
+    if cfg.max_seqs is not None:
+        parts += ["--max-seqs", str(cfg.max_seqs)]
+    if cfg.frames is not None:
+        parts += ["--frames", str(cfg.frames)]
+    if cfg.checkpoint:
+        parts += ["--checkpoint", cfg.checkpoint]
+    return " ".join(parts + ["--out", str(out)])
+
+
+def run_ablation_cli(args) -> str:
+    """``st4r-lite ablation``: run (or, with --check, run the reference's config and compare)."""
+    if args.check and args.results:
+        return check_against_reference(args.results, args.check).report()
+    if args.check:
+        ref = load_results(args.check)
+        c = dict(ref["config"])
+        c.pop("notes", None)
+        c["seeds"], c["variants"], c["peers"] = tuple(c["seeds"]), tuple(c["variants"]), tuple(c["peers"])
+        cfg = AblationConfig(**c)
+        out = args.out or "out/ablation_check"
+        new = run_ablation(cfg, out, command=command_from_config(cfg, out), progress=print)
+        return check_against_reference(new, ref).report()
+    if not args.out:
+        raise ValueError("--out DIR is required (or --check REFERENCE to re-run and compare)")
+    cfg = config_from_args(args)
+    doc = run_ablation(cfg, args.out, command=command_from_config(cfg, args.out))
+    return markdown_table(doc)

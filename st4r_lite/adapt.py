@@ -1,0 +1,422 @@
+"""Test-time adaptation to "real" video with pseudo-labels (DESIGN §6), baseline and the course's proposal.
+
+Dimension letters: T frames (pair (anchor 0, j) for j = 0..T-1), H image rows, W image columns, N query
+points p_n (anchor pixels), C channels.
+
+Per video the network predicts, for every pair (0, j), ``track_j`` = ¹X¹_j and ``recon_j`` = ¹Xʲ_j. The
+cameras come from the predictions themselves (DESIGN §5): K from the anchor pair (``camera.focal_from_anchor``),
+T_world_cam_j by PnP on recon_j (RANSAC + LM without gradient; optionally one differentiable Gauss–Newton step,
+``pose_grad``). With pseudo 2D tracks x̃_{j,n} and pseudo mono-depth d̃_j (``pseudo_labels``):
+
+    x̂_{j,n} = π(K · T_cam_j_world · track_j(p_n))                         (reprojected anchor pixel)
+    L_traj  = sqrt( mean_{(j,n) used} ‖x̂_{j,n} − x̃_{j,n}‖² )              (pixel RMSE, weight 0.5)
+    L_depth = mean_j mean_p (s_j d̃_j − ẑ_j)²,  ẑ_j = z^rec_j / mean(z^rec_j),  s_j = Σ d̃ ẑ / Σ d̃²
+              (recon depth seen from camera j, per-frame least-squares scale; weight 10)
+    L_align = mean_{(j,n) used} ‖track_j(p_n) − recon_j(x̃_{j,n})‖ / s̄,  s̄ = mean_n ‖track_0(p_n)‖
+              (recon read at the tracked pixel; s̄ keeps it scale-invariant; weight 5)
+    L       = 0.5 L_traj + 10 L_depth + 5 L_align.
+
+"used" = the provider says the label is valid (``track_valid``) and x̂ is in front of the camera. The proposal
+(``st4r_lite.occlusion``) adds the occlusion mask m_{j,n} to "used" and replaces L_traj and L_align by the
+σ²-weighted  mean m·(ρ(r)/σ² + log σ²)  with r = ‖x̂ − x̃‖ (pixels) and r = f·‖Δ‖/s̄ (the 3D error in
+pixel-equivalents at the anchor's mean distance), σ² from the ``log_sigma2_track`` head at p_n; L_depth is
+unchanged. Variants (ablation rows, DESIGN §6): see ``VARIANTS``.
+
+Only the chosen parameters change (``params``: "track" = decoder stack 1, head 1, sigma head 1, the paper's
+choice; "all_but_encoder"). The encoder is frozen in both, so its tokens are computed once per video.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from st4r_lite.camera import focal_from_anchor, solve_poses
+from st4r_lite.geometry import intrinsics_matrix, invert_pose, project, transform_points
+from st4r_lite.metrics import tracking_metrics
+from st4r_lite.occlusion import SIGMA_FORMS, mask_quality, nll_loss, occlusion_mask, sample_map
+from st4r_lite.pseudo_labels import PseudoLabels, check_video, grid_query_pixels, validate_pseudo_labels
+from st4r_lite.runtime import atomic_write
+from st4r_lite.sim_labels import GroundTruthVideo
+
+__all__ = ["VARIANTS", "PARAM_SETS", "AdaptConfig", "AdaptVideo", "AdaptResult", "LossTerms", "adapt_video",
+           "adaptation_losses", "traj_loss", "depth_loss", "align_loss", "select_parameters",
+           "evaluate_tracks"]
+
+# variant -> (mask: None | "pred" (the proposal's occlusion mask) | "gt" (oracle visibility),
+#             sigma: None | "head" (log σ² head) | "conf" (σ² := 1/C))
+VARIANTS: dict[str, tuple[str | None, str | None]] = {
+    "none": (None, None), "baseline": (None, None), "mask": ("pred", None), "sigma": (None, "head"),
+    "robust": ("pred", "head"), "oracle_mask": ("gt", None), "conf_sigma": ("pred", "conf"),
+}
+PARAM_SETS = ("track", "all_but_encoder")
+ENCODER_MODULES = ("patch_embed", "enc_blocks", "enc_norm")
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of one adaptation run (defaults: the released loss weights, tuned on the tiny model)."""
+
+    variant: str = "robust"
+    steps: int = 30
+    lr: float = 1e-4
+    schedule: str = "cosine"        # "cosine" (to 0 after warm-up) or "constant"
+    warmup: int = 0
+    params: str = "track"           # PARAM_SETS
+    w_traj: float = 0.5
+    w_depth: float = 10.0
+    w_align: float = 5.0
+    tau: float = 0.1                # occlusion mask tolerance, relative to the reconstruction's depth
+    sigma_form: str = "laplace"     # SIGMA_FORMS
+    sigma_lr_mult: float = 10.0     # the zero-initialised sigma head learns faster
+    query_stride: int = 4
+    pose_every: int = 5             # re-solve the cameras every that many steps (always with pose_grad)
+    pose_stride: int = 2            # PnP on every pose_stride-th pixel (4x faster, same pose)
+    pose_hypotheses: int = 64       # RANSAC hypotheses per frame
+    pose_grad: bool = False         # differentiable Gauss–Newton step through PnP
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {list(VARIANTS)}")
+        if self.params not in PARAM_SETS:
+            raise ValueError(f"params must be one of {PARAM_SETS}, got {self.params!r}")
+        if self.sigma_form not in SIGMA_FORMS:
+            raise ValueError(f"sigma_form must be one of {SIGMA_FORMS}, got {self.sigma_form!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        counts = (self.pose_every, self.query_stride, self.pose_stride, self.pose_hypotheses)
+        if self.steps < 0 or self.lr <= 0 or self.tau < 0 or min(counts) < 1:
+            raise ValueError("need steps >= 0, lr > 0, tau >= 0 and pose_every, query_stride, pose_stride, "
+                             f"pose_hypotheses >= 1; got {self.steps}, {self.lr}, {self.tau}, {counts}")
+
+
+@dataclass
+class AdaptVideo:
+    """One video to adapt on: frames (T, 3, H, W) float in [0, 1], and ground truth for evaluation if known."""
+
+    name: str
+    video: Tensor
+    gt: GroundTruthVideo | None = None
+
+    @classmethod
+    def from_clip(cls, clip, index: int = 0, name: str | None = None) -> AdaptVideo:
+        """Clip ``index`` of a ``world.Clip`` (dense ground truth)."""
+        seed = clip.seeds[index] if getattr(clip, "seeds", None) else index
+        return cls(name or f"{clip.domain}-{seed}", clip.rgb[index].float().cpu(),
+                   GroundTruthVideo.from_clip(clip, index))
+
+    @classmethod
+    def from_npz(cls, path: str | Path) -> AdaptVideo:
+        """A WorldTrack / TAPVid-3D style .npz (``worldtrack.load_npz``); ground truth at its query points."""
+        from st4r_lite import worldtrack
+
+        seq = worldtrack.load_npz(path)
+        images = torch.as_tensor(np.asarray(seq.images))
+        video = images.permute(0, 3, 1, 2).float() / 255.0
+        gt = GroundTruthVideo.from_sequence(seq, height=video.shape[2], width=video.shape[3])
+        return cls(Path(path).stem, video, gt)
+
+    def queries(self, stride: int = 4) -> Tensor:
+        """Query pixels (N, 2): the ground truth's own queries when sparse, else a regular grid."""
+        if self.gt is not None and not self.gt.dense:
+            return self.gt.queries.float()
+        return grid_query_pixels(self.video.shape[2], self.video.shape[3], stride)
+
+
+@dataclass
+class LossTerms:
+    """One evaluation of the adaptation losses. total, traj, depth, align: scalars; used, mask: (T, N) bool;
+    x_hat: (T, N, 2) reprojected tracks; log_sigma2: (T, N) the σ² used (0 without σ²)."""
+
+    total: Tensor
+    traj: Tensor
+    depth: Tensor
+    align: Tensor
+    used: Tensor
+    mask: Tensor
+    x_hat: Tensor
+    log_sigma2: Tensor
+
+
+@dataclass
+class AdaptResult:
+    """Outcome of :func:`adapt_video`: adapted track / recon (T, H, W, 3), cameras K (3, 3) and T_world_cam
+    (T, 4, 4), query_pixels (N, 2), the occlusion mask (T, N) from the final prediction, used (T, N) (what the
+    losses used), log_sigma2 (T, N), the per-step loss log, metrics (dict, empty without ground truth)."""
+
+    name: str
+    config: AdaptConfig
+    track: Tensor
+    recon: Tensor
+    K: Tensor
+    T_world_cam: Tensor
+    query_pixels: Tensor
+    mask: Tensor
+    used: Tensor
+    log_sigma2: Tensor
+    loss_log: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    source: str = ""
+    seconds: float = 0.0
+    model: object = None            # the adapted network, only with adapt_video(..., keep_model=True)
+
+    def summary(self) -> dict:
+        """JSON-ready: name, config, pseudo-label source, metrics, loss log, timing."""
+        return {"name": self.name, "config": asdict(self.config), "source": self.source,
+                "metrics": self.metrics, "loss_log": self.loss_log, "seconds": round(self.seconds, 2)}
+
+    def save(self, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write ``<name>_<variant>.npz`` (arrays) and ``.json`` (summary) atomically into out_dir."""
+        out = Path(out_dir)
+        stem = f"{self.name}_{self.config.variant}"
+        arrays = {f.name: getattr(self, f.name).detach().cpu().numpy() for f in fields(self)
+                  if isinstance(getattr(self, f.name), Tensor)}
+        with atomic_write(out / f"{stem}.npz", "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        with atomic_write(out / f"{stem}.json", "w") as fh:
+            json.dump(jsonable(self.summary()), fh, indent=1)
+        return out / f"{stem}.npz", out / f"{stem}.json"
+
+
+def jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# ----------------------------------------------------------------------------------------------- losses
+def traj_loss(x_hat: Tensor, x_tilde: Tensor, used: Tensor) -> Tensor:
+    """L_traj = sqrt(mean_used ‖x̂ − x̃‖²): pixel RMSE. x_hat, x_tilde: (T, N, 2); used: (T, N) bool."""
+    r2 = ((x_hat - x_tilde) ** 2).sum(-1)
+    r2 = torch.where(used, r2, torch.zeros_like(r2))
+    return torch.sqrt(r2.sum() / used.sum().clamp_min(1) + 1e-8)
+
+
+def depth_loss(depth_recon: Tensor, mono: Tensor) -> Tensor:
+    """L_depth = mean_j mean_p (s_j d̃ − ẑ)², ẑ = z / mean z, s_j = Σ d̃ ẑ / Σ d̃² (scale-invariant, per frame).
+
+    depth_recon: (T, H, W) recon depth seen from camera j; mono: (T, H, W) pseudo-depth, 0 = missing.
+    Pixels where either is <= 0 or non-finite are left out; frames with < 16 such pixels too.
+    """
+    if depth_recon.shape != mono.shape:
+        raise ValueError(f"mono-depth {tuple(mono.shape)} must match the recon depth {tuple(depth_recon.shape)}")
+    ok = torch.isfinite(depth_recon) & (depth_recon > 0) & torch.isfinite(mono) & (mono > 0)
+    w = ok.to(depth_recon.dtype)
+    z = torch.where(ok, depth_recon, torch.zeros_like(depth_recon))
+    d = torch.where(ok, mono, torch.zeros_like(mono)).to(z.dtype)
+    n = w.sum((1, 2))
+    z_hat = z / (z.sum((1, 2)) / n.clamp_min(1)).clamp_min(1e-8)[:, None, None]
+    s = (d * z_hat).sum((1, 2)) / (d * d).sum((1, 2)).clamp_min(1e-12)
+    per_frame = (w * (s[:, None, None] * d - z_hat) ** 2).sum((1, 2)) / n.clamp_min(1)
+    frames = n >= 16
+    return (per_frame * frames).sum() / frames.sum().clamp_min(1)
+
+
+def align_loss(track_q: Tensor, recon_at_tilde: Tensor, used: Tensor, scale: Tensor) -> Tensor:
+    """L_align = mean_used ‖track_j(p_n) − recon_j(x̃_{j,n})‖ / s̄. track_q, recon_at_tilde: (T, N, 3)."""
+    dist = (track_q - recon_at_tilde).norm(dim=-1)
+    dist = torch.where(used, dist, torch.zeros_like(dist))
+    return dist.sum() / used.sum().clamp_min(1) / scale
+
+
+def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels, cfg: AdaptConfig,
+                      gt_visible: Tensor | None = None) -> LossTerms:
+    """All terms for one forward pass ``out`` (a PairOutput with B = T pairs) and cameras (K, T_world_cam).
+
+    labels: validated pseudo-labels (T, N); gt_visible: (T, N) bool, needed by ``oracle_mask`` only.
+    """
+    mask_mode, sigma_mode = VARIANTS[cfg.variant]
+    q = labels.query_pixels.to(out.track)
+    T = out.track.shape[0]
+    qq = q[None].expand(T, -1, -1)
+    track_q = sample_map(out.track, qq)                                       # (T, N, 3) track_j(p_n)
+    T_cam_world = invert_pose(T_world_cam.to(out.track))
+    cam_pts = transform_points(T_cam_world, track_q)
+    z_trk = cam_pts[..., 2]
+    front = torch.isfinite(cam_pts).all(-1) & (z_trk > 1e-6)
+    safe = torch.where(front[..., None], cam_pts, torch.ones_like(cam_pts))
+    x_hat = project(safe, K.to(safe))
+    depth_recon = transform_points(T_cam_world, out.recon)[..., 2]           # (T, H, W) z^rec_j
+    mask = occlusion_mask(z_trk.detach(), x_hat.detach(), depth_recon.detach(), cfg.tau)
+    used = labels.track_valid.to(front.device) & front
+    if mask_mode == "pred":
+        used = used & mask
+    elif mask_mode == "gt":
+        if gt_visible is None:
+            raise ValueError("variant 'oracle_mask' needs ground-truth visibility (a synthetic clip or a "
+                             "WorldTrack file with visibility)")
+        used = used & gt_visible.to(used.device)
+    x_tilde = labels.tracks_2d.to(x_hat)
+    scale = track_q[0].norm(dim=-1).mean().clamp_min(1e-6)                   # s̄, with gradient
+    recon_tilde = sample_map(out.recon, x_tilde)
+    if sigma_mode is None:
+        log_s2 = torch.zeros_like(z_trk)
+        l_traj = traj_loss(x_hat, x_tilde, used)
+        l_align = align_loss(track_q, recon_tilde, used, scale)
+    else:
+        log_s2 = (sample_map(out.log_sigma2_track, qq) if sigma_mode == "head"
+                  else -torch.log(sample_map(out.conf_track, qq)))
+        f = K[0, 0].to(x_hat)
+        l_traj = nll_loss((x_hat - x_tilde).norm(dim=-1), log_s2, used, cfg.sigma_form)
+        l_align = nll_loss(f * (track_q - recon_tilde).norm(dim=-1) / scale, log_s2, used, cfg.sigma_form)
+    l_depth = (depth_loss(depth_recon, labels.depth.to(depth_recon)) if labels.depth is not None
+               else depth_recon.sum() * 0)
+    total = cfg.w_traj * l_traj + cfg.w_depth * l_depth + cfg.w_align * l_align
+    return LossTerms(total, l_traj, l_depth, l_align, used, mask, x_hat, log_s2)
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def select_parameters(model, which: str = "track") -> list[torch.nn.Parameter]:
+    """Parameters adapted: "track" = ``model.branch_parameters('track')``; "all_but_encoder" = everything but
+    patch_embed, enc_blocks and enc_norm."""
+    if which == "track":
+        return list(model.branch_parameters("track"))
+    if which == "all_but_encoder":
+        return [p for n, p in model.named_parameters() if n.split(".")[0] not in ENCODER_MODULES]
+    raise ValueError(f"params must be one of {PARAM_SETS}, got {which!r}")
+
+
+class _PairRunner:
+    """Runs all pairs (0, j) with the frozen encoder's tokens computed once."""
+
+    def __init__(self, model, video01: Tensor) -> None:
+        self.model = model
+        images = (video01 * 2 - 1).to(next(model.parameters()).device)
+        self.hw = tuple(images.shape[-2:])
+        with torch.no_grad():
+            enc, pos = zip(*(model.encode(images[s:s + 8]) for s in range(0, images.shape[0], 8)))
+        self.enc, self.pos = torch.cat(enc), torch.cat(pos)
+
+    def __call__(self):
+        n = self.enc.shape[0]
+        dec1, dec2 = self.model.decode(self.enc[:1].expand(n, -1, -1), self.pos[:1].expand(n, -1, -1),
+                                       self.enc, self.pos)
+        return self.model.predict_heads(dec1, dec2, self.hw)[0]
+
+
+def _cameras(out, cfg: AdaptConfig, step: int, differentiable: bool) -> tuple[Tensor, Tensor, list[str]]:
+    """K (3, 3) from the anchor pair's track map (pair (0, 0)), then T_world_cam (T, 4, 4) by PnP on recon
+    read every ``pose_stride``-th pixel (pixel u of the subsampled grid is pixel s·u: K_sub = diag(1/s, 1/s, 1) K,
+    the same pose at s² times fewer points). Returns (K, T_world_cam, per-frame status)."""
+    s = cfg.pose_stride
+    recon = out.recon if differentiable else out.recon.detach()
+    conf = out.conf_recon if differentiable else out.conf_recon.detach()
+    H, W = recon.shape[1:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # a fallback focal is recorded in the status instead
+        f = focal_from_anchor(out.track[0].detach(), out.conf_track[0].detach(),
+                              pp=recon.new_tensor([(W - 1) / 2, (H - 1) / 2]))
+    K = intrinsics_matrix(f, torch.as_tensor((W - 1) / 2).to(f), torch.as_tensor((H - 1) / 2).to(f))
+    K_sub = torch.cat([K[:2] / s, K[2:]])
+    sol = solve_poses(recon[:, ::s, ::s], K_sub, conf[:, ::s, ::s], differentiable=differentiable,
+                      num_hypotheses=cfg.pose_hypotheses, seed=cfg.seed + step, warn=False)
+    return K, sol.T_world_cam, sol.status
+
+
+def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConfig | None = None,
+                progress=None, keep_model: bool = False) -> AdaptResult:
+    """Adapt a copy of ``model`` to one video with pseudo-labels; ``model`` itself is never changed.
+
+    data: the video (T, 3, H, W) in [0, 1] (+ ground truth for metrics / the oracle); labels: (T, N) pseudo-
+    labels at ``labels.query_pixels`` (cleaned with ``validate_pseudo_labels``: NaNs -> invalid; negative depth
+    -> ValueError). Returns an :class:`AdaptResult` (metrics filled when ground truth exists; the adapted
+    network in ``.model`` with ``keep_model``). ``progress``: called with each step's loss record.
+    """
+    cfg = config or AdaptConfig()
+    start = time.perf_counter()
+    T, H, W = check_video(data.video)
+    if labels.num_frames != T:
+        raise ValueError(f"pseudo-labels cover {labels.num_frames} frames but the video has {T}; compute them "
+                         "on the same video")
+    labels, _ = validate_pseudo_labels(labels, (H, W))
+    gt_vis = None
+    if data.gt is not None:
+        gt_vis = data.gt.lookup(labels.query_pixels if data.gt.dense else None)[2]
+    model = copy.deepcopy(model).float().eval()
+    params = select_parameters(model, cfg.params)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    sigma_ids = {id(p) for p in getattr(model, "sigma_head1", torch.nn.Module()).parameters()}
+    groups = [{"params": [p for p in params if id(p) not in sigma_ids], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in sigma_ids], "lr": cfg.lr * cfg.sigma_lr_mult}]
+    groups = [g for g in groups if g["params"]]
+    for p in params:
+        p.requires_grad_(True)
+    runner = _PairRunner(model, data.video)
+    steps = 0 if cfg.variant == "none" else cfg.steps
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
+
+    def factor(i: int) -> float:
+        if i < cfg.warmup:
+            return (i + 1) / (cfg.warmup + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (i - cfg.warmup) / max(1, steps - cfg.warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    log, K = [], None
+    for step in range(steps):
+        out = runner()
+        if K is None or cfg.pose_grad or step % cfg.pose_every == 0:
+            K, T_world_cam, status = _cameras(out, cfg, step, cfg.pose_grad)
+        terms = adaptation_losses(out, K, T_world_cam, labels, cfg, gt_vis)
+        if not torch.isfinite(terms.total):
+            raise FloatingPointError(f"adaptation loss became {float(terms.total)} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        rec = {"step": step, **{k: float(getattr(terms, k).detach()) for k in ("total", "traj", "depth", "align")},
+               "used": float(terms.used.float().mean()), "kept_by_mask": float(terms.mask.float().mean()),
+               "log_sigma2": float(terms.log_sigma2.detach().mean())}
+        log.append(rec)
+        if progress is not None:
+            progress(rec)
+    with torch.no_grad():
+        out = runner()
+        K, T_world_cam, status = _cameras(out, cfg, steps, False)
+        terms = adaptation_losses(out, K, T_world_cam, labels, cfg, gt_vis)
+    res = AdaptResult(data.name, cfg, out.track, out.recon, K, T_world_cam, labels.query_pixels,
+                      terms.mask, terms.used, terms.log_sigma2, log, source=labels.source)
+    res.metrics = {"final_loss": {k: float(getattr(terms, k)) for k in ("total", "traj", "depth", "align")},
+                   "camera_status": status}
+    if data.gt is not None:
+        res.metrics["tracking"] = evaluate_tracks(out.track, data.gt)
+        res.metrics["mask"] = mask_quality(terms.mask, gt_vis)
+        res.metrics["pseudo_valid"] = mask_quality(labels.track_valid, gt_vis)
+        res.metrics["used"] = mask_quality(terms.used, gt_vis)
+    res.seconds = time.perf_counter() - start
+    res.model = model if keep_model else None
+    return res
+
+
+def evaluate_tracks(track: Tensor, gt: GroundTruthVideo) -> dict:
+    """Tracking APD / EPE (all, dynamic; median and sim3 alignment) of predicted track maps (T, H, W, 3).
+
+    Dense ground truth: every anchor pixel; sparse: the track maps read (bilinearly) at the GT's queries.
+    """
+    T = track.shape[0]
+    if gt.dense:
+        pred, ref = track.reshape(T, -1, 3), gt.track_world.reshape(T, -1, 3)
+    else:
+        pred = sample_map(track, gt.queries.to(track)[None].expand(T, -1, -1))
+        ref = gt.track_world
+    valid = torch.isfinite(ref).all(-1)
+    return {al: asdict(tracking_metrics(pred.detach().cpu(), ref.cpu(), alignment=al, valid=valid.cpu()))
+            for al in ("median", "sim3")}

@@ -1,0 +1,188 @@
+"""Running adaptation over many videos: the variant comparison (ablation rows of DESIGN §6) and the CLI.
+
+Dimension letters: T frames, H image rows, W image columns, N query points.
+
+``compare_variants(videos, model, variants=..., trackers=("sim", "lk"))`` adapts the same starting model to
+every video with every variant, sharing one set of pseudo-labels per (tracker, video) so that the comparison
+is paired, and returns per-run rows plus means (tracking APD / EPE all and dynamic, median and Sim(3)
+alignment; occlusion-mask precision / recall against ground-truth visibility). ``measure_quick`` is the
+recorded measurement (``data/adapt_variants_quick.json``); ``run_adapt_cli`` is ``st4r-lite adapt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from st4r_lite.adapt import VARIANTS, AdaptConfig, AdaptVideo, adapt_video, jsonable
+from st4r_lite.runtime import atomic_write
+
+__all__ = ["compare_variants", "load_videos", "measure_quick", "run_adapt_cli", "format_table"]
+
+
+def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 96) -> list[AdaptVideo]:
+    """Videos from an .npz file, a folder of .npz files, or ``DOMAIN:SEED[:COUNT]`` (synthetic clips)."""
+    path = Path(data)
+    if path.is_file():
+        return [AdaptVideo.from_npz(path)]
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise FileNotFoundError(f"no .npz file in folder {str(path)!r}")
+        return [AdaptVideo.from_npz(f) for f in files]
+    parts = data.split(":")
+    if len(parts) in (2, 3) and parts[0] in ("wild", "pretrain") and all(p.isdigit() for p in parts[1:]):
+        from st4r_lite.world import generate_clips
+
+        count = int(parts[2]) if len(parts) == 3 else 1
+        clip = generate_clips(count, frames=frames, height=height, width=width, domain=parts[0],
+                              seed=int(parts[1]))
+        return [AdaptVideo.from_clip(clip, b) for b in range(count)]
+    raise FileNotFoundError(f"--data {data!r} is neither an .npz file, a folder of .npz files, nor "
+                            "DOMAIN:SEED[:COUNT] (e.g. wild:100:4)")
+
+
+def compare_variants(videos: list[AdaptVideo], model, *, variants=tuple(VARIANTS), trackers=("sim", "lk"),
+                     depth: str = "sim", config: AdaptConfig | None = None, progress=None) -> dict:
+    """The ablation of DESIGN §6: every variant on every video with the same pseudo-labels (paired comparison).
+
+    videos: with ground truth (``sim`` pseudo-labels and the metrics need it); model: the starting point of
+    every run; trackers: pseudo 2D trackers (``online.make_provider`` names); depth: pseudo mono-depth.
+    Returns {"settings", "pseudo_labels": {tracker: per-video error stats}, "rows": one per (tracker, variant,
+    video), "mean": {tracker: {variant: mean metrics}}}. Means of: APD / EPE (median and sim3; all and
+    dynamic), mask precision / recall, seconds.
+    """
+    from st4r_lite.online import make_provider
+    from st4r_lite.pseudo_labels import pseudo_label_error_stats
+
+    cfg = config or AdaptConfig()
+    rows, pl_stats = [], {}
+    for tracker in trackers:
+        pl_stats[tracker] = {}
+        for vid in videos:
+            if vid.gt is None:
+                raise ValueError(f"video {vid.name!r} has no ground truth: compare_variants needs it for metrics")
+            provider = make_provider(tracker, depth, ground_truth=vid.gt, seed=cfg.seed)
+            q = vid.queries(cfg.query_stride)
+            labels = provider(vid.video, q)
+            gt2d, vis = vid.gt.tracks_2d(q if vid.gt.dense else None)
+            st = pseudo_label_error_stats(labels, gt2d, vis, vid.gt.depth)
+            pl_stats[tracker][vid.name] = {**asdict(st), "summary": st.summary(), "source": labels.source}
+            for variant in variants:
+                res = adapt_video(model, vid, labels, replace(cfg, variant=variant))
+                row = {"tracker": tracker, "variant": variant, "video": vid.name, "seconds": res.seconds,
+                       **_flat_metrics(res.metrics)}
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+    mean: dict = {}
+    for row in rows:
+        mean.setdefault(row["tracker"], {}).setdefault(row["variant"], []).append(row)
+    for per_variant in mean.values():
+        for variant, items in per_variant.items():
+            keys = [k for k, v in items[0].items() if isinstance(v, float)]
+            per_variant[variant] = {k: _nanmean([it[k] for it in items]) for k in keys}
+    return jsonable({"settings": {"config": asdict(cfg), "trackers": list(trackers), "depth": depth,
+                                   "variants": list(variants), "videos": [v.name for v in videos]},
+                      "pseudo_labels": pl_stats, "rows": rows, "mean": mean})
+
+
+def _flat_metrics(metrics: dict) -> dict[str, float]:
+    out = {}
+    for al, m in metrics.get("tracking", {}).items():
+        for k in ("apd", "epe", "apd_dynamic", "epe_dynamic"):
+            out[f"{k}_{al}"] = float(m[k])
+    for name in ("mask", "pseudo_valid", "used"):
+        for k in ("precision", "recall"):
+            if name in metrics:
+                out[f"{name}_{k}"] = float(metrics[name][k])
+    return out
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    return float(sum(finite) / len(finite)) if finite else math.nan
+
+
+def run_adapt_cli(args) -> str:
+    """``st4r-lite adapt``: adapt a checkpoint to each video of --data with one or more variants."""
+    from st4r_lite.checkpoint import load_model
+    from st4r_lite.online import make_provider
+    from st4r_lite.runtime import ensure_writable_dir, repo_data_dir
+
+    variants = list(VARIANTS) if args.variant == "all" else [v.strip() for v in args.variant.split(",")]
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; choose from {list(VARIANTS)} or 'all'")
+    out = ensure_writable_dir(args.out)
+    ckpt = Path(args.checkpoint) if args.checkpoint else repo_data_dir() / "tiny.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} not found; pass --checkpoint (e.g. one written by "
+                                "`st4r-lite export`)")
+    model = load_model(ckpt)
+    H, W = model.config.img_size
+    videos = load_videos(args.data, frames=args.frames, height=H, width=W)
+    cfg = AdaptConfig(steps=args.steps, lr=args.lr, params=args.params, seed=args.seed, tau=args.tau,
+                      sigma_form=args.sigma_form)
+    lines = []
+    for vid in videos:
+        provider = make_provider(args.tracker, args.depth, ground_truth=vid.gt, seed=args.seed, fallback=True)
+        labels = provider(vid.video, vid.queries(cfg.query_stride))
+        for variant in variants:
+            res = adapt_video(model, vid, labels, replace(cfg, variant=variant))
+            npz, js = res.save(out)
+            m = res.metrics.get("tracking", {}).get("median")
+            score = f"APD {m['apd']:.1f} / dyn {m['apd_dynamic']:.1f}, EPE {m['epe']:.3f}" if m else "no ground truth"
+            lines.append(f"{vid.name} {variant}: {score} ({res.seconds:.0f} s) -> {npz.name}, {js.name}")
+    return "\n".join(lines)
+
+
+QUICK_SEEDS = (600_000, 600_001, 600_002, 600_003)   # the wild part of worldtrack.BENCHMARKS["worldtrack-lite"]
+
+
+def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, frames: int = 16, height: int = 64,
+                  width: int = 96, variants=tuple(VARIANTS), trackers=("sim", "lk"), depth: str = "sim",
+                  config: AdaptConfig | None = None, command: str = "", progress=None) -> dict:
+    """The recorded variant comparison on `wild` clips (default: the 4 wild clips of ``worldtrack-lite``,
+    rendered directly so that the ground truth is dense and the images are not JPEG-compressed).
+
+    Writes ``out_json`` (atomically) when given; returns the :func:`compare_variants` dict plus timing.
+    """
+    from st4r_lite.world import generate_clips
+
+    start = time.perf_counter()
+    videos = []
+    for s in seeds:
+        clip = generate_clips(1, frames=frames, height=height, width=width, domain="wild", seed=int(s))
+        videos.append(AdaptVideo.from_clip(clip, 0))
+    result = compare_variants(videos, model, variants=variants, trackers=trackers, depth=depth, config=config,
+                              progress=progress)
+    result["settings"].update({"seeds": [int(s) for s in seeds], "frames": frames, "height": height,
+                               "width": width, "command": command,
+                               "seconds": round(time.perf_counter() - start, 1)})
+    result["table"] = format_table(result)
+    if out_json is not None:
+        with atomic_write(out_json, "w") as fh:
+            json.dump(jsonable(result), fh, indent=1)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of ``result["mean"]``: per tracker and variant, APD (median, %) all / dynamic,
+    EPE (median, m) all / dynamic, APD (sim3) all / dynamic, mask precision / recall."""
+    cols = [("apd_median", "APD", 1), ("apd_dynamic_median", "APDdyn", 1), ("epe_median", "EPE", 3),
+            ("epe_dynamic_median", "EPEdyn", 3), ("apd_sim3", "APDs3", 1), ("apd_dynamic_sim3", "APDs3dyn", 1),
+            ("mask_precision", "mask P", 2), ("mask_recall", "mask R", 2), ("used_precision", "used P", 2)]
+    lines = []
+    for tracker, per_variant in result["mean"].items():
+        lines.append(f"tracker={tracker}  " + "  ".join(f"{name:>8}" for _, name, _ in cols))
+        for variant, m in per_variant.items():
+            vals = []
+            for key, _, digits in cols:
+                v = m.get(key)
+                vals.append(f"{v:8.{digits}f}" if isinstance(v, float) and math.isfinite(v) else f"{'-':>8}")
+            lines.append(f"  {variant:<12}" + "  ".join(vals))
+    return "\n".join(lines)

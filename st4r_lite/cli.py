@@ -315,6 +315,87 @@ def _run_adapt(args: argparse.Namespace) -> None:
     print(adapt_compare.run_adapt_cli(args))
 
 
+# ------------------------------------------------------------------------------------ evaluate / ablation / report
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="world-frame evaluation of a model on WorldTrack .npz sequences (tracking, recon, depth, cameras)",
+        description="Run a model on every pair (0, t) of each sequence and score it in the world frame (DESIGN §7): "
+        "tracking APD/EPE (all and dynamic, median and sim3 alignment), recon APD/EPE, depth AbsRel and δ<1.25, "
+        "camera ATE/RPE after Sim(3), occlusion-mask precision/recall. Files without a depth map (official "
+        "WorldTrack files) skip the recon and depth metrics and say so.",
+    )
+    p.add_argument("--checkpoint", required=True, help="model file (e.g. data/tiny.pt)")
+    p.add_argument("--data", required=True, help="a folder of .npz sequences or one .npz file")
+    p.add_argument("--json", default=None, metavar="OUT", help="write per-sequence and mean numbers here")
+    p.add_argument("--alignment", default="median,sim3", help="comma-separated: median, sim3, none")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from st4r_lite import evaluate
+
+    print(evaluate.run_evaluate_cli(args))
+
+
+def _add_ablation(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ablation",
+        help="run the adaptation variants and the peers over benchmark sequences and seeds (reproducible)",
+        description="Adapt the model with each variant (none, baseline, mask, sigma, robust, oracle_mask, "
+        "conf_sigma) on the same videos and pseudo-labels per seed, add the static and combinational peers, and "
+        "write results.json, results.md (mean ± std across seeds, paired differences to baseline with 95%% "
+        "t intervals), PNG plots and views.npz into --out. With --check REF: re-run REF's configuration (or "
+        "compare --results) and say whether the numbers match the reference within tolerance.",
+    )
+    p.add_argument("--benchmark", default="worldtrack-lite", help="named benchmark, or a folder / .npz of sequences")
+    p.add_argument("--domain", default="wild", help="part of a named benchmark (default: the held-out 'wild')")
+    p.add_argument("--max-seqs", type=_positive_int, default=None, help="use only the first N sequences")
+    p.add_argument("--frames", type=_positive_int, default=None, help="use only the first F frames")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (pseudo-label noise, adaptation)")
+    p.add_argument("--variants", default="none,baseline,mask,sigma,robust,oracle_mask,conf_sigma")
+    p.add_argument("--peers", default="static,combinational", help="comma-separated peers ('' for none)")
+    p.add_argument("--tracker", default="sim", choices=("sim", "lk"), help="pseudo 2D tracks")
+    p.add_argument("--depth", default="sim", choices=("sim", "sim-affine", "none"), help="pseudo mono-depth")
+    p.add_argument("--steps", type=_nonneg_int, default=30, help="adaptation steps per video")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--query-stride", type=_positive_int, default=4, help="queries on this pixel grid")
+    p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
+    p.add_argument("--out", default=None, help="output folder")
+    p.add_argument("--check", default=None, metavar="REF", help="reference results.json to reproduce and compare")
+    p.add_argument("--results", default=None, help="with --check: compare this results.json instead of re-running")
+    p.set_defaults(func=_run_ablation)
+
+
+def _run_ablation(args: argparse.Namespace) -> None:
+    from st4r_lite import ablation
+
+    text = ablation.run_ablation_cli(args)
+    print(text)
+    if args.check and text.startswith("MISMATCH"):
+        raise UserError("the run does not match the reference (see above)")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write one self-contained interactive HTML report of an ablation folder (opens offline)",
+        description="Tables, plots and 3D views (track trails, reconstructions with a time slider, camera "
+        "frustums, before/after adaptation, occlusion mask vs ground-truth visibility) of `st4r-lite ablation` "
+        "output, as one HTML file with plotly.js inline.",
+    )
+    p.add_argument("--ablation", required=True, help="folder written by `st4r-lite ablation --out`")
+    p.add_argument("--out", default=None, help="output .html (default: <ablation>/report.html)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from st4r_lite import report
+
+    print(f"wrote {report.build_report(args.ablation, args.out)}")
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate,
     _add_view,
@@ -325,6 +406,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_bench,
     _add_run,
     _add_adapt,
+    _add_evaluate,
+    _add_ablation,
+    _add_report,
 ]
 
 

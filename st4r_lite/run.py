@@ -12,7 +12,8 @@ Pipeline (``run_video``; the CLI is ``st4r-lite run --video PATH --checkpoint CK
   4. cameras (DESIGN §5): the focal from the anchor pointmap (Weiszfeld), then T_world_cam of each frame by PnP
      on recon_t, ``camera_chunk`` frames at a time, and K mapped back to the original video;
   5. everything is written into a temporary folder beside ``--out`` which is renamed to ``--out`` only at the
-     end, so an interrupted run leaves no half-written output: result.npz, tracks.npz (WorldTrack-style keys),
+     end, so an interrupted run leaves no half-written output: result.npz, tracks.npz (WorldTrack keys, loads
+     with ``worldtrack.load_npz``),
      view.html (time slider, camera frustums, track trails) and run.json (settings, notes, timings).
 
 Memory: one full-resolution frame at a time while reading, the network's activations of ``chunk`` pairs, and
@@ -185,7 +186,8 @@ def write_outputs(folder: Path, result: RunResult, video: Video, query_stride: i
         K_net=result.K_net.numpy(), K_orig=result.K_orig.numpy(), T_world_cam=result.T_world_cam.numpy(),
         frame_transform=result.transform.as_array(), frame_indices=np.asarray(result.frame_indices),
         camera_status=np.asarray(result.camera_status), images=images, source=np.asarray(video.source))
-    # WorldTrack-style tracks of a query grid: tracks_XYZ in each frame's camera, extrinsics world -> camera.
+    # WorldTrack-style tracks of a query grid: tracks_XYZ in each frame's camera, extrinsics world -> camera;
+    # visibility is all True (the model predicts no visibility); queries_xyt = (u, v, 0).
     q = _query_grid(H, W, query_stride)
     u, v = q[:, 0].long(), q[:, 1].long()
     world = result.track[:, v, u]                                                  # (T, N, 3)
@@ -196,7 +198,7 @@ def write_outputs(folder: Path, result: RunResult, video: Video, query_stride: i
         folder / "tracks.npz", tracks_XYZ=cam.numpy(), visibility=np.ones(cam.shape[:2], bool),
         fx_fy_cx_cy=np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], np.float32),
         extrinsics_w2c=w2c.numpy(), queries_xyt=np.concatenate([q.numpy(), np.zeros((len(q), 1))], 1),
-        images=images)
+        images_jpeg_bytes=images)  # decoded frames under the official key (worldtrack.load_npz accepts both)
     if view:
         from st4r_lite import views
 

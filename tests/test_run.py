@@ -54,6 +54,10 @@ def test_end_to_end_writes_npz_and_html(tmp_path, clip_video, tiny_ckpt):
     w2c = t["extrinsics_w2c"]
     back = np.einsum("tij,tnj->tni", np.linalg.inv(w2c)[:, :3, :3], t["tracks_XYZ"]) + np.linalg.inv(w2c)[:, None, :3, 3]
     np.testing.assert_allclose(back, r["track"][:, q[:, 1], q[:, 0]], atol=1e-4)
+    from st4r_lite import worldtrack
+
+    seq = worldtrack.load_npz(out / "tracks.npz")
+    assert np.asarray(seq.images).shape == (10, 64, 96, 3) and np.asarray(seq.tracks_XYZ).shape == (10, N, 3)
     html = (out / "view.html").read_text()
     assert "plotly" in html.lower() and "frame t = " in html
     doc = json.loads((out / "run.json").read_text())

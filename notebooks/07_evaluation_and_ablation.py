@@ -45,12 +45,15 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import plotly.io as pio
 import roma
 import torch
 from IPython.display import Image, Markdown, display
 
 from st4r_lite import ablation, baselines, eval_metrics, evaluate, metrics, report, views, world, worldtrack
+from st4r_lite.checkpoint import load_model
+from st4r_lite.model import build_model
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
@@ -152,9 +155,6 @@ assert eval_metrics.occlusion_metrics(exact[1:], seq.gt_visible[1:]).accuracy > 
 # simulated tracker and simulated mono-depth, scale-matched per frame to the model's recon depth.
 
 # %%
-from st4r_lite.checkpoint import load_model
-from st4r_lite.model import build_model
-
 ckpt = repo_data_dir() / "tiny.pt"
 model = load_model(ckpt) if ckpt.is_file() else build_model("tiny", seed=0)
 print("model:", ckpt if ckpt.is_file() else "fresh tiny model (data/tiny.pt not found: numbers are an untrained net's)")
@@ -212,12 +212,10 @@ assert check.ok and set(doc["rows"]) >= {"none", "robust", "static", "combinatio
 # all of it, with the tables and plots, into ONE html file that opens offline.
 
 # %%
-import numpy as np
-
 with np.load(work / "ablation" / "views.npz") as data:
     v = {k: data[k] for k in data.files}
 sections = report.view_figures(v)
-for title, figs in sections:
+for title, _ in sections:
     print(title)
 sections[0][1][0].show()            # ground-truth trails over time
 sections[0][1][-1].show()           # after adaptation

@@ -16,7 +16,10 @@ How a video is tracked (``LKTracker``), starting at the query pixels in frame 0:
      less than ``reanchor_max_px`` from the chained p_t, unless the point was lost) the position becomes q_t
      and the point is found again. This removes the random-walk drift of chaining while the appearance of the
      anchor patch still matches, and re-acquires points that reappear where the chain still is;
-  3. track_valid[t] = not lost and inside the image. Lost points keep being chained (for the record) but stay
+  3. appearance check (``photo_threshold``): the point is lost when the patch around it no longer looks like
+     the anchor's (``photometric_error``), which catches occluders LK slides under with a consistent
+     forward–backward flow;
+  4. track_valid[t] = not lost and inside the image. Lost points keep being chained (for the record) but stay
      invalid until a re-anchor check passes (never, with reanchor=False).
 
 Backends: OpenCV's ``cv2.calcOpticalFlowPyrLK`` (fast; images quantised to uint8) when ``cv2`` imports
@@ -38,7 +41,8 @@ from torch import Tensor
 
 from st4r_lite.pseudo_labels import PseudoLabels, check_query_pixels, check_video, inside_image
 
-__all__ = ["LKConfig", "LKTracker", "lk_flow", "opencv_available", "to_gray", "world_clip_stats"]
+__all__ = ["LKConfig", "LKTracker", "lk_flow", "opencv_available", "photometric_error", "to_gray",
+           "world_clip_stats"]
 
 
 def opencv_available() -> bool:
@@ -63,6 +67,8 @@ class LKConfig:
     reanchor_max_px: float = 2.0
     min_eig: float = 1e-4          # OpenCV's minEigThreshold (its own units)
     min_eig_torch: float = 1e-6    # the same test in the torch backend ([0, 1] grey levels per pixel, squared)
+    photo_radius: int = 3          # appearance check on the central (2r+1)² patch ...
+    photo_threshold: float | None = 0.3  # ... lost when photometric_error exceeds this
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -72,6 +78,9 @@ class LKConfig:
             raise ValueError(f"levels must be >= 0 and iters >= 1, got {self.levels}, {self.iters}")
         if self.fb_threshold_px <= 0:
             raise ValueError(f"fb_threshold_px must be > 0, got {self.fb_threshold_px}")
+        if self.photo_radius < 1 or (self.photo_threshold is not None and self.photo_threshold <= 0):
+            raise ValueError(f"photo_radius must be >= 1 and photo_threshold > 0 or None, got "
+                             f"{self.photo_radius}, {self.photo_threshold}")
         if self.backend not in ("auto", "opencv", "torch"):
             raise ValueError(f"backend must be 'auto', 'opencv' or 'torch', got {self.backend!r}")
 
@@ -90,10 +99,12 @@ _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 class _Pyramid:
     """Image pyramid of one grey frame: per level (1, 3, h, w) = (I, dI/du, dI/dv).
 
-    Level l+1 = 2x2 average of the binomially blurred level l, so u_{l+1} = (u_l - 0.5) / 2.
+    Level l+1 = 2x2 average of the binomially blurred level l, so u_{l+1} = (u_l - 0.5) / 2. Like OpenCV, no
+    level smaller than the window (min side <= win_size) is built: there the window would see mostly padding
+    and Gauss–Newton diverges.
     """
 
-    def __init__(self, gray: Tensor, levels: int) -> None:
+    def __init__(self, gray: Tensor, levels: int, win_size: int = 15) -> None:
         img = gray.float()[None, None]
         self.levels = []
         k = _BINOMIAL.to(img)
@@ -105,7 +116,7 @@ class _Pyramid:
             if level < levels:
                 blur = F.conv2d(F.pad(img, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5))
                 blur = F.conv2d(F.pad(blur, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1))
-                if min(blur.shape[-2:]) < 4:
+                if min(blur.shape[-2:]) // 2 <= win_size:
                     break
                 img = F.avg_pool2d(blur, 2)
 
@@ -135,6 +146,7 @@ def _lk_torch(pyr0: _Pyramid, pyr1: _Pyramid, pts: Tensor, init: Tensor, cfg: LK
         if level == 0:
             ok &= min_eig >= cfg.min_eig_torch
         safe = det.abs() > 1e-12
+        d_start = d
         for _ in range(cfg.iters):
             i1 = _sample(pyr1.levels[level][:, :1], (pl + d)[:, None] + offs)[0]
             e = i0 - i1
@@ -144,6 +156,12 @@ def _lk_torch(pyr0: _Pyramid, pyr1: _Pyramid, pts: Tensor, init: Tensor, cfg: LK
             d = d + delta
             if delta.abs().max() < cfg.eps / s:
                 break
+        # a level whose update ran away (more than a window, or out of the image) contributes nothing
+        h, w = pyr0.levels[level].shape[-2:]
+        q = pl + d
+        bad = ((d - d_start).abs().amax(-1) > 2 * r) | ~torch.isfinite(d).all(-1)
+        bad |= (q[:, 0] < -r) | (q[:, 0] > w - 1 + r) | (q[:, 1] < -r) | (q[:, 1] > h - 1 + r)
+        d = torch.where(bad[:, None], d_start, d)
         if level > 0:
             d = 2 * d
     out = pts + d
@@ -185,7 +203,7 @@ class _Frames:
         if backend == "opencv":
             self.items = [(g * 255).round().clamp(0, 255).to(torch.uint8).numpy() for g in gray]
         else:
-            self.items = [_Pyramid(g, cfg.levels) for g in gray]
+            self.items = [_Pyramid(g, cfg.levels, cfg.win_size) for g in gray]
 
     def flow(self, a: int, b: int, pts: Tensor, init: Tensor | None = None) -> tuple[Tensor, Tensor]:
         init = pts if init is None else init
@@ -205,6 +223,24 @@ def lk_flow(gray0: Tensor, gray1: Tensor, pts: Tensor, init: Tensor | None = Non
     return frames.flow(0, 1, pts, init)
 
 
+def photometric_error(gray0: Tensor, gray1: Tensor, q: Tensor, p: Tensor, radius: int = 3) -> Tensor:
+    """Appearance change of each point: patch of gray1 (H, W) at p (N, 2) vs patch of gray0 at q (N, 2).
+
+    Each patch P is normalised for brightness and contrast, P̂ = (P − mean P) / (mean |P − mean P| + 0.02),
+    then e_n = mean_w |P̂1 − P̂0| / 2 over the (2r+1)² window (0 = same texture; ~1 = unrelated texture, e.g.
+    an occluder). Robust to lighting changes; the +0.02 grey levels keep flat patches from dividing by ~0.
+    """
+    a = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    offs = torch.stack(torch.meshgrid(a, a, indexing="xy"), dim=-1).reshape(-1, 2)
+
+    def patch(img: Tensor, at: Tensor) -> Tensor:
+        x = _sample(img.float()[None, None], at.float()[:, None] + offs)[0]                # (N, K)
+        x = x - x.mean(1, keepdim=True)
+        return x / (x.abs().mean(1, keepdim=True) + 0.02)
+
+    return (patch(gray1, p) - patch(gray0, q)).abs().mean(1) / 2
+
+
 class LKTracker:
     """Pyramidal Lucas–Kanade tracker as a ``PseudoLabelProvider`` (see the module docstring for the method)."""
 
@@ -220,7 +256,8 @@ class LKTracker:
         T, H, W = check_video(video)
         q = check_query_pixels(query_pixels, H, W)
         cfg = self.config
-        frames = _Frames(to_gray(video.detach().float().cpu()), cfg, self.backend)
+        gray = to_gray(video.detach().float().cpu())
+        frames = _Frames(gray, cfg, self.backend)
         N = q.shape[0]
         tracks = torch.empty(T, N, 2)
         valid = torch.zeros(T, N, dtype=torch.bool)
@@ -241,6 +278,8 @@ class LKTracker:
                 anchor_ok &= inside_image(direct, H, W)
                 pos = torch.where(anchor_ok[:, None], direct, fwd)
                 lost = lost & ~anchor_ok
+            if cfg.photo_threshold is not None:   # occluded points: the patch no longer looks like the anchor's
+                lost = lost | (photometric_error(gray[0], gray[t], q, pos, cfg.photo_radius) > cfg.photo_threshold)
             tracks[t] = pos
             valid[t] = ~lost & inside_image(pos, H, W)
             p = pos
@@ -252,7 +291,10 @@ def world_clip_stats(domain: str = "pretrain", num_clips: int = 2, frames: int =
                      width: int = 96, stride: int = 4, seed: int = 0, config: LKConfig | None = None):
     """Error statistics of :class:`LKTracker` on synthetic world clips (a list of PseudoLabelErrorStats).
 
-    Measured (default config, OpenCV backend, 4 clips each, T=16, 64x96, stride 4): see the report.
+    Measured (default config, OpenCV backend; ``python -m st4r_lite.pseudo_labels``: 2 clips per domain, T=12,
+    48x64, stride 4 -> data/pseudo_label_stats.json): median EPE on GT-visible points 0.96 px (pretrain) and
+    2.7 px (wild: lighting changes, blur); within 4 px 88 % / 65 %; of the points LK keeps (forward–backward +
+    appearance checks) 96 % / 90 % are truly visible, at a recall of 78 % / 37 %.
     """
     from st4r_lite.pseudo_labels import grid_query_pixels, pseudo_label_error_stats
     from st4r_lite.sim_labels import GroundTruthVideo

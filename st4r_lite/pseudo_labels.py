@@ -34,7 +34,7 @@ from torch import Tensor
 __all__ = [
     "PseudoLabels", "PseudoLabelProvider", "DepthProvider", "CombinedProvider", "ValidationReport",
     "PseudoLabelErrorStats", "check_video", "check_query_pixels", "grid_query_pixels", "inside_image",
-    "validate_pseudo_labels", "pseudo_label_error_stats", "fit_depth", "WITHIN_PX",
+    "validate_pseudo_labels", "pseudo_label_error_stats", "fit_depth", "pseudo_label_statistics", "WITHIN_PX",
 ]
 
 WITHIN_PX = (1, 2, 4, 8)
@@ -246,8 +246,11 @@ class PseudoLabelErrorStats:
     """Errors of pseudo-labels against ground truth (frame 0, the query frame, is left out).
 
     epe_visible / epe_occluded: mean 2D end-point error (px) where the GT point is visible / not visible
-    (occluded or out of view); within[d]: fraction of GT-visible entries with EPE < d px;
-    visibility_accuracy: fraction of entries where track_valid == GT visibility;
+    (occluded or out of view); median_visible / median_occluded: the medians; within[d]: fraction of GT-visible
+    entries with EPE < d px; visibility_accuracy: fraction of entries where track_valid == GT visibility;
+    valid_precision: of the entries the provider marks valid (e.g. passed its forward–backward check), the
+    fraction that are GT-visible; valid_accurate: ... that are GT-visible *and* within 4 px; valid_recall: of the
+    GT-visible entries, the fraction marked valid;
     depth_absrel: mean |fit(d) - d_gt| / d_gt after the best per-frame affine (or scale) fit, or None.
     """
 
@@ -258,12 +261,30 @@ class PseudoLabelErrorStats:
     depth_absrel: float | None = None
     num_visible: int = 0
     num_occluded: int = 0
+    median_visible: float = float("nan")
+    median_occluded: float = float("nan")
+    valid_precision: float = float("nan")
+    valid_accurate: float = float("nan")
+    valid_recall: float = float("nan")
 
     def summary(self) -> str:
         w = " ".join(f"<{d}px {100 * f:.0f}%" for d, f in self.within.items())
         depth = "n/a" if self.depth_absrel is None else f"{self.depth_absrel:.3f}"
-        return (f"EPE vis {self.epe_visible:.2f}px occ {self.epe_occluded:.2f}px | {w} | "
-                f"vis-acc {100 * self.visibility_accuracy:.0f}% | depth AbsRel {depth}")
+        return (f"median EPE vis {self.median_visible:.2f}px occ {self.median_occluded:.2f}px (mean "
+                f"{self.epe_visible:.2f}/{self.epe_occluded:.2f}) | {w} | valid: precision "
+                f"{100 * self.valid_precision:.0f}% (<4px {100 * self.valid_accurate:.0f}%) recall "
+                f"{100 * self.valid_recall:.0f}% | depth AbsRel {depth}")
+
+    def as_dict(self) -> dict:
+        """Plain JSON-ready numbers (NaN -> None)."""
+        def num(x):
+            return None if x is None or x != x else round(float(x), 4)
+        out = {k: num(getattr(self, k)) for k in (
+            "median_visible", "median_occluded", "epe_visible", "epe_occluded", "visibility_accuracy",
+            "valid_precision", "valid_accurate", "valid_recall", "depth_absrel")}
+        out["within_px"] = {str(d): num(f) for d, f in self.within.items()}
+        out["num_visible"], out["num_occluded"] = self.num_visible, self.num_occluded
+        return out
 
 
 def fit_depth(pred: Tensor, gt: Tensor, mask: Tensor, mode: str = "affine") -> Tensor:
@@ -306,12 +327,20 @@ def pseudo_label_error_stats(labels: PseudoLabels, gt_tracks_2d: Tensor, gt_visi
     ok = torch.isfinite(epe)
     ev, eo = epe[vis & ok], epe[~vis & ok]
     nan = float("nan")
+
+    def frac(num: Tensor, den: Tensor) -> float:
+        return (num & den).sum().item() / den.sum().item() if den.any() else nan
+
     stats = PseudoLabelErrorStats(
         epe_visible=ev.mean().item() if ev.numel() else nan,
         epe_occluded=eo.mean().item() if eo.numel() else nan,
         within={d: ((ev < d).float().mean().item() if ev.numel() else nan) for d in WITHIN_PX},
         visibility_accuracy=(valid == vis).float().mean().item() if vis.numel() else nan,
         num_visible=int(ev.numel()), num_occluded=int(eo.numel()),
+        median_visible=ev.median().item() if ev.numel() else nan,
+        median_occluded=eo.median().item() if eo.numel() else nan,
+        valid_precision=frac(vis, valid), valid_accurate=frac(vis & ok & (epe < 4), valid),
+        valid_recall=frac(valid, vis),
     )
     if labels.depth is not None and gt_depth is not None:
         d, dg = labels.depth.float(), gt_depth.float().to(labels.depth.device)
@@ -322,3 +351,75 @@ def pseudo_label_error_stats(labels: PseudoLabels, gt_tracks_2d: Tensor, gt_visi
         rel = ((fitted - dg).abs() / dg.clamp_min(1e-9))[mask]
         stats.depth_absrel = rel.mean().item() if rel.numel() else nan
     return stats
+
+
+# ----------------------------------------------------------------------------------------------- report
+def pseudo_label_statistics(domains: tuple[str, ...] = ("wild", "pretrain"), *, num_clips: int = 2,
+                            frames: int = 12, height: int = 48, width: int = 64, stride: int = 4,
+                            seed: int = 0, lk_config=None) -> dict:
+    """Error statistics of every offline provider against the synthetic world's ground truth (a JSON-ready dict).
+
+    Per domain: the simulated tracker (default strength), the LK tracker (its backend named), the simulated
+    mono-depth ("scale" and "affine" modes; AbsRel after the per-frame affine fit), each averaged over
+    ``num_clips`` clips (T = ``frames``, ``height`` x ``width``, queries on a ``stride`` grid; frame 0 left out).
+    """
+    from st4r_lite.lk_tracker import LKTracker
+    from st4r_lite.sim_labels import GroundTruthVideo, SimDepthConfig, SimulatedMonoDepth, SimulatedTracker
+    from st4r_lite.world import generate_clips
+
+    def mean_dicts(rows: list[dict]) -> dict:
+        out = {}
+        for key, val in rows[0].items():
+            if isinstance(val, dict):
+                out[key] = mean_dicts([r[key] for r in rows])
+            else:
+                vals = [r[key] for r in rows if r[key] is not None]
+                out[key] = (sum(vals) if key.startswith("num_") else round(sum(vals) / len(vals), 4)) if vals else None
+        return out
+
+    lk = LKTracker(lk_config)
+    q = grid_query_pixels(height, width, stride)
+    report: dict = {"setup": {"num_clips": num_clips, "frames": frames, "height": height, "width": width,
+                              "stride": stride, "seed": seed, "num_queries": int(q.shape[0]),
+                              "lk_backend": lk.backend}}
+    for domain in domains:
+        clip = generate_clips(num_clips, frames=frames, height=height, width=width, domain=domain, seed=seed)
+        rows: dict[str, list[dict]] = {"sim_tracker": [], "lk": [], "sim_depth_scale": [], "sim_depth_affine": []}
+        for b in range(num_clips):
+            gt = GroundTruthVideo.from_clip(clip, b)
+            gt2d, vis = gt.tracks_2d(q)
+            video = clip.rgb[b].float().cpu()
+            for name, provider in (("sim_tracker", SimulatedTracker(gt, seed=seed + b)), ("lk", lk)):
+                rows[name].append(pseudo_label_error_stats(provider(video, q), gt2d, vis).as_dict())
+            for mode in ("scale", "affine"):
+                depth = SimulatedMonoDepth(gt, config=SimDepthConfig(mode=mode), seed=seed + b)(video)
+                labels = PseudoLabels(gt2d.nan_to_num(0), vis, depth, q, "sim-depth")
+                rows[f"sim_depth_{mode}"].append({f"depth_absrel_{fit}_fit": pseudo_label_error_stats(
+                    labels, gt2d, vis, gt_depth=gt.depth, depth_fit=fit).as_dict()["depth_absrel"]
+                    for fit in ("affine", "scale")})
+        report[domain] = {name: mean_dicts(r) for name, r in rows.items()}
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m st4r_lite.pseudo_labels [--out data/pseudo_label_stats.json]``: write the statistics."""
+    import argparse
+    import json
+
+    from st4r_lite.runtime import atomic_write, repo_data_dir
+
+    parser = argparse.ArgumentParser(description="pseudo-label error statistics on the synthetic world")
+    parser.add_argument("--out", default=str(repo_data_dir() / "pseudo_label_stats.json"))
+    parser.add_argument("--clips", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    report = pseudo_label_statistics(num_clips=args.clips, frames=args.frames, seed=args.seed)
+    with atomic_write(args.out, "w") as handle:
+        json.dump(report, handle, indent=1)
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

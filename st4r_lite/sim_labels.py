@@ -24,9 +24,13 @@ pixel noise [1 %]; then per frame an unknown scale s_t in [0.5, 2] (log-uniform)
 b_t = s_t c_t min(d_t) with c_t ~ U(-0.5, 1) (keeps depth > 0). Default mode "scale" (MoGe-like; the
 adaptation's depth loss fits a per-frame scale). Everything is seeded with a ``torch.Generator``.
 
-Error statistics at default strength (``pseudo_label_error_stats``, frame 0 left out; 4 clips per domain,
-T=16, 64x96, queries on a stride-4 grid; see ``tests/test_pseudo_labels.py`` to reproduce):
-  (filled in below by measurement)
+Error statistics at default strength (``pseudo_labels.pseudo_label_statistics``, written to
+data/pseudo_label_stats.json by ``python -m st4r_lite.pseudo_labels``; 2 clips per domain, T=12, 48x64,
+queries on a stride-4 grid, frame 0 left out):
+  sim tracker  wild: median EPE visible 0.72 px, occluded 1.03 px; within 1/2/4/8 px 72/98/99/100 %;
+               valid precision 94 %, recall 94 %.   pretrain: 0.72 / 0.89 px; 72/99/100/100 %; 98 % / 94 %.
+  sim depth    AbsRel after the per-frame affine fit: 0.05 (wild), 0.046 (pretrain).
+  (LK on the same clips, for comparison: wild 2.7 px median, 37 % recall; pretrain 0.96 px, 78 % recall.)
 """
 
 from __future__ import annotations
@@ -177,6 +181,20 @@ class SimTrackerConfig:
         """No error at all (returns the ground truth): the oracle row of an ablation."""
         return cls(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
 
+    def scaled(self, strength: float) -> SimTrackerConfig:
+        """Every error dialled by ``strength`` (0 = exactly the ground truth, 1 = this config, 2 = twice ...).
+
+        Pixel magnitudes, the recovery decay and the flip probabilities are multiplied (capped at 1)."""
+        if strength < 0:
+            raise ValueError(f"strength must be >= 0, got {strength}")
+        if strength == 0:
+            return SimTrackerConfig.perfect()
+        s = float(strength)
+        return SimTrackerConfig(self.jitter_px * s, self.drift_px_per_frame * s, self.latch_prob,
+                                self.wander_px_per_frame * s, min(1.0, self.recover_decay * s),
+                                min(1.0, self.occluded_marked_visible_prob * s),
+                                min(1.0, self.visible_marked_occluded_prob * s))
+
 
 class SimulatedTracker:
     """Ground-truth 2D tracks with realistic errors; a ``PseudoLabelProvider`` for synthetic videos.
@@ -283,6 +301,16 @@ class SimDepthConfig:
             raise ValueError(f"scale_range must be 0 < lo <= hi, got {self.scale_range}")
         if self.shift_range[0] <= -1:
             raise ValueError(f"shift_range lower bound must be > -1 (keeps depth > 0), got {self.shift_range}")
+
+    def scaled(self, strength: float) -> SimDepthConfig:
+        """Every error dialled by ``strength``: blur, warp and noise multiplied; the unknown scale range
+        [lo, hi] becomes [lo^s, hi^s] and the shift range is multiplied. Strength 0 returns the GT depth."""
+        if strength < 0:
+            raise ValueError(f"strength must be >= 0, got {strength}")
+        s = float(strength)
+        return SimDepthConfig(self.mode, self.edge_sigma_px * s, self.warp_strength * s, self.warp_cells,
+                              self.noise_rel * s, (self.scale_range[0] ** s, self.scale_range[1] ** s),
+                              (max(-0.99, self.shift_range[0] * s), self.shift_range[1] * s))
 
 
 def gaussian_blur_masked(x: Tensor, mask: Tensor, sigma: float) -> Tensor:

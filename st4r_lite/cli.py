@@ -329,6 +329,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="a folder of .npz sequences or one .npz file")
     p.add_argument("--json", default=None, metavar="OUT", help="write per-sequence and mean numbers here")
     p.add_argument("--alignment", default="median,sim3", help="comma-separated: median, sim3, none")
+    p.add_argument("--peers", default="", help="also score peers on the same data: static,combinational")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     p.set_defaults(func=_run_evaluate)
 

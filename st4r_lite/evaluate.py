@@ -42,7 +42,7 @@ from st4r_lite.geometry import (
 
 __all__ = ["EvalSequence", "Prediction", "sequence_from_clip", "sequence_from_worldtrack", "load_sequences",
            "sample_maps", "occlusion_mask", "predict_model", "evaluate_prediction", "evaluate_model",
-           "mean_results", "flat_metrics", "run_evaluate_cli", "OCCLUSION_TAU"]
+           "mean_results", "flat_metrics", "run_evaluate_cli", "evaluate_peer", "OCCLUSION_TAU"]
 
 OCCLUSION_TAU = 0.1  # relative depth tolerance of the occlusion test (adapt.AdaptConfig's default)
 
@@ -378,14 +378,42 @@ def run_evaluate_cli(args) -> str:
         raise ValueError(f"--alignment must list some of {metrics.ALIGNMENTS}, got {args.alignment!r}")
     if not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint!r} does not exist")
+    peers = tuple(p.strip() for p in (getattr(args, "peers", "") or "").split(",") if p.strip())
+    bad = [p for p in peers if p not in ("static", "combinational")]
+    if bad:
+        raise ValueError(f"--peers must list some of static, combinational; got {bad}")
     model = load_model(args.checkpoint, device=pick_device(getattr(args, "device", None)))
     sequences = load_sequences(args.data)
     report = evaluate_model(model, sequences, alignments)
+    text = f"{len(sequences)} sequence(s)\n" + format_summary(report)
+    doc = {"checkpoint": str(args.checkpoint), "data": str(args.data), **to_jsonable(report), "peers": {}}
+    for peer in peers:
+        peer_report = evaluate_peer(model, sequences, peer, alignments)
+        doc["peers"][peer] = to_jsonable(peer_report)
+        text += f"\n--- peer: {peer} ---\n" + format_summary(peer_report)
     for r in report["sequences"]:
         for note in r["notes"]:
             print(f"note ({r['name']}): {note}")
     if args.json:
-        doc = {"checkpoint": str(args.checkpoint), "data": str(args.data), **to_jsonable(report)}
         with atomic_write(args.json, "w") as f:
             f.write(json.dumps(doc, indent=1) + "\n")
-    return f"{len(sequences)} sequence(s)\n" + format_summary(report)
+    return text
+
+
+def evaluate_peer(model, sequences: list[EvalSequence], peer: str, alignments=("median", "sim3")) -> dict:
+    """Score a peer of ``baselines`` ("static" or "combinational") built on the model's own prediction; the
+    combinational peer uses the simulated tracker and mono-depth when the sequence has a depth map, else LK
+    tracks lifted with the model's recon depth."""
+    from st4r_lite import baselines
+
+    results = []
+    for s in sequences:
+        pred = predict_model(model, s)
+        if peer == "static":
+            p = baselines.static_prediction(pred, s)
+        elif s.depth is not None:
+            p = baselines.combinational_prediction(s, pred, tracker="sim", depth="sim")
+        else:
+            p = baselines.combinational_prediction(s, pred, tracker="lk", depth="recon")
+        results.append(evaluate_prediction(s, p, alignments))
+    return {"sequences": results, "mean": mean_results(results)}

@@ -110,13 +110,16 @@ def test_evaluate_cli_fresh_tiny_model(bench, tmp_path):
 
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model("tiny", seed=0))
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(bench), "--json", str(out)]) == 0
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(bench), "--json", str(out),
+                 "--peers", "static"]) == 0
     doc = json.loads(out.read_text())
     mean = doc["mean"]
     assert set(mean["tracking"]) == {"median", "sim3"}
     assert 0.0 <= mean["tracking"]["median"]["apd"] <= 100.0
     assert mean["camera"]["ate"] is not None and mean["depth"]["abs_rel"] is not None
     assert len(doc["sequences"]) == 1
+    static = doc["peers"]["static"]["mean"]["tracking"]["median"]
+    assert 0.0 <= static["apd"] <= 100.0 and static["num_tracks"] == 32 * 48
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(bench)]) == 2
 
 

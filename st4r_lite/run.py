@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from st4r_lite.video import FrameTransform, Video, intrinsics_to_original, read_video
+from st4r_lite.video import FrameTransform, Video, intrinsics_to_original, probe, read_video
 
 __all__ = ["RunResult", "load_run_model", "run_video", "solve_cameras_chunked", "write_outputs",
            "synthetic_video_frames", "measure_long_video", "default_checkpoint", "FRESH_PREFIX", "main"]
@@ -283,6 +283,8 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
     if chunk < 1 or camera_chunk < 1:
         raise ValueError(f"chunk and camera_chunk must be >= 1, got {chunk} and {camera_chunk}")
     dev = pick_device(device)
+    if not isinstance(video, Video):
+        probe(video)  # a missing / unreadable video fails before a (possibly large) model is loaded
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model = load_run_model(checkpoint, dev, log=log)

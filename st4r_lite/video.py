@@ -153,8 +153,8 @@ def intrinsics_to_original(K_net: torch.Tensor, tf: FrameTransform) -> torch.Ten
     return K
 
 
-def _as_rgb(frame: np.ndarray) -> np.ndarray:
-    """(H0, W0), (H0, W0, 1|2|3|4) uint8/uint16/float -> (H0, W0, 3) float32 in [0, 1] (alpha dropped)."""
+def _rgb_channels(frame: np.ndarray) -> np.ndarray:
+    """(H0, W0), (H0, W0, 1|2|3|4) -> (H0, W0, 3) in the same dtype (gray repeated, alpha dropped)."""
     a = np.asarray(frame)
     if a.ndim == 2:
         a = a[..., None]
@@ -164,6 +164,11 @@ def _as_rgb(frame: np.ndarray) -> np.ndarray:
         a = a[..., :-1]
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
+    return np.ascontiguousarray(a)
+
+
+def _to_float01(a: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float -> float32 in [0, 1]."""
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
     if a.dtype == np.uint16:
@@ -172,10 +177,16 @@ def _as_rgb(frame: np.ndarray) -> np.ndarray:
 
 
 def transform_frame(frame: np.ndarray, tf: FrameTransform) -> np.ndarray:
-    """One original frame (H0, W0[, C]) -> (H, W, 3) float32 in [0, 1] by ``tf`` (box pre-filter + exact warp)."""
+    """One original frame (H0, W0[, C]) -> (H, W, 3) float32 in [0, 1] by ``tf`` (box pre-filter + exact warp).
+
+    The k x k block average runs in the frame's own dtype (uint8 for videos), so a 4K frame costs ~25 MB, not a
+    float copy of 100 MB; its rounding is at most half a grey level.
+    """
     import cv2
 
-    rgb = _as_rgb(frame)
+    rgb = _rgb_channels(frame)
+    if rgb.dtype not in (np.uint8, np.uint16):
+        rgb = _to_float01(rgb)
     if rgb.shape[:2] != tuple(tf.orig_size):
         raise ValueError(f"frame is {rgb.shape[0]}x{rgb.shape[1]}, the transform expects {tf.orig_size}")
     k = max(1, int(math.floor(1.0 / (2.0 * tf.scale))))
@@ -185,6 +196,7 @@ def transform_frame(frame: np.ndarray, tf: FrameTransform) -> np.ndarray:
         if ph or pw:
             rgb = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
         rgb = cv2.resize(rgb, (rgb.shape[1] // k, rgb.shape[0] // k), interpolation=cv2.INTER_AREA)
+    rgb = _to_float01(rgb)
     sk = tf.scale * k  # block centres: u0 = k (u_a + 0.5) − 0.5, so u_net = s k (u_a + 0.5) − 0.5 − crop_x
     M = np.array([[sk, 0.0, 0.5 * sk - 0.5 - tf.crop_x], [0.0, sk, 0.5 * sk - 0.5 - tf.crop_y]])
     H, W = tf.out_size

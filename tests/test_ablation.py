@@ -99,3 +99,17 @@ def test_bad_arguments_are_user_errors(tmp_path):
         ablation.run_ablation(ablation.AblationConfig(variants=("nope",)), tmp_path)
     with pytest.raises(ValueError, match="tracker"):
         ablation.run_ablation(ablation.AblationConfig(tracker="cotracker"), tmp_path)
+
+
+def test_check_reruns_the_reference_config_and_reproduces_it(tiny_ablation, tmp_path, capsys):
+    from st4r_lite.cli import main
+
+    out, doc = tiny_ablation
+    assert main(["ablation", "--check", str(out / "results.json"), "--out", str(tmp_path / "again")]) == 0
+    assert "MATCH" in capsys.readouterr().out
+    again = ablation.load_results(tmp_path / "again")
+    for row in doc["rows"]:   # deterministic: same config, same machine -> the same numbers
+        for key, *_ in ablation.KEY_METRICS:
+            a = doc["summary"][row].get(key, {}).get("mean")
+            b = again["summary"][row].get(key, {}).get("mean")
+            assert a == b or abs(a - b) < 1e-6, (row, key, a, b)

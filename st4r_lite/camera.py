@@ -193,6 +193,7 @@ def solve_poses(recon: Tensor, K: Tensor, conf: Tensor | None = None, valid: Ten
         planar = pnp.frame_normalization(X0, w_norm)[3] < planar_tol
         R, t, inl = pnp.ransac_pose(X0, pixels, K_t, w_norm, planar, num_hypotheses=num_hypotheses,
                                     inlier_px=inlier_px, score_points=score_points, generator=generator)
+        err = pnp.reprojection(R, t, X0, pixels, K_t)[0].norm(dim=-1)  # (rounds = 0: the RANSAC pose's)
         for _ in range(rounds):  # LM on the inliers, then re-classify the points with the better pose
             R, t = pnp.lm_refine(R, t, X0, pixels, K_t, w_norm * inl, iters=lm_iters, robust=robust,
                                  delta=delta)

@@ -17,7 +17,8 @@ m = 1[z^trk ≤ (1 + τ) z^rec(x̂)] with x̂ the track reprojected into frame t
 :func:`evaluate_prediction` scores every part against ground truth with ``metrics`` / ``eval_metrics``:
 tracking APD (δ ∈ {0.1, 0.3, 0.5, 1.0} m) and EPE on all and on moving tracks, after "median" or "sim3"
 alignment; recon APD / EPE; depth Abs Rel and δ<1.25 (median scaling per sequence); camera ATE / RPE after
-Sim(3); occlusion-mask precision / recall against ground-truth visibility. Files without a depth map (e.g.
+Sim(3); occlusion-mask precision / recall against ground-truth visibility; and, optionally, TAPVid-3D style
+depth-adaptive APD, occlusion accuracy and 3D-AJ (median-aligned tracks in each ground-truth camera). Files without a depth map (e.g.
 official WorldTrack files) skip recon and depth and say so in ``notes``.
 """
 
@@ -263,7 +264,8 @@ def predict_model(model, seq: EvalSequence, chunk: int = 8, seed: int = 0) -> Pr
 def evaluate_prediction(seq: EvalSequence, pred: Prediction, alignments=("median", "sim3")) -> dict:
     """Score one prediction on one sequence. Returns a dict: name, tracking {alignment: TrackingMetrics},
     recon {alignment: ReconMetrics} or None, depth DepthMetrics or None, camera CameraMetrics or None,
-    occlusion OcclusionMetrics or None, notes (list of str)."""
+    occlusion OcclusionMetrics or None, tapvid3d TapVid3DMetrics or None (both need ``pred.visible``),
+    notes (list of str)."""
     if tuple(pred.tracks.shape) != tuple(seq.gt_tracks.shape):
         raise ValueError(f"predicted tracks {tuple(pred.tracks.shape)} do not match the ground truth "
                          f"{tuple(seq.gt_tracks.shape)} of {seq.name!r}")
@@ -283,8 +285,15 @@ def evaluate_prediction(seq: EvalSequence, pred: Prediction, alignments=("median
         out["depth"] = metrics.depth_metrics(pred.depth, seq.depth)
     if pred.T_world_cam is not None:
         out["camera"] = eval_metrics.camera_metrics(pred.T_world_cam, seq.T_world_cam)
+    out["tapvid3d"] = None
     if pred.visible is not None:
         out["occlusion"] = eval_metrics.occlusion_metrics(pred.visible[1:], seq.gt_visible[1:])
+        # TAPVid-3D style scores: median-aligned tracks seen from each ground-truth camera
+        aligned = metrics.align(pred.tracks.double(), seq.gt_tracks.double(), None, "median")
+        T_cam_world = invert_pose(seq.T_world_cam.double())
+        out["tapvid3d"] = eval_metrics.tapvid3d_metrics(
+            transform_points(T_cam_world, aligned), transform_points(T_cam_world, seq.gt_tracks.double()),
+            pred.visible.bool(), seq.gt_visible.bool(), focal=float(seq.K[0, 0]))
     out["notes"] = notes
     return out
 
@@ -297,8 +306,8 @@ def mean_results(results: list[dict]) -> dict:
     for part in ("tracking", "recon"):
         have = [r[part] for r in results if r[part] is not None]
         mean[part] = None if not have else {a: metrics.mean_metrics([h[a] for h in have]) for a in have[0]}
-    for part in ("depth", "camera", "occlusion"):
-        have = [r[part] for r in results if r[part] is not None]
+    for part in ("depth", "camera", "occlusion", "tapvid3d"):
+        have = [r[part] for r in results if r.get(part) is not None]
         mean[part] = metrics.mean_metrics(have) if have else None
     return mean
 
@@ -321,6 +330,8 @@ def flat_metrics(result: dict) -> dict[str, float]:
         o = result["occlusion"]
         flat.update({"occl_accuracy": o.accuracy, "occl_precision": o.occluded_precision,
                      "occl_recall": o.occluded_recall})
+    if result.get("tapvid3d") is not None:
+        flat.update({"tapvid3d_apd": result["tapvid3d"].apd_3d, "tapvid3d_aj": result["tapvid3d"].average_jaccard})
     return flat
 
 
@@ -364,6 +375,10 @@ def format_summary(report: dict) -> str:
         o = m["occlusion"]
         lines.append(f"occlusion mask: accuracy {o.accuracy:.1f} %  occluded precision {o.occluded_precision:.1f} % "
                      f" recall {o.occluded_recall:.1f} %")
+    if m.get("tapvid3d") is not None:
+        tv = m["tapvid3d"]
+        lines.append(f"TAPVid-3D style: APD_3D {tv.apd_3d:.1f} %  3D-AJ {tv.average_jaccard:.1f} %  "
+                     f"occlusion accuracy {tv.occlusion_accuracy:.1f} %")
     return "\n".join(lines)
 
 

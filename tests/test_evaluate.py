@@ -99,6 +99,7 @@ def test_gt_prediction_scores_perfectly(bench):
     assert f["track_apd_median"] == pytest.approx(100.0) and f["track_apd_sim3"] == pytest.approx(100.0)
     assert f["recon_epe_median"] < 1e-9 and f["depth_abs_rel"] < 1e-9 and f["cam_ate"] < 1e-9
     assert f["occl_accuracy"] == pytest.approx(100.0)
+    assert f["tapvid3d_apd"] == pytest.approx(100.0) and f["tapvid3d_aj"] == pytest.approx(100.0)
     moved = evaluate.Prediction(tracks=seq.gt_tracks + 0.2)
     assert evaluate.flat_metrics(evaluate.evaluate_prediction(seq, moved))["track_epe_median"] > 0.05
 

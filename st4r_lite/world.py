@@ -35,6 +35,7 @@ scene statistics and in image formation, never in the labels):
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, fields, replace
 
@@ -397,26 +398,36 @@ def occlusion_statistics(clip: Clip) -> dict[str, float]:
 
 
 def measure_speed(height: int, width: int, frames: int = 16, batch: int = 8, domain: str = "pretrain",
-                  repeats: int = 3, device="cpu") -> float:
-    """Clips per second of generate_clips (full ground truth) after one warm-up call, averaged over repeats."""
+                  repeats: int = 3, device="cpu", clock: str = "wall") -> float:
+    """Clips per second of generate_clips (full ground truth) after one warm-up call, averaged over repeats.
+
+    clock="wall": wall-clock seconds; clock="cpu": CPU seconds of this process (all its threads), which a busy
+    shared machine disturbs much less (clips per CPU-second; equal to wall clips/s with one idle thread)."""
+    return _speed(height, width, frames, batch, domain, repeats, device)[0 if clock == "wall" else 1]
+
+
+def _speed(height: int, width: int, frames: int, batch: int, domain: str, repeats: int, device
+           ) -> tuple[float, float]:
     generate_clips(1, frames=frames, height=height, width=width, domain=domain, seed=0, device=device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for r in range(repeats):
         generate_clips(batch, frames=frames, height=height, width=width, domain=domain, seed=r * batch, device=device)
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-    return batch * repeats / (time.perf_counter() - start)
+    n = batch * repeats
+    return n / (time.perf_counter() - wall), n / max(time.process_time() - cpu, 1e-9)
 
 
 def world_statistics(num_clips: int = 16, frames: int = 16, height: int = 64, width: int = 96, seed: int = 0,
                      speed_sizes: tuple[tuple[int, int], ...] = ((64, 96), (128, 192)),
                      speed_batches: tuple[int, ...] = (1, 8), device="cpu") -> dict:
-    """Occlusion statistics per domain (``num_clips`` clips from ``seed``) and clips/s of ``frames``-frame
-    clips per domain, image size and batch size (after a warm-up; one timed call per setting, repeated 3x for
-    batch 1). Returns a JSON-ready dict (what ``python -m st4r_lite.worldtrack stats`` writes)."""
+    """Occlusion statistics per domain (``num_clips`` clips from ``seed``) and the speed of ``frames``-frame
+    clips per domain, image size and batch size, as wall-clock clips/s and clips per CPU-second (after a
+    warm-up; one timed call per setting, repeated 3x for batch 1). Returns a JSON-ready dict (what ``python -m st4r_lite.worldtrack stats`` writes)."""
     stats: dict = {"settings": {"num_clips": num_clips, "frames": frames, "height": height, "width": width,
-                                "seed": seed, "device": str(device), "torch_threads": torch.get_num_threads()},
-                   "occlusion": {}, "scenes": {}, "clips_per_s": {}}
+                                "seed": seed, "device": str(device), "torch_threads": torch.get_num_threads(),
+                                "cpu_count": os.cpu_count()},
+                   "occlusion": {}, "scenes": {}, "clips_per_s": {}, "clips_per_cpu_s": {}}
     for domain in DOMAINS:
         clip = generate_clips(num_clips, frames=frames, height=height, width=width, domain=domain, seed=seed,
                               device=device)
@@ -428,12 +439,13 @@ def world_statistics(num_clips: int = 16, frames: int = 16, height: int = 64, wi
             "focal_px_range": [round(min(c["focal"] for c in clip.info), 1),
                                round(max(c["focal"] for c in clip.info), 1)],
         }
-        rates = {}
+        wall, cpu = {}, {}
         for H, W in speed_sizes:
             for batch in speed_batches:
                 repeats = 3 if batch == 1 else 1
-                rate = measure_speed(H, W, frames=frames, batch=batch, domain=domain, repeats=repeats,
-                                     device=device)
-                rates[f"{H}x{W}_batch{batch}"] = round(rate, 2)
-        stats["clips_per_s"][domain] = rates
+                w, c = _speed(H, W, frames, batch, domain, repeats, device)
+                wall[f"{H}x{W}_batch{batch}"], cpu[f"{H}x{W}_batch{batch}"] = round(w, 2), round(c, 2)
+        stats["clips_per_s"][domain], stats["clips_per_cpu_s"][domain] = wall, cpu
+    if hasattr(os, "getloadavg"):  # a busy machine slows the wall-clock numbers: record how busy it was
+        stats["settings"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return stats

@@ -418,15 +418,19 @@ def main(argv=None) -> int:
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--device", default="cpu")
     st.add_argument("--sizes", default="64x96,128x192", help="image sizes of the speed measurement")
+    st.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
     from st4r_lite import world
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # a command-line process: setting global state is fine here
 
     sizes = tuple(tuple(int(x) for x in s.split("x")) for s in args.sizes.split(","))
     stats = world.world_statistics(num_clips=args.num_clips, seed=args.seed, speed_sizes=sizes,
                                    device=args.device)
     stats["command"] = ("python -m st4r_lite.worldtrack stats --out " + args.out
                         + f" --num-clips {args.num_clips} --seed {args.seed} --device {args.device}"
-                        + f" --sizes {args.sizes}")
+                        + f" --sizes {args.sizes}" + (f" --threads {args.threads}" if args.threads else ""))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out, "w") as f:
         f.write(json.dumps(stats, indent=1) + "\n")

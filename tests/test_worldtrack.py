@@ -272,4 +272,5 @@ def test_stats_command_writes_json(tmp_path):
     assert set(stats["occlusion"]) == set(world.DOMAINS)
     assert set(stats["clips_per_s"]["wild"]) == {"16x24_batch1", "16x24_batch8"}
     assert all(v > 0 for d in stats["clips_per_s"].values() for v in d.values())
+    assert set(stats["clips_per_cpu_s"]["pretrain"]) == {"16x24_batch1", "16x24_batch8"}
     assert "python -m st4r_lite.worldtrack stats" in stats["command"]

@@ -19,8 +19,10 @@ T_world_cam_j by PnP on recon_j (RANSAC + LM without gradient; optionally one di
 "used" = the provider says the label is valid (``track_valid``) and x̂ is in front of the camera. The proposal
 (``st4r_lite.occlusion``) adds the occlusion mask m_{j,n} to "used" and replaces L_traj and L_align by the
 σ²-weighted  mean m·(ρ(r)/σ² + log σ²)  with r = ‖x̂ − x̃‖ (pixels) and r = f·‖Δ‖/s̄ (the 3D error in
-pixel-equivalents at the anchor's mean distance), σ² from the ``log_sigma2_track`` head at p_n; L_depth is
-unchanged. Variants (ablation rows, DESIGN §6): see ``VARIANTS``.
+pixel-equivalents at the anchor's mean distance, so that one σ² in pixels² serves both), σ² from the
+``log_sigma2_track`` head at p_n; the align term is divided by f (Laplace; f² Gaussian) so that at σ² = 1 it
+equals L_align (Laplace) and only σ², not a change of units, changes its weight. L_depth is unchanged.
+Variants (ablation rows, DESIGN §6): see ``VARIANTS``.
 
 Only the chosen parameters change (``params``: "track" = decoder stack 1, head 1, sigma head 1, the paper's
 choice; "all_but_encoder"). The encoder is frozen in both, so its tokens are computed once per video.
@@ -33,7 +35,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,8 @@ class AdaptConfig:
     pose_stride: int = 2            # PnP on every pose_stride-th pixel (4x faster, same pose)
     pose_hypotheses: int = 64       # RANSAC hypotheses per frame
     pose_grad: bool = False         # differentiable Gauss–Newton step through PnP
+    pairs_per_step: int | None = None  # pairs (0, j) per step: pair 0 + a random subset (None = all T)
+    cameras: str = "pred"           # "pred" (PnP on recon, the method) or "gt" (diagnostic: true cameras)
     grad_clip: float = 1.0
     seed: int = 0
 
@@ -93,12 +97,15 @@ class AdaptConfig:
             raise ValueError(f"params must be one of {PARAM_SETS}, got {self.params!r}")
         if self.sigma_form not in SIGMA_FORMS:
             raise ValueError(f"sigma_form must be one of {SIGMA_FORMS}, got {self.sigma_form!r}")
+        if self.cameras not in ("pred", "gt"):
+            raise ValueError(f"cameras must be 'pred' or 'gt', got {self.cameras!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        counts = (self.pose_every, self.query_stride, self.pose_stride, self.pose_hypotheses)
+        counts = (self.pose_every, self.query_stride, self.pose_stride, self.pose_hypotheses,
+                  2 if self.pairs_per_step is None else self.pairs_per_step - 1)
         if self.steps < 0 or self.lr <= 0 or self.tau < 0 or min(counts) < 1:
             raise ValueError("need steps >= 0, lr > 0, tau >= 0 and pose_every, query_stride, pose_stride, "
-                             f"pose_hypotheses >= 1; got {self.steps}, {self.lr}, {self.tau}, {counts}")
+                             f"pose_hypotheses >= 1, pairs_per_step >= 2; got {self.steps}, {self.lr}, {self.tau}, {counts}")
 
 
 @dataclass
@@ -271,9 +278,10 @@ def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels,
     else:
         log_s2 = (sample_map(out.log_sigma2_track, qq) if sigma_mode == "head"
                   else -torch.log(sample_map(out.conf_track, qq)))
-        f = K[0, 0].to(x_hat)
+        f = K[0, 0].to(x_hat).detach()                # σ² is in pixels²: the 3D error as pixel-equivalents
         l_traj = nll_loss((x_hat - x_tilde).norm(dim=-1), log_s2, used, cfg.sigma_form)
-        l_align = nll_loss(f * (track_q - recon_tilde).norm(dim=-1) / scale, log_s2, used, cfg.sigma_form)
+        power = 1 if cfg.sigma_form == "laplace" else 2    # back to L_align's units: at σ² = 1 (Laplace) = L_align
+        l_align = nll_loss(f * (track_q - recon_tilde).norm(dim=-1) / scale, log_s2, used, cfg.sigma_form) / f**power
     l_depth = (depth_loss(depth_recon, labels.depth.to(depth_recon)) if labels.depth is not None
                else depth_recon.sum() * 0)
     total = cfg.w_traj * l_traj + cfg.w_depth * l_depth + cfg.w_align * l_align
@@ -302,11 +310,26 @@ class _PairRunner:
             enc, pos = zip(*(model.encode(images[s:s + 8]) for s in range(0, images.shape[0], 8)))
         self.enc, self.pos = torch.cat(enc), torch.cat(pos)
 
-    def __call__(self):
-        n = self.enc.shape[0]
-        dec1, dec2 = self.model.decode(self.enc[:1].expand(n, -1, -1), self.pos[:1].expand(n, -1, -1),
-                                       self.enc, self.pos)
+    def __call__(self, idx: Tensor | None = None):
+        """PairOutput of the pairs (0, j), j in ``idx`` (default all frames)."""
+        enc, pos = (self.enc, self.pos) if idx is None else (self.enc[idx], self.pos[idx])
+        n = enc.shape[0]
+        dec1, dec2 = self.model.decode(self.enc[:1].expand(n, -1, -1), self.pos[:1].expand(n, -1, -1), enc, pos)
         return self.model.predict_heads(dec1, dec2, self.hw)[0]
+
+
+def _pick_pairs(T: int, k: int | None, gen: torch.Generator) -> Tensor | None:
+    """Pairs of one step: None (all) or [0] + k-1 other frames drawn without replacement, sorted."""
+    if k is None or k >= T:
+        return None
+    return torch.cat([torch.zeros(1, dtype=torch.long), torch.randperm(T - 1, generator=gen)[: k - 1].sort()[0] + 1])
+
+
+def _subset(labels: PseudoLabels, idx: Tensor | None) -> PseudoLabels:
+    if idx is None:
+        return labels
+    return replace(labels, tracks_2d=labels.tracks_2d[idx], track_valid=labels.track_valid[idx],
+                   depth=None if labels.depth is None else labels.depth[idx])
 
 
 def _cameras(out, cfg: AdaptConfig, step: int, differentiable: bool) -> tuple[Tensor, Tensor, list[str]]:
@@ -326,6 +349,20 @@ def _cameras(out, cfg: AdaptConfig, step: int, differentiable: bool) -> tuple[Te
     sol = solve_poses(recon[:, ::s, ::s], K_sub, conf[:, ::s, ::s], differentiable=differentiable,
                       num_hypotheses=cfg.pose_hypotheses, seed=cfg.seed + step, warn=False)
     return K, sol.T_world_cam, sol.status
+
+
+def _gt_cameras(out, gt: GroundTruthVideo | None, q: Tensor) -> tuple[Tensor, Tensor]:
+    """True K and poses, translations brought to the prediction's scale (median ‖track_0‖ ratio at q)."""
+    if gt is None:
+        raise ValueError("cameras='gt' (a diagnostic) needs ground truth")
+    T = out.track.shape[0]
+    pred0 = sample_map(out.track[:1], q[None].to(out.track))[0]
+    gt0 = gt.lookup(q if gt.dense else None)[1][0].to(pred0)
+    ok = torch.isfinite(gt0).all(-1) & torch.isfinite(pred0).all(-1)
+    s = pred0[ok].norm(dim=-1).median() / gt0[ok].norm(dim=-1).median()
+    T_wc = gt.T_world_cam[:T].clone().to(pred0)
+    T_wc[:, :3, 3] *= s
+    return gt.K.to(pred0), T_wc
 
 
 def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConfig | None = None,
@@ -369,12 +406,24 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
         return 0.5 * (1 + math.cos(math.pi * (i - cfg.warmup) / max(1, steps - cfg.warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    log, K = [], None
+    log, gen = [], torch.Generator().manual_seed(cfg.seed)
+    if steps:
+        with torch.no_grad():
+            first = runner()
+            K, T_world_cam, status = _cameras(first, cfg, 0, False)     # cameras of all frames, refreshed below
+            if cfg.cameras == "gt":
+                K, T_world_cam = _gt_cameras(first, data.gt, labels.query_pixels)
     for step in range(steps):
-        out = runner()
-        if K is None or cfg.pose_grad or step % cfg.pose_every == 0:
-            K, T_world_cam, status = _cameras(out, cfg, step, cfg.pose_grad)
-        terms = adaptation_losses(out, K, T_world_cam, labels, cfg, gt_vis)
+        idx = _pick_pairs(T, cfg.pairs_per_step, gen)
+        out = runner(idx)
+        rows = slice(None) if idx is None else idx.to(T_world_cam.device)
+        if cfg.cameras == "pred" and (cfg.pose_grad or (step and step % cfg.pose_every == 0)):
+            K, T_sub, _ = _cameras(out, cfg, step, cfg.pose_grad)   # pair 0 is always in idx: K stays defined
+            T_world_cam = T_world_cam.detach().clone() if idx is not None else T_sub
+            if idx is not None:
+                T_world_cam[rows] = T_sub
+        vis = None if gt_vis is None else gt_vis[rows]
+        terms = adaptation_losses(out, K, T_world_cam[rows], _subset(labels, idx), cfg, vis)
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"adaptation loss became {float(terms.total)} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)

@@ -186,3 +186,50 @@ def format_table(result: dict) -> str:
                 vals.append(f"{v:8.{digits}f}" if isinstance(v, float) and math.isfinite(v) else f"{'-':>8}")
             lines.append(f"  {variant:<12}" + "  ".join(vals))
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m st4r_lite.adapt_compare [--checkpoint CKPT] [--out JSON] [--steps N] ...``: the recorded run."""
+    import argparse
+    import shlex
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m st4r_lite.adapt_compare", description=measure_quick.__doc__)
+    p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
+    p.add_argument("--out", default=None, help="JSON to write (default: data/adapt_variants_quick.json)")
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--pairs-per-step", type=int, default=8)
+    p.add_argument("--params", default="track", choices=("track", "all_but_encoder"))
+    p.add_argument("--tau", type=float, default=0.1)
+    p.add_argument("--sigma-form", default="laplace", choices=("laplace", "gaussian"))
+    p.add_argument("--trackers", default="sim,lk")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--seeds", default=",".join(str(s) for s in QUICK_SEEDS))
+    args = p.parse_args(argv)
+    from st4r_lite.checkpoint import load_model
+    from st4r_lite.runtime import repo_data_dir
+
+    ckpt = Path(args.checkpoint) if args.checkpoint else repo_data_dir() / "tiny.pt"
+    model = load_model(ckpt)
+    cfg = AdaptConfig(steps=args.steps, lr=args.lr, pairs_per_step=args.pairs_per_step, params=args.params,
+                      tau=args.tau, sigma_form=args.sigma_form)
+    out = Path(args.out) if args.out else repo_data_dir() / "adapt_variants_quick.json"
+    command = "python -m st4r_lite.adapt_compare " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    res = measure_quick(out, model, seeds=[int(s) for s in args.seeds.split(",")],
+                        variants=args.variants.split(","), trackers=args.trackers.split(","), config=cfg,
+                        command=command, progress=lambda row: print(
+                            f"{row['tracker']:>3} {row['variant']:<12} {row['video']:<12} "
+                            f"APD {row.get('apd_median', float('nan')):6.2f} dyn "
+                            f"{row.get('apd_dynamic_median', float('nan')):6.2f} ({row['seconds']:.0f} s)",
+                            flush=True))
+    res["settings"]["checkpoint"] = str(ckpt)
+    with atomic_write(out, "w") as fh:
+        json.dump(jsonable(res), fh, indent=1)
+    print(res["table"])
+    print(f"wrote {out} ({res['settings']['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

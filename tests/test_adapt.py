@@ -184,12 +184,24 @@ def test_sigma_head_learns_in_sigma_variant(small_clip, small_labels, fresh_mode
     assert all(p.detach().abs().sum() == 0 for p in fresh_model.sigma_head1.parameters())
 
 
-def test_deterministic_with_seed(small_clip, small_labels, fresh_model):
-    cfg = AdaptConfig(variant="robust", seed=3, **QUICK)
+@pytest.mark.parametrize("pairs", [None, 2])
+def test_deterministic_with_seed(pairs, small_clip, small_labels, fresh_model):
+    cfg = AdaptConfig(variant="robust", seed=3, pairs_per_step=pairs, **QUICK)
     a = adapt_video(fresh_model, small_clip, small_labels, cfg)
     b = adapt_video(fresh_model, small_clip, small_labels, cfg)
     assert torch.equal(a.track, b.track) and torch.equal(a.T_world_cam, b.T_world_cam)
     assert [r["total"] for r in a.loss_log] == [r["total"] for r in b.loss_log]
+    if pairs is not None:                                            # pair 0 + (pairs - 1) others per step
+        idx = adapt._pick_pairs(4, pairs, torch.Generator().manual_seed(0))
+        assert idx[0] == 0 and len(idx) == pairs and len(set(idx.tolist())) == pairs
+
+
+def test_ground_truth_cameras_diagnostic(small_clip, small_labels, fresh_model):
+    res = adapt_video(fresh_model, small_clip, small_labels, AdaptConfig(variant="baseline", cameras="gt", **QUICK))
+    assert all(math.isfinite(r["total"]) for r in res.loss_log)
+    with pytest.raises(ValueError, match="ground truth"):
+        adapt_video(fresh_model, AdaptVideo("x", small_clip.video), small_labels,
+                    AdaptConfig(variant="baseline", cameras="gt", **QUICK))
 
 
 def _trained_or_fresh():

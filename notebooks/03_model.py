@@ -151,7 +151,7 @@ fig.update_layout(
                   steps=[dict(label=f.name, method="animate",
                               args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
                          for f in frames])])
-fig
+fig.show()
 
 # %% [markdown]
 # ## 4. The Siamese encoder
@@ -290,7 +290,7 @@ assert 5.5e8 < sum(counts["full"].values()) < 6e8
 fig = go.Figure([go.Bar(name=grp, x=list(counts), y=[counts[n][grp] / 1e6 for n in counts]) for grp in groups])
 fig.update_layout(barmode="stack", yaxis=dict(title="million parameters", type="log"), width=700, height=420,
                   title="Where the parameters are (log scale)")
-fig
+fig.show()
 
 # %% [markdown]
 # ## 10. Parity with the reference implementation (when the fixture is available)

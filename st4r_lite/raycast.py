@@ -115,6 +115,13 @@ def intersect_room(o: torch.Tensor, d: torch.Tensor, lo: torch.Tensor, hi: torch
     return t_exit
 
 
+def _argmax3(x: torch.Tensor) -> torch.Tensor:
+    """argmax over the 3 coordinates of x (..., 3, P) -> (..., 1, P) int64, first maximum on ties (as
+    torch.argmax), written with comparisons: a strided reduction over a dimension of size 3 is slow on CPU."""
+    a, b, c = x.unbind(-2)
+    return torch.where((a >= b) & (a >= c), 0, torch.where(b >= c, 1, 2)).unsqueeze(-2)
+
+
 def local_normals(x: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
     """Outward unit-primitive normals at local surface points (not normalised).
 
@@ -123,7 +130,7 @@ def local_normals(x: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
     else side (x, y, 0)."""
     xx, yy, zz = x.unbind(-2)
     ax = x.abs()
-    axis = ax.argmax(dim=-2, keepdim=True)
+    axis = _argmax3(ax)
     box = torch.zeros_like(x).scatter(-2, axis, torch.sign(torch.gather(x, -2, axis)))
     r = torch.sqrt(xx * xx + yy * yy)
     cap = zz.abs() > r
@@ -142,7 +149,7 @@ def room_normals(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[t
     centre = ((lo + hi) / 2).view(3, 1)
     half = ((hi - lo) / 2).view(3, 1)
     rel = (x - centre) / half
-    axis = rel.abs().argmax(dim=-2, keepdim=True)
+    axis = _argmax3(rel.abs())
     side = torch.gather(rel, -2, axis)
     normal = torch.zeros_like(x).scatter(-2, axis, -torch.sign(side))
     face = (2 * axis + (side > 0).long()).squeeze(-2)

@@ -155,8 +155,21 @@ def prediction_from_adapt(res, seq: EvalSequence) -> Prediction:
 
 # ----------------------------------------------------------------------------------------------- running
 def _hardware() -> dict:
-    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+    """What the numbers were measured on: CPU model, cores, torch threads, load average (shared machines)."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {"machine": platform.machine(), "processor": cpu, "cpu_count": os.cpu_count(),
+            "cpu_threads": torch.get_num_threads(), "load_avg_1_5_15min": load, "torch": torch.__version__,
+            "python": platform.python_version(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -204,6 +217,7 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
         raise ValueError(f"need at least one seed and steps >= 0; got seeds {cfg.seeds}, steps {cfg.steps}")
     out = ensure_writable_dir(out)
     start = time.perf_counter()
+    load_start = _hardware()["load_avg_1_5_15min"]
     model, model_source = _load_model(cfg)
     with tempfile.TemporaryDirectory(prefix="st4r-ablation-") as tmp:
         seqs = _load_benchmark(cfg, Path(tmp))
@@ -237,7 +251,8 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
     wall = time.perf_counter() - start
     rows = list(cfg.variants) + list(cfg.peers)
     summary = summarize(runs, rows, cfg.seeds)
-    doc = {"command": command or command_from_config(cfg, out), "hardware": _hardware(), "wall_time_s": round(wall, 1),
+    doc = {"command": command or command_from_config(cfg, out),
+           "hardware": {**_hardware(), "load_avg_at_start": load_start}, "wall_time_s": round(wall, 1),
            "model": model_source, "config": asdict(cfg), "sequences": [s.name for s in seqs],
            "num_queries": [int(s.query_pixels.shape[0]) for s in seqs], "rows": rows,
            "ci_method": "Student-t 95% interval over (sequence, seed) pairs of paired differences to 'baseline'",
@@ -352,7 +367,9 @@ def markdown_table(doc: dict) -> str:
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{doc['command']}`; wall time {doc['wall_time_s']} s; hardware: "
               f"{doc['hardware']['processor']}, {doc['hardware']['cpu_threads']} thread(s), torch "
-              f"{doc['hardware']['torch']}" + (f", {doc['hardware']['cuda']}" if doc['hardware'].get('cuda') else "")]
+              f"{doc['hardware']['torch']}" + (f", {doc['hardware']['cuda']}" if doc['hardware'].get('cuda') else "")
+              + (f"; load average {doc['hardware'].get('load_avg_1_5_15min')} (shared machine: wall time varies)"
+                 if doc['hardware'].get('load_avg_1_5_15min') else "")]
     lines += [f"Note: {n}" for n in cfg.get("notes", [])]
     return "\n".join(lines)
 

@@ -103,13 +103,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded default (what `make demo` runs)")
     p.add_argument("--out", default="out/demo", help="output folder")
     p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--checkpoint", default=None, help="model file (default: the shipped data/tiny.pt)")
+    p.add_argument("--full", action="store_true",
+                   help="the whole wild benchmark, 3 seeds, 30 adaptation steps (a GPU job; default: quick)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from st4r_lite import demo
 
-    demo.run_demo(args.out, seed=args.seed)
+    demo.run_demo(args.out, seed=args.seed, full=args.full, checkpoint=args.checkpoint)
 
 
 def _add_slides(sub: argparse._SubParsersAction) -> None:
@@ -132,54 +135,6 @@ def _run_slides(args: argparse.Namespace) -> None:
     for deck in slides.build_decks(args.out, sources_dir=args.sources, data_dir=args.data, languages=langs):
         note = f"; not produced yet: {', '.join(deck.missing)}" if deck.missing else ""
         print(f"wrote {deck.path} (results: {', '.join(deck.filled) or 'none'}{note})")
-
-
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="measure training and inference pairs/s and peak memory of model presets",
-        description="Time forward+backward+AdamW steps (pretraining loss) and no-grad forward passes of a model "
-        "preset at its own resolution on random data, and report peak memory. Results vary with the machine "
-        "and its load; the JSON records the command and the hardware.",
-    )
-    p.add_argument("--preset", nargs="+", default=["tiny"], help="one or more presets (tiny small full ...)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per phase")
-    p.add_argument("--batch", type=_positive_int, default=None, help="pairs per step (default: per preset)")
-    p.add_argument("--warmup", type=_nonneg_int, default=1, help="untimed steps before timing")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
-                   help="write the results as JSON to OUT (or to stdout when OUT is left out)")
-    p.set_defaults(func=_run_bench)
-
-
-def _run_bench(args: argparse.Namespace) -> None:
-    import json
-
-    from st4r_lite import bench
-    from st4r_lite.runtime import atomic_write, pick_device
-
-    try:
-        device = pick_device(args.device)
-    except RuntimeError as err:
-        raise UserError(str(err)) from None
-    results = []
-    for preset in args.preset:
-        r = bench.benchmark(preset, device, steps=args.steps, batch=args.batch, warmup=args.warmup)
-        print(bench.format_result(r), file=sys.stderr if args.json == "-" else sys.stdout)
-        results.append(r)
-    if args.json is None:
-        return
-    command = (f"st4r-lite bench --preset {' '.join(args.preset)} --device {args.device} --steps {args.steps} "
-               f"--warmup {args.warmup}" + (f" --batch {args.batch}" if args.batch else "") + " --json"
-               + ("" if args.json == "-" else f" {args.json}"))
-    doc = {"command": command, "hardware": bench.hardware_info(device), "results": results}
-    text = json.dumps(doc, indent=1)
-    if args.json == "-":
-        print(text)
-    else:
-        with atomic_write(args.json, "w") as f:
-            f.write(text + "\n")
-        print(f"wrote {args.json}")
 
 
 # ------------------------------------------------------------------------------------------- pretrain / export
@@ -236,6 +191,54 @@ def _run_export(args: argparse.Namespace) -> None:
     from st4r_lite import train
 
     print(train.run_export_cli(args))
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure training and inference pairs/s and peak memory of model presets",
+        description="Time forward+backward+AdamW steps (pretraining loss) and no-grad forward passes of a model "
+        "preset at its own resolution on random data, and report peak memory. Results vary with the machine "
+        "and its load; the JSON records the command and the hardware.",
+    )
+    p.add_argument("--preset", nargs="+", default=["tiny"], help="one or more presets (tiny small full ...)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per phase")
+    p.add_argument("--batch", type=_positive_int, default=None, help="pairs per step (default: per preset)")
+    p.add_argument("--warmup", type=_nonneg_int, default=1, help="untimed steps before timing")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="write the results as JSON to OUT (or to stdout when OUT is left out)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    import json
+
+    from st4r_lite import bench
+    from st4r_lite.runtime import atomic_write, pick_device
+
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as err:
+        raise UserError(str(err)) from None
+    results = []
+    for preset in args.preset:
+        r = bench.benchmark(preset, device, steps=args.steps, batch=args.batch, warmup=args.warmup)
+        print(bench.format_result(r), file=sys.stderr if args.json == "-" else sys.stdout)
+        results.append(r)
+    if args.json is None:
+        return
+    command = (f"st4r-lite bench --preset {' '.join(args.preset)} --device {args.device} --steps {args.steps} "
+               f"--warmup {args.warmup}" + (f" --batch {args.batch}" if args.batch else "") + " --json"
+               + ("" if args.json == "-" else f" {args.json}"))
+    doc = {"command": command, "hardware": bench.hardware_info(device), "results": results}
+    text = json.dumps(doc, indent=1)
+    if args.json == "-":
+        print(text)
+    else:
+        with atomic_write(args.json, "w") as f:
+            f.write(text + "\n")
+        print(f"wrote {args.json}")
 
 
 # ----------------------------------------------------------------------------------------------- run (own video)

@@ -51,7 +51,8 @@ from st4r_lite.runtime import atomic_write
 from st4r_lite.sim_labels import GroundTruthVideo
 
 __all__ = ["VARIANTS", "PARAM_SETS", "AdaptConfig", "AdaptVideo", "AdaptResult", "LossTerms", "adapt_video",
-           "adaptation_losses", "traj_loss", "depth_loss", "align_loss", "select_parameters",
+           "adaptation_losses", "traj_loss", "depth_loss", "align_loss", "select_parameters", "PairRunner",
+           "cameras_from_prediction",
            "evaluate_tracks"]
 
 # variant -> (mask: None | "pred" (the proposal's occlusion mask) | "gt" (oracle visibility),
@@ -66,11 +67,12 @@ ENCODER_MODULES = ("patch_embed", "enc_blocks", "enc_norm")
 
 @dataclass
 class AdaptConfig:
-    """Settings of one adaptation run (defaults: the released loss weights, tuned on the tiny model)."""
+    """Settings of one adaptation run: the released loss weights; steps, lr and pairs per step as recorded in
+    ``data/adapt_variants_quick.json`` (lr 1e-4 already made the tiny model's tracks worse in 20 steps)."""
 
     variant: str = "robust"
-    steps: int = 30
-    lr: float = 1e-4
+    steps: int = 15
+    lr: float = 3e-5
     schedule: str = "cosine"        # "cosine" (to 0 after warm-up) or "constant"
     warmup: int = 0
     params: str = "track"           # PARAM_SETS
@@ -85,7 +87,7 @@ class AdaptConfig:
     pose_stride: int = 2            # PnP on every pose_stride-th pixel (4x faster, same pose)
     pose_hypotheses: int = 64       # RANSAC hypotheses per frame
     pose_grad: bool = False         # differentiable Gauss–Newton step through PnP
-    pairs_per_step: int | None = None  # pairs (0, j) per step: pair 0 + a random subset (None = all T)
+    pairs_per_step: int | None = 8  # pairs (0, j) per step: pair 0 + a random subset (None = all T)
     cameras: str = "pred"           # "pred" (PnP on recon, the method) or "gt" (diagnostic: true cameras)
     grad_clip: float = 1.0
     seed: int = 0
@@ -299,7 +301,7 @@ def select_parameters(model, which: str = "track") -> list[torch.nn.Parameter]:
     raise ValueError(f"params must be one of {PARAM_SETS}, got {which!r}")
 
 
-class _PairRunner:
+class PairRunner:
     """Runs all pairs (0, j) with the frozen encoder's tokens computed once."""
 
     def __init__(self, model, video01: Tensor) -> None:
@@ -332,7 +334,8 @@ def _subset(labels: PseudoLabels, idx: Tensor | None) -> PseudoLabels:
                    depth=None if labels.depth is None else labels.depth[idx])
 
 
-def _cameras(out, cfg: AdaptConfig, step: int, differentiable: bool) -> tuple[Tensor, Tensor, list[str]]:
+def cameras_from_prediction(out, cfg: AdaptConfig, step: int = 0, differentiable: bool = False
+                            ) -> tuple[Tensor, Tensor, list[str]]:
     """K (3, 3) from the anchor pair's track map (pair (0, 0)), then T_world_cam (T, 4, 4) by PnP on recon
     read every ``pose_stride``-th pixel (pixel u of the subsampled grid is pixel s·u: K_sub = diag(1/s, 1/s, 1) K,
     the same pose at s² times fewer points). Returns (K, T_world_cam, per-frame status)."""
@@ -394,7 +397,7 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
     groups = [g for g in groups if g["params"]]
     for p in params:
         p.requires_grad_(True)
-    runner = _PairRunner(model, data.video)
+    runner = PairRunner(model, data.video)
     steps = 0 if cfg.variant == "none" else cfg.steps
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
 
@@ -410,7 +413,7 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
     if steps:
         with torch.no_grad():
             first = runner()
-            K, T_world_cam, status = _cameras(first, cfg, 0, False)     # cameras of all frames, refreshed below
+            K, T_world_cam, status = cameras_from_prediction(first, cfg)    # all frames; refreshed below
             if cfg.cameras == "gt":
                 K, T_world_cam = _gt_cameras(first, data.gt, labels.query_pixels)
     for step in range(steps):
@@ -418,7 +421,7 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
         out = runner(idx)
         rows = slice(None) if idx is None else idx.to(T_world_cam.device)
         if cfg.cameras == "pred" and (cfg.pose_grad or (step and step % cfg.pose_every == 0)):
-            K, T_sub, _ = _cameras(out, cfg, step, cfg.pose_grad)   # pair 0 is always in idx: K stays defined
+            K, T_sub, _ = cameras_from_prediction(out, cfg, step, cfg.pose_grad)   # pair 0 is in idx: K defined
             T_world_cam = T_world_cam.detach().clone() if idx is not None else T_sub
             if idx is not None:
                 T_world_cam[rows] = T_sub
@@ -439,7 +442,7 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
             progress(rec)
     with torch.no_grad():
         out = runner()
-        K, T_world_cam, status = _cameras(out, cfg, steps, False)
+        K, T_world_cam, status = cameras_from_prediction(out, cfg, steps, False)
         terms = adaptation_losses(out, K, T_world_cam, labels, cfg, gt_vis)
     res = AdaptResult(data.name, cfg, out.track, out.recon, K, T_world_cam, labels.query_pixels,
                       terms.mask, terms.used, terms.log_sigma2, log, source=labels.source)

@@ -20,7 +20,8 @@ from pathlib import Path
 from st4r_lite.adapt import VARIANTS, AdaptConfig, AdaptVideo, adapt_video, jsonable
 from st4r_lite.runtime import atomic_write
 
-__all__ = ["compare_variants", "load_videos", "measure_quick", "run_adapt_cli", "format_table"]
+__all__ = ["compare_variants", "load_videos", "measure_quick", "mask_tau_sweep", "run_adapt_cli", "format_table",
+           "QUICK_SEEDS"]
 
 
 def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 96) -> list[AdaptVideo]:
@@ -46,11 +47,13 @@ def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 9
 
 
 def compare_variants(videos: list[AdaptVideo], model, *, variants=tuple(VARIANTS), trackers=("sim", "lk"),
-                     depth: str = "sim", config: AdaptConfig | None = None, progress=None) -> dict:
+                     depth: str = "sim", config: AdaptConfig | None = None, progress=None,
+                     provider_options: dict | None = None) -> dict:
     """The ablation of DESIGN §6: every variant on every video with the same pseudo-labels (paired comparison).
 
     videos: with ground truth (``sim`` pseudo-labels and the metrics need it); model: the starting point of
-    every run; trackers: pseudo 2D trackers (``online.make_provider`` names); depth: pseudo mono-depth.
+    every run; trackers: pseudo 2D trackers (``online.make_provider`` names); depth: pseudo mono-depth;
+    provider_options: extra ``make_provider`` arguments (e.g. ``sim_tracker_config=`` for harsher labels).
     Returns {"settings", "pseudo_labels": {tracker: per-video error stats}, "rows": one per (tracker, variant,
     video), "mean": {tracker: {variant: mean metrics}}}. Means of: APD / EPE (median and sim3; all and
     dynamic), mask precision / recall, seconds.
@@ -65,7 +68,7 @@ def compare_variants(videos: list[AdaptVideo], model, *, variants=tuple(VARIANTS
         for vid in videos:
             if vid.gt is None:
                 raise ValueError(f"video {vid.name!r} has no ground truth: compare_variants needs it for metrics")
-            provider = make_provider(tracker, depth, ground_truth=vid.gt, seed=cfg.seed)
+            provider = make_provider(tracker, depth, ground_truth=vid.gt, seed=cfg.seed, **(provider_options or {}))
             q = vid.queries(cfg.query_stride)
             labels = provider(vid.video, q)
             gt2d, vis = vid.gt.tracks_2d(q if vid.gt.dense else None)
@@ -125,8 +128,9 @@ def run_adapt_cli(args) -> str:
     model = load_model(ckpt)
     H, W = model.config.img_size
     videos = load_videos(args.data, frames=args.frames, height=H, width=W)
-    cfg = AdaptConfig(steps=args.steps, lr=args.lr, params=args.params, seed=args.seed, tau=args.tau,
-                      sigma_form=args.sigma_form)
+    given = {"steps": args.steps, "lr": args.lr, "pairs_per_step": getattr(args, "pairs_per_step", None)}
+    cfg = AdaptConfig(params=args.params, seed=args.seed, tau=args.tau, sigma_form=args.sigma_form,
+                      **{k: v for k, v in given.items() if v is not None})
     lines = []
     for vid in videos:
         provider = make_provider(args.tracker, args.depth, ground_truth=vid.gt, seed=args.seed, fallback=True)
@@ -145,7 +149,8 @@ QUICK_SEEDS = (600_000, 600_001, 600_002, 600_003)   # the wild part of worldtra
 
 def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, frames: int = 16, height: int = 64,
                   width: int = 96, variants=tuple(VARIANTS), trackers=("sim", "lk"), depth: str = "sim",
-                  config: AdaptConfig | None = None, command: str = "", progress=None) -> dict:
+                  config: AdaptConfig | None = None, command: str = "", progress=None,
+                  provider_options: dict | None = None) -> dict:
     """The recorded variant comparison on `wild` clips (default: the 4 wild clips of ``worldtrack-lite``,
     rendered directly so that the ground truth is dense and the images are not JPEG-compressed).
 
@@ -159,7 +164,8 @@ def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, fram
         clip = generate_clips(1, frames=frames, height=height, width=width, domain="wild", seed=int(s))
         videos.append(AdaptVideo.from_clip(clip, 0))
     result = compare_variants(videos, model, variants=variants, trackers=trackers, depth=depth, config=config,
-                              progress=progress)
+                              progress=progress, provider_options=provider_options)
+    result["mask_tau_sweep"] = mask_tau_sweep(videos, model)
     result["settings"].update({"seeds": [int(s) for s in seeds], "frames": frames, "height": height,
                                "width": width, "command": command,
                                "seconds": round(time.perf_counter() - start, 1)})
@@ -168,6 +174,39 @@ def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, fram
         with atomic_write(out_json, "w") as fh:
             json.dump(jsonable(result), fh, indent=1)
     return result
+
+
+def mask_tau_sweep(videos: list[AdaptVideo], model, taus=(0.0, 0.05, 0.1, 0.3, 1.0), stride: int = 4) -> dict:
+    """Occlusion-mask quality of the *unadapted* model against ground-truth visibility for several τ, next to
+    the same test on exact geometry (true track points, depth and cameras; τ = 0.05): what limits the mask, the
+    test or the pointmaps it reads? Returns {label: mean precision / recall / occluded_rejected / kept_fraction}.
+    """
+    import torch
+
+    from st4r_lite.adapt import PairRunner, cameras_from_prediction
+    from st4r_lite.geometry import project, transform_points
+    from st4r_lite.occlusion import mask_quality, occlusion_mask, sample_map
+
+    rows: dict[str, list[dict]] = {}
+    for vid in videos:
+        q = vid.queries(stride)
+        _, track_gt, vis, _ = vid.gt.lookup(q if vid.gt.dense else None)
+        with torch.no_grad():
+            out = PairRunner(model, vid.video)()
+            K, T_world_cam, _ = cameras_from_prediction(out, AdaptConfig(), 0, False)
+        T = out.track.shape[0]
+        T_cam_world = torch.linalg.inv(T_world_cam)
+        cam = transform_points(T_cam_world, sample_map(out.track, q[None].expand(T, -1, -1).to(out.track)))
+        depth = transform_points(T_cam_world, out.recon)[..., 2]
+        for tau in taus:
+            m = occlusion_mask(cam[..., 2], project(cam, K), depth, tau)
+            rows.setdefault(f"network tau={tau}", []).append(mask_quality(m, vis))
+        if vid.gt.depth is not None:
+            gcam = transform_points(torch.linalg.inv(vid.gt.T_world_cam), track_gt)
+            m = occlusion_mask(gcam[..., 2], project(gcam, vid.gt.K), vid.gt.depth, 0.05)
+            rows.setdefault("exact geometry tau=0.05", []).append(mask_quality(m, vis))
+    keys = ("precision", "recall", "occluded_rejected", "kept_fraction", "gt_visible_fraction")
+    return {label: {k: _nanmean([r[k] for r in items]) for k in keys} for label, items in rows.items()}
 
 
 def format_table(result: dict) -> str:
@@ -206,6 +245,8 @@ def main(argv=None) -> int:
     p.add_argument("--trackers", default="sim,lk")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seeds", default=",".join(str(s) for s in QUICK_SEEDS))
+    p.add_argument("--harsh", action="store_true",
+                   help="simulated tracker that never flags occlusion (every occluded label marked valid)")
     args = p.parse_args(argv)
     from st4r_lite.checkpoint import load_model
     from st4r_lite.runtime import repo_data_dir
@@ -216,7 +257,12 @@ def main(argv=None) -> int:
                       tau=args.tau, sigma_form=args.sigma_form)
     out = Path(args.out) if args.out else repo_data_dir() / "adapt_variants_quick.json"
     command = "python -m st4r_lite.adapt_compare " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    res = measure_quick(out, model, seeds=[int(s) for s in args.seeds.split(",")],
+    options = None
+    if args.harsh:
+        from st4r_lite.sim_labels import SimTrackerConfig
+
+        options = {"sim_tracker_config": SimTrackerConfig(occluded_marked_visible_prob=1.0)}
+    res = measure_quick(out, model, seeds=[int(s) for s in args.seeds.split(",")], provider_options=options,
                         variants=args.variants.split(","), trackers=args.trackers.split(","), config=cfg,
                         command=command, progress=lambda row: print(
                             f"{row['tracker']:>3} {row['variant']:<12} {row['video']:<12} "

@@ -301,8 +301,10 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracker", default="sim", choices=("sim", "lk", "cotracker"),
                    help="2D pseudo-labels: sim (synthetic ground truth + tracker errors), lk, cotracker (online)")
     p.add_argument("--depth", default="sim", choices=("sim", "none", "moge"), help="mono-depth pseudo-labels")
-    p.add_argument("--steps", type=_nonneg_int, default=30, help="optimiser steps per video")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--steps", type=_nonneg_int, default=None, help="optimiser steps per video (default 15)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-5)")
+    p.add_argument("--pairs-per-step", type=_positive_int, default=None,
+                   help="pairs (0, j) per step: pair 0 + random others (default 8; all with a large number)")
     p.add_argument("--params", default="track", choices=("track", "all_but_encoder"), help="what adapts")
     p.add_argument("--tau", type=float, default=0.1, help="occlusion mask tolerance (relative depth)")
     p.add_argument("--sigma-form", default="laplace", choices=("laplace", "gaussian"), help="sigma^2 loss form")

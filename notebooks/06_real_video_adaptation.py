@@ -282,8 +282,12 @@ fig.show()
 recorded = repo_data_dir() / "adapt_variants_quick.json"
 if recorded.is_file():
     doc = json.loads(recorded.read_text())
-    print("command:", doc["settings"].get("command", "?"))
+    print("command:", doc["settings"].get("command", "?"), "| checkpoint:", doc["settings"].get("checkpoint", "?"))
     print(doc["table"])
+    print("\nocclusion mask of the unadapted model vs ground-truth visibility (mean over the clips):")
+    for label, q in doc.get("mask_tau_sweep", {}).items():
+        print(f"  {label:<24} precision {q['precision']:.2f}  recall {q['recall']:.2f}  "
+              f"occluded rejected {q['occluded_rejected']:.2f}  kept {q['kept_fraction']:.2f}")
 else:
     print("data/adapt_variants_quick.json is not there yet; run python -m st4r_lite.adapt_compare")
 

@@ -277,3 +277,16 @@ def test_save_and_cli(tmp_path, small_clip, small_labels, fresh_model):
                                                       "wild-600003_robust.json", "wild-600003_robust.npz"]
     assert main(["adapt", "--data", str(tmp_path / "missing.npz"), "--checkpoint", str(ckpt), "--out",
                  str(out)]) == 2
+
+
+def test_worldtrack_npz_input(tmp_path, fresh_model):
+    from st4r_lite import worldtrack
+
+    path = worldtrack.write_benchmark(tmp_path, domain="wild", num_seqs=1, frames=3, height=32, width=48,
+                                      seed=600_000)[0]
+    vid = AdaptVideo.from_npz(path)
+    assert vid.video.shape == (3, 3, 32, 48) and 0 <= float(vid.video.min()) and float(vid.video.max()) <= 1
+    assert not vid.gt.dense and vid.queries().shape == (32 * 48, 2)      # every anchor pixel is a query
+    labels = make_provider("sim", "sim", ground_truth=vid.gt)(vid.video, vid.queries())
+    res = adapt_video(fresh_model, vid, labels, AdaptConfig(variant="oracle_mask", steps=1, pose_hypotheses=16))
+    assert math.isfinite(res.metrics["tracking"]["median"]["epe"]) and res.metrics["mask"]["gt_visible_fraction"] > 0

@@ -70,7 +70,9 @@ class AblationConfig:
     """What to run. benchmark: a named benchmark (``worldtrack.BENCHMARKS``) or a folder / .npz path;
     domain: the part of a named benchmark to use; max_seqs / frames: use only the first sequences / frames;
     tracker: "sim" or "lk" pseudo 2D tracks; depth: pseudo mono-depth ("sim", "sim-affine", "none");
-    checkpoint: model file (default data/tiny.pt; a fresh untrained tiny model when absent, noted)."""
+    checkpoint: model file (default data/tiny.pt; a fresh untrained tiny model when absent, noted);
+    steps / lr / pairs_per_step: adaptation settings, None = ``adapt.AdaptConfig``'s recorded defaults
+    (pairs_per_step 0 = all pairs every step)."""
 
     benchmark: str = "worldtrack-lite"
     domain: str = "wild"
@@ -81,8 +83,9 @@ class AblationConfig:
     peers: tuple[str, ...] = PEER_ROWS
     tracker: str = "sim"
     depth: str = "sim"
-    steps: int = 30
-    lr: float = 1e-4
+    steps: int | None = None
+    lr: float | None = None
+    pairs_per_step: int | None = None
     query_stride: int = 4
     checkpoint: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -213,7 +216,7 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
         raise ValueError(f"unknown peer(s) {bad_peers}; choose from {PEER_ROWS}")
     if cfg.tracker not in ("sim", "lk"):
         raise ValueError(f"--tracker must be 'sim' or 'lk', got {cfg.tracker!r}")
-    if not cfg.seeds or cfg.steps < 0:
+    if not cfg.seeds or (cfg.steps is not None and cfg.steps < 0):
         raise ValueError(f"need at least one seed and steps >= 0; got seeds {cfg.seeds}, steps {cfg.steps}")
     out = ensure_writable_dir(out)
     start = time.perf_counter()
@@ -230,8 +233,7 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
             preds = {}
             for variant in cfg.variants:
                 t0 = time.perf_counter()
-                acfg = adapt.AdaptConfig(variant=variant, steps=cfg.steps, lr=cfg.lr, seed=seed,
-                                         query_stride=cfg.query_stride)
+                acfg = _adapt_config(cfg, variant, seed)
                 res = adapt.adapt_video(model, adapt.AdaptVideo(seq.name, seq.video, gt), labels, acfg)
                 preds[variant] = prediction_from_adapt(res, seq)
                 loss = [round(r["total"], 5) for r in res.loss_log]
@@ -253,7 +255,8 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
     summary = summarize(runs, rows, cfg.seeds)
     doc = {"command": command or command_from_config(cfg, out),
            "hardware": {**_hardware(), "load_avg_at_start": load_start}, "wall_time_s": round(wall, 1),
-           "model": model_source, "config": asdict(cfg), "sequences": [s.name for s in seqs],
+           "model": model_source, "config": asdict(cfg),
+           "adapt_config": asdict(_adapt_config(cfg, "baseline", cfg.seeds[0])), "sequences": [s.name for s in seqs],
            "num_queries": [int(s.query_pixels.shape[0]) for s in seqs], "rows": rows,
            "ci_method": "Student-t 95% interval over (sequence, seed) pairs of paired differences to 'baseline'",
            "summary": summary, "paired": paired_differences(runs, rows), "runs": runs}
@@ -269,6 +272,20 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
 
     ablation_plots_png(doc, out)
     return doc
+
+
+def _adapt_config(cfg: AblationConfig, variant: str, seed: int):
+    """The ``adapt.AdaptConfig`` of one run: adapt's defaults, overridden by what ``cfg`` sets."""
+    from st4r_lite import adapt
+
+    over = {"variant": variant, "seed": seed, "query_stride": cfg.query_stride}
+    if cfg.steps is not None:
+        over["steps"] = cfg.steps
+    if cfg.lr is not None:
+        over["lr"] = cfg.lr
+    if cfg.pairs_per_step is not None:
+        over["pairs_per_step"] = cfg.pairs_per_step or None
+    return adapt.AdaptConfig(**over)
 
 
 def _run_record(seq: EvalSequence, seed: int, row: str, pred: Prediction, seconds: float, loss: list) -> dict:
@@ -337,8 +354,10 @@ def markdown_table(doc: dict) -> str:
     summ, rows = doc["summary"], doc["rows"]
     cfg = doc["config"]
     head = "| row | " + " | ".join(f"{lab}{f' ({u})' if u else ''}" for _, lab, u, _ in KEY_METRICS) + " |"
+    acfg = doc.get("adapt_config") or cfg
     lines = [f"Ablation on {len(doc['sequences'])} '{cfg['domain']}' sequence(s) of {cfg['benchmark']} x seeds "
-             f"{cfg['seeds']}, {cfg['steps']} adaptation steps, tracker '{cfg['tracker']}', model: {doc['model']}.",
+             f"{cfg['seeds']}, {acfg.get('steps')} adaptation steps (lr {acfg.get('lr')}, "
+             f"{acfg.get('pairs_per_step') or 'all'} pairs/step), tracker '{cfg['tracker']}', model: {doc['model']}.",
              "Mean over (sequence, seed) runs ± std across seeds (of per-seed means). APD: median scale, "
              "δ ∈ {0.1, 0.3, 0.5, 1.0} m.", "", head, "|" + "---|" * (len(KEY_METRICS) + 1)]
     for row in rows:
@@ -411,10 +430,15 @@ def check_against_reference(results, reference, atol_percent: float = 1.0, atol_
     ref = reference if isinstance(reference, dict) else load_results(reference)
     notes, mism, compared = [], [], 0
     for k in ("benchmark", "domain", "max_seqs", "frames", "seeds", "tracker", "depth", "steps", "lr",
-              "query_stride"):
+              "pairs_per_step", "query_stride"):
         if new["config"].get(k) != ref["config"].get(k):
             notes.append(f"config differs: {k} = {new['config'].get(k)!r} here, {ref['config'].get(k)!r} in the "
                          "reference")
+    na, ra = new.get("adapt_config") or {}, ref.get("adapt_config") or {}
+    for k in sorted(set(na) | set(ra)):
+        if k not in ("variant", "seed") and na.get(k) != ra.get(k):
+            notes.append(f"config differs: adaptation setting {k} = {na.get(k)!r} here, {ra.get(k)!r} in the "
+                         "reference (adapt.AdaptConfig defaults changed?)")
     if new.get("model") != ref.get("model"):
         notes.append(f"model differs: {new.get('model')!r} vs {ref.get('model')!r}")
     for row in ref["rows"]:
@@ -443,7 +467,8 @@ def config_from_args(args) -> AblationConfig:
     peers = tuple(v.strip() for v in args.peers.split(",") if v.strip()) if args.peers else ()
     return AblationConfig(benchmark=args.benchmark, domain=args.domain, max_seqs=args.max_seqs, frames=args.frames,
                           seeds=ints(args.seeds), variants=variants, peers=peers, tracker=args.tracker,
-                          depth=args.depth, steps=args.steps, lr=args.lr, query_stride=args.query_stride,
+                          depth=args.depth, steps=args.steps, lr=args.lr,
+                          pairs_per_step=getattr(args, "pairs_per_step", None), query_stride=args.query_stride,
                           checkpoint=args.checkpoint)
 
 
@@ -452,7 +477,10 @@ def command_from_config(cfg: AblationConfig, out) -> str:
     parts = ["st4r-lite", "ablation", "--benchmark", cfg.benchmark, "--domain", cfg.domain,
              "--seeds", ",".join(map(str, cfg.seeds)), "--variants", ",".join(cfg.variants),
              "--peers", ",".join(cfg.peers) or "''", "--tracker", cfg.tracker, "--depth", cfg.depth,
-             "--steps", str(cfg.steps), "--lr", repr(cfg.lr), "--query-stride", str(cfg.query_stride)]
+             "--query-stride", str(cfg.query_stride)]
+    for flag, value in (("--steps", cfg.steps), ("--lr", cfg.lr), ("--pairs-per-step", cfg.pairs_per_step)):
+        if value is not None:
+            parts += [flag, repr(value)]
     if cfg.max_seqs is not None:
         parts += ["--max-seqs", str(cfg.max_seqs)]
     if cfg.frames is not None:

@@ -364,8 +364,10 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peers", default="static,combinational", help="comma-separated peers ('' for none)")
     p.add_argument("--tracker", default="sim", choices=("sim", "lk"), help="pseudo 2D tracks")
     p.add_argument("--depth", default="sim", choices=("sim", "sim-affine", "none"), help="pseudo mono-depth")
-    p.add_argument("--steps", type=_nonneg_int, default=30, help="adaptation steps per video")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--steps", type=_nonneg_int, default=None, help="adaptation steps per video (default: adapt's)")
+    p.add_argument("--lr", type=float, default=None, help="adaptation learning rate (default: adapt's)")
+    p.add_argument("--pairs-per-step", type=_nonneg_int, default=None,
+                   help="pairs (0, j) per adaptation step, 0 = all (default: adapt's)")
     p.add_argument("--query-stride", type=_positive_int, default=4, help="queries on this pixel grid")
     p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
     p.add_argument("--out", default=None, help="output folder")

@@ -25,7 +25,7 @@
 #    numbers against the **static baseline** (nothing moves).
 #
 # **Time.** Quick mode (CPU): about a minute (a few dozen training steps). Full mode (GPU): a few minutes
-# (a few hundred steps; the shipped checkpoint took about an hour on a 2-core CPU).
+# (a few hundred steps).
 #
 # The method's reference is DESIGN §4. The code lives in `st4r_lite/losses.py`, `schedule.py`, `train.py`.
 
@@ -188,8 +188,11 @@ fig.show()
 # %% [markdown]
 # ## 6. The shipped tiny checkpoint, in 3D
 #
-# `data/tiny.pt` was trained with the two commands above (about an hour on a 2-core CPU; `data/tiny_eval.json`
-# says exactly how). Without it, we fall back to the model just trained (its tracks will barely move).
+# `data/tiny.pt`, when it is shipped, was made with the two commands above (`data/tiny_eval.json` records the
+# command, the hardware and the wall time). Without it, we fall back to the model just trained: a few dozen
+# steps only teach it the *average* room, so its tracks barely move. Honest scale: an hour of a shared 2-core
+# CPU (about 10 000 pairs) is still close to that average-shape stage; learning geometry from the image, and
+# then motion, needs orders of magnitude more pairs (a GPU run of the `small` preset, or released weights).
 # Below: a held-out clip, the predicted tracks of moving anchor pixels next to the ground truth, both in
 # the world frame after the benchmark's median-scale alignment.
 

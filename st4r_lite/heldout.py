@@ -57,7 +57,10 @@ def evaluate_predictions(pred_tracks: list[torch.Tensor], static_tracks: list[to
     recon: (pred_points (T, H, W, 3), gt_points (T, H, W, 3), valid (T, H, W)) per sequence or None.
 
     Returns {"track": {alignment: {...}}, "static": {alignment: {...}}, "recon": {alignment: {...}},
-    "num_sequences": S} with APD in % and EPE in metres.
+    "oracle_motion": {"median": {...}}, "num_sequences": S} with APD in % and EPE in metres.
+    "oracle_motion" is a diagnostic: the anchor reconstruction plus the *true* motion
+    (:func:`oracle_motion_tracks`), i.e. the best a perfect motion estimate could do on top of this
+    reconstruction. When it is no better than "static", reconstruction error, not motion, limits tracking.
     """
     res: dict = {"track": {}, "static": {}, "num_sequences": len(gt_tracks)}
     for al in alignments:
@@ -65,10 +68,24 @@ def evaluate_predictions(pred_tracks: list[torch.Tensor], static_tracks: list[to
             [metrics.tracking_metrics(p, g, alignment=al) for p, g in zip(pred_tracks, gt_tracks)]))
         res["static"][al] = _flat_metrics(metrics.mean_metrics(
             [metrics.tracking_metrics(p, g, alignment=al) for p, g in zip(static_tracks, gt_tracks)]))
+    if "median" in alignments:
+        res["oracle_motion"] = {"median": _flat_metrics(metrics.mean_metrics(
+            [metrics.tracking_metrics(oracle_motion_tracks(s[0], g), g, alignment="median")
+             for s, g in zip(static_tracks, gt_tracks)]))}
     if recon:
         res["recon"] = {al: _flat_metrics(metrics.mean_metrics(
             [metrics.recon_metrics(p, g, v, alignment=al) for p, g, v in recon])) for al in alignments}
     return res
+
+
+def oracle_motion_tracks(anchor_points: torch.Tensor, gt_tracks: torch.Tensor) -> torch.Tensor:
+    """Diagnostic tracks: predicted anchor points (N, 3) moved by the true motion, in the prediction's scale.
+
+    track_t = a + (gt_t − gt_0) / s, s = median-scale(a → gt_0). anchor_points (N, 3), gt_tracks (T, N, 3)
+    -> (T, N, 3).
+    """
+    s = metrics.median_scale(anchor_points, gt_tracks[0])
+    return anchor_points.double()[None] + (gt_tracks.double() - gt_tracks[:1].double()) / s
 
 
 @torch.no_grad()
@@ -100,6 +117,8 @@ def headline(result: dict, alignment: str = "median") -> dict:
            "static_apd_dyn": st["apd_dynamic"], "epe": tr["epe"], "epe_dyn": tr["epe_dynamic"]}
     if "recon" in result:
         out["recon_apd"] = result["recon"][alignment]["apd"]
+    if alignment in result.get("oracle_motion", {}):
+        out["oracle_motion_apd_dyn"] = result["oracle_motion"][alignment]["apd_dynamic"]
     return out
 
 

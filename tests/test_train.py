@@ -242,6 +242,18 @@ def test_export_roundtrip(tmp_path):
         out = PairBatch(model.float().eval())(anchor, others)
     assert torch.isfinite(out.track).all() and torch.isfinite(out.conf_track).all()
     assert (out.conf_track > 1).all()
+    # the held-out report of the exported file (what data/tiny_eval.json holds), by its command line
+    from st4r_lite import heldout
+
+    assert heldout.main([str(path), "--json", str(tmp_path / "e.json"), "--num-clips", "1",
+                         "--train-ckpt", str(tmp_path / "c.pt")]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["heldout"]["num_clips"] == 1 and report["training"]["steps"] == 1
+    assert report["training"]["pairs_seen"] == 2 and report["training"]["wall_s"] >= 0
+    for al in ("median", "sim3"):
+        h = report["headline"][al]
+        assert {"apd", "apd_dyn", "static_apd", "static_apd_dyn", "epe", "recon_apd"} <= set(h)
+        assert h["apd"] == report["result"]["track"][al]["apd"]
 
 
 def test_shipped_tiny_checkpoint_runs():
@@ -259,3 +271,25 @@ def test_shipped_tiny_checkpoint_runs():
     head = heldout.headline(res)
     assert head["apd_dyn"] > head["static_apd_dyn"], head
     assert head["recon_apd"] > 20, head
+
+
+def test_heldout_baselines_on_ground_truth():
+    """With the true anchor points: the static baseline loses exactly on moving tracks, the oracle-motion
+    diagnostic is perfect, and a perfect track prediction scores 100."""
+    from einops import rearrange
+
+    from st4r_lite import heldout, metrics
+
+    clip = generate_clips(1, frames=4, height=32, width=48, seed=11)
+    gt = rearrange(clip.track_world[0], "t h w c -> t (h w) c")
+    if not metrics.dynamic_tracks(gt).any():
+        pytest.skip("this clip has no moving object")
+    static = metrics.static_tracks(0.5 * gt[0], gt.shape[0])       # right shape, wrong scale: alignment fixes it
+    oracle = heldout.oracle_motion_tracks(0.5 * gt[0], gt)
+    torch.testing.assert_close(oracle, 0.5 * gt.double())
+    res = heldout.evaluate_predictions([0.5 * gt], [static], [gt])
+    head = heldout.headline(res)
+    assert head["apd"] == pytest.approx(100.0) and head["oracle_motion_apd_dyn"] == pytest.approx(100.0)
+    assert head["static_apd_dyn"] < 100.0 - 1.0                      # nothing moves: wrong where things move
+    st = res["static"]["median"]
+    assert st["apd"] > st["apd_dynamic"]                              # static tracks are right off the objects

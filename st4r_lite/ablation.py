@@ -53,6 +53,7 @@ __all__ = ["AblationConfig", "run_ablation", "summarize", "paired_differences", 
 
 DEFAULT_VARIANTS = ("none", "baseline", "mask", "sigma", "robust", "oracle_mask", "conf_sigma")
 PEER_ROWS = ("static", "combinational")
+RECON_VIEW_ROWS = ("none", "baseline", "robust")   # rows whose reconstructions views.npz keeps (file size)
 # (metric key, label, unit, higher is better)
 KEY_METRICS = (("track_apd_median", "APD", "%", True), ("track_epe_median", "EPE", "m", False),
                ("track_apd_dyn_median", "APD dyn", "%", True), ("track_apd_sim3", "APD sim3", "%", True),
@@ -193,7 +194,7 @@ def _view_arrays(seq: EvalSequence, preds: dict[str, Prediction], max_tracks: in
         out["gt_points"] = seq.gt_points[:, ::2, ::2].numpy().astype(np.float16)
     for name, p in preds.items():
         out[f"{name}/tracks"] = p.tracks[:, pick].numpy().astype(np.float16)
-        if p.recon is not None:
+        if p.recon is not None and name in RECON_VIEW_ROWS:
             out[f"{name}/recon"] = p.recon[:, ::2, ::2].numpy().astype(np.float16)
         if p.T_world_cam is not None:
             out[f"{name}/T_world_cam"] = p.T_world_cam.numpy()

@@ -20,8 +20,8 @@ from pathlib import Path
 from st4r_lite.adapt import VARIANTS, AdaptConfig, AdaptVideo, adapt_video, jsonable
 from st4r_lite.runtime import atomic_write
 
-__all__ = ["compare_variants", "load_videos", "measure_quick", "mask_tau_sweep", "run_adapt_cli", "format_table",
-           "QUICK_SEEDS"]
+__all__ = ["compare_variants", "load_videos", "measure_quick", "mask_tau_sweep", "sensitivity", "run_adapt_cli",
+           "format_table", "QUICK_SEEDS", "SENSITIVITY"]
 
 
 def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 96) -> list[AdaptVideo]:
@@ -209,6 +209,25 @@ def mask_tau_sweep(videos: list[AdaptVideo], model, taus=(0.0, 0.05, 0.1, 0.3, 1
     return {label: {k: _nanmean([r[k] for r in items]) for k in keys} for label, items in rows.items()}
 
 
+SENSITIVITY = {                     # what might make the proposal matter: each a change of AdaptConfig
+    "default": {}, "gaussian_sigma": {"sigma_form": "gaussian"}, "all_but_encoder": {"params": "all_but_encoder"},
+    "lr_1e-4": {"lr": 1e-4}, "steps_40": {"steps": 40}, "tau_0.3": {"tau": 0.3},
+}
+
+
+def sensitivity(videos: list[AdaptVideo], model, *, settings: dict | None = None,
+                variants=("none", "baseline", "oracle_mask", "robust"), tracker: str = "sim",
+                config: AdaptConfig | None = None, provider_options: dict | None = None, progress=None) -> dict:
+    """compare_variants under several AdaptConfig changes (``SENSITIVITY``): {setting: {variant: means}}."""
+    base = config or AdaptConfig()
+    out = {}
+    for name, change in (settings or SENSITIVITY).items():
+        res = compare_variants(videos, model, variants=variants, trackers=(tracker,), config=replace(base, **change),
+                               provider_options=provider_options, progress=progress)
+        out[name] = {"change": change, "mean": res["mean"][tracker]}
+    return out
+
+
 def format_table(result: dict) -> str:
     """A plain-text table of ``result["mean"]``: per tracker and variant, APD (median, %) all / dynamic,
     EPE (median, m) all / dynamic, APD (sim3) all / dynamic, mask precision / recall."""
@@ -225,6 +244,12 @@ def format_table(result: dict) -> str:
                 vals.append(f"{v:8.{digits}f}" if isinstance(v, float) and math.isfinite(v) else f"{'-':>8}")
             lines.append(f"  {variant:<12}" + "  ".join(vals))
     return "\n".join(lines)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def main(argv=None) -> int:
@@ -245,6 +270,8 @@ def main(argv=None) -> int:
     p.add_argument("--trackers", default="sim,lk")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seeds", default=",".join(str(s) for s in QUICK_SEEDS))
+    p.add_argument("--sensitivity", action="store_true",
+                   help="instead: baseline / oracle_mask / robust under the SENSITIVITY config changes (sim labels)")
     p.add_argument("--harsh", action="store_true",
                    help="simulated tracker that never flags occlusion (every occluded label marked valid)")
     args = p.parse_args(argv)
@@ -262,6 +289,23 @@ def main(argv=None) -> int:
         from st4r_lite.sim_labels import SimTrackerConfig
 
         options = {"sim_tracker_config": SimTrackerConfig(occluded_marked_visible_prob=1.0)}
+    if args.sensitivity:
+        from st4r_lite.world import generate_clips
+
+        start = time.perf_counter()
+        videos = [AdaptVideo.from_clip(generate_clips(1, frames=16, height=64, width=96, domain="wild",
+                                                      seed=int(s)), 0) for s in args.seeds.split(",")]
+        table = sensitivity(videos, model, config=cfg, provider_options=options, progress=lambda r: print(
+            r["variant"], r["video"], round(r.get("apd_median", math.nan), 2), flush=True))
+        doc = {"settings": {"command": command, "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt),
+                            "config": asdict(cfg),
+                            "videos": [v.name for v in videos], "harsh": args.harsh,
+                            "seconds": round(time.perf_counter() - start, 1)}, "sensitivity": table}
+        with atomic_write(out, "w") as fh:
+            json.dump(jsonable(doc), fh, indent=1)
+        for name, row in table.items():
+            print(name, {v: round(m["apd_median"], 2) for v, m in row["mean"].items()})
+        return 0
     res = measure_quick(out, model, seeds=[int(s) for s in args.seeds.split(",")], provider_options=options,
                         variants=args.variants.split(","), trackers=args.trackers.split(","), config=cfg,
                         command=command, progress=lambda row: print(
@@ -269,7 +313,7 @@ def main(argv=None) -> int:
                             f"APD {row.get('apd_median', float('nan')):6.2f} dyn "
                             f"{row.get('apd_dynamic_median', float('nan')):6.2f} ({row['seconds']:.0f} s)",
                             flush=True))
-    res["settings"]["checkpoint"] = str(ckpt)
+    res["settings"].update({"checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt)})
     with atomic_write(out, "w") as fh:
         json.dump(jsonable(res), fh, indent=1)
     print(res["table"])

@@ -290,3 +290,20 @@ def test_worldtrack_npz_input(tmp_path, fresh_model):
     labels = make_provider("sim", "sim", ground_truth=vid.gt)(vid.video, vid.queries())
     res = adapt_video(fresh_model, vid, labels, AdaptConfig(variant="oracle_mask", steps=1, pose_hypotheses=16))
     assert math.isfinite(res.metrics["tracking"]["median"]["epe"]) and res.metrics["mask"]["gt_visible_fraction"] > 0
+
+
+def test_compare_variants_is_paired_and_summarised(small_clip, fresh_model):
+    from st4r_lite.adapt_compare import compare_variants, format_table, mask_tau_sweep
+
+    res = compare_variants([small_clip], fresh_model, variants=("none", "baseline"), trackers=("sim",),
+                           config=AdaptConfig(steps=1, pose_hypotheses=16))
+    assert [(r["variant"], r["video"]) for r in res["rows"]] == [("none", small_clip.name),
+                                                                ("baseline", small_clip.name)]
+    assert set(res["mean"]["sim"]) == {"none", "baseline"}
+    assert math.isfinite(res["mean"]["sim"]["baseline"]["apd_median"])
+    assert "EPE" in res["pseudo_labels"]["sim"][small_clip.name]["summary"]
+    assert "baseline" in format_table(res)
+    sweep = mask_tau_sweep([small_clip], fresh_model, taus=(0.1,))
+    assert sweep["exact geometry tau=0.05"]["precision"] > 0.9                # the test itself is right
+    assert 0 <= sweep["network tau=0.1"]["kept_fraction"] <= 1
+    json.dumps(res)                                                           # JSON-ready

@@ -227,3 +227,67 @@ def build_decks(out: str | Path, *, sources_dir: str | Path | None = None, data_
     with atomic_write(out / "plotly.min.js", "wb") as f:
         f.write(plotly_js.read_bytes())
     return decks
+
+
+# ------------------------------------------------------------------------------------------ README picture
+def overview_png(out: str | Path, seed: int = 3, frames: int = 12, height: int = 96, width: int = 144) -> Path:
+    """The README's picture: anchor frame, a later frame, and the world-frame 3D tracks + camera path.
+
+    Drawn with matplotlib from a synthetic clip's ground truth (what St4RTrack learns to predict):
+    ¹X¹_t for t = 0..T-1 as trails (moving anchor pixels coloured, static ones grey), camera centres of T_world_cam.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import torch
+
+    from st4r_lite import world
+
+    clip = world.generate_clips(1, frames=frames, height=height, width=width, domain="pretrain", seed=seed)
+    fig = plt.figure(figsize=(12, 3.6), dpi=110)
+    for i, (t, label) in enumerate([(0, "anchor frame I₁ (defines the world)"),
+                                    (frames - 1, f"frame I_{frames} (camera and objects moved)")]):
+        ax = fig.add_subplot(1, 3, i + 1)
+        ax.imshow(clip.rgb[0, t].permute(1, 2, 0).numpy())
+        ax.set_title(label, fontsize=10)
+        ax.axis("off")
+    ax = fig.add_subplot(1, 3, 3, projection="3d")
+    tracks = clip.track_world[0]                      # (T, H, W, 3)
+    dyn = clip.track_dynamic[0]
+    g = torch.Generator().manual_seed(0)
+    idx_static = torch.nonzero(~dyn.flatten()).flatten()
+    idx_dyn = torch.nonzero(dyn.flatten()).flatten()
+    pick_s = idx_static[torch.randperm(len(idx_static), generator=g)[:600]]
+    pick_d = idx_dyn[torch.randperm(len(idx_dyn), generator=g)[:150]]
+    flat = tracks.reshape(frames, -1, 3)
+    anchor_rgb = clip.rgb[0, 0].permute(1, 2, 0).reshape(-1, 3)
+    s = flat[0, pick_s]
+    ax.scatter(s[:, 0], s[:, 2], -s[:, 1], s=1, c=anchor_rgb[pick_s].numpy(), alpha=0.5)
+    for n in pick_d.tolist():
+        path = flat[:, n]
+        ax.plot(path[:, 0], path[:, 2], -path[:, 1], lw=0.8, color=tuple(anchor_rgb[n].tolist()))
+    cams = clip.T_world_cam[0, :, :3, 3]
+    ax.plot(cams[:, 0], cams[:, 2], -cams[:, 1], "k.-", lw=1.5, ms=3, label="camera path")
+    ax.set_title("¹X¹_t: anchor pixels over time, world frame", fontsize=10)
+    ax.set_xlabel("x")
+    ax.set_ylabel("z")
+    ax.set_zlabel("-y")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+    return out
+
+
+if __name__ == "__main__":  # python -m st4r_lite.slides overview docs/overview.png
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "overview":
+        print(f"wrote {overview_png(sys.argv[2])}")
+    else:
+        print("usage: python -m st4r_lite.slides overview OUT.png   (the deck itself: st4r-lite slides)")
+        sys.exit(2)

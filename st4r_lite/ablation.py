@@ -138,7 +138,11 @@ def _load_model(cfg: AblationConfig):
 
     path = Path(cfg.checkpoint) if cfg.checkpoint else repo_data_dir() / "tiny.pt"
     if path.is_file():
-        return load_model(path).float().eval(), str(path)
+        import hashlib
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        name = "data/tiny.pt" if not cfg.checkpoint else str(path)
+        return load_model(path).float().eval(), f"{name} (sha256 {digest})"
     if cfg.checkpoint:
         raise FileNotFoundError(f"--checkpoint {cfg.checkpoint!r} does not exist")
     cfg.notes.append(f"{path} not found: used a freshly initialised (untrained) tiny model, seed 0")
@@ -441,7 +445,10 @@ def check_against_reference(results, reference, atol_percent: float = 1.0, atol_
             notes.append(f"config differs: adaptation setting {k} = {na.get(k)!r} here, {ra.get(k)!r} in the "
                          "reference (adapt.AdaptConfig defaults changed?)")
     if new.get("model") != ref.get("model"):
-        notes.append(f"model differs: {new.get('model')!r} vs {ref.get('model')!r}")
+        same_file = "sha256" in str(new.get("model")) and str(new.get("model")).split("sha256")[-1] == str(
+            ref.get("model")).split("sha256")[-1]
+        prefix = "" if same_file else "config differs: "
+        notes.append(f"{prefix}model differs: {new.get('model')!r} here, {ref.get('model')!r} in the reference")
     for row in ref["rows"]:
         if row not in new["summary"]:
             mism.append(f"row {row!r} is missing")

@@ -4,7 +4,7 @@ PIP = $(PYTHON) -m pip
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.py))
 OUT ?= out
 
-.PHONY: help install install-dev demo test test-fast notebooks check-notebooks lint slides clean
+.PHONY: help install install-dev demo test test-fast notebooks check-notebooks lint slides tiny-checkpoint clean
 
 help:
 	@echo "make demo   - install what is needed, then run the main job on the embedded synthetic world"
@@ -39,6 +39,12 @@ lint:
 
 slides: install
 	$(PYTHON) -m st4r_lite.cli slides --out slides/build
+
+# The shipped data/tiny.pt and data/tiny_eval.json (about 30 minutes on a 2-core CPU; see data/tiny_eval.json).
+tiny-checkpoint: install
+	$(PYTHON) -m st4r_lite.cli pretrain --preset tiny --steps 1000 --batch 4 --frames 4 --lr 5e-4 --warmup 50 \
+		--eval-every 250 --save-every 100 --out runs/tiny_train2.pt
+	$(PYTHON) -m st4r_lite.cli export runs/tiny_train2.pt data/tiny.pt --eval data/tiny_eval.json
 
 clean:
 	rm -rf $(OUT) .pytest_cache build dist *.egg-info

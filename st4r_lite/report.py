@@ -174,8 +174,12 @@ def _half_K(K: np.ndarray) -> np.ndarray:
     return Kh
 
 
-def view_figures(v: dict, after: str | None = None) -> list[tuple[str, list[go.Figure]]]:
-    """Sections of 3D / 2D views from a views.npz dict: [(title, [figures side by side]), ...]."""
+def view_figures(v: dict, after: str | None = None, max_trails: int = 80,
+                 max_points_per_frame: int = 800) -> list[tuple[str, list[go.Figure]]]:
+    """Sections of 3D / 2D views from a views.npz dict: [(title, [figures side by side]), ...].
+
+    ``max_trails`` tracks (every k-th of the stored ones) and ``max_points_per_frame`` recon points per frame
+    keep the HTML small (each figure stores every frame of its time slider)."""
     rows = sorted({k.split("/")[0] for k in v if "/" in k})
     before = "none" if "none" in rows else (rows[0] if rows else None)
     if after is None:
@@ -186,6 +190,7 @@ def view_figures(v: dict, after: str | None = None) -> list[tuple[str, list[go.F
     H, W = (int(x) for x in v["image_size"])
     sections = []
     trails = [views.sequence_figure(tracks=v["gt_tracks"].astype(np.float64), track_visible=v["gt_visible"],
+                                    max_tracks=max_trails,
                                     T_world_cam=v["gt_T_world_cam"], K=K, image_size=(H, W),
                                     title="ground truth: tracks + cameras")]
     for name in dict.fromkeys([before, after]):
@@ -193,6 +198,7 @@ def view_figures(v: dict, after: str | None = None) -> list[tuple[str, list[go.F
             continue
         p = _scaled(v, name)
         trails.append(views.sequence_figure(tracks=p["tracks"], T_world_cam=p.get("T_world_cam"), K=p.get("K"),
+                                            max_tracks=max_trails,
                                             image_size=(H, W), track_visible=p.get("visible"),
                                             title=f"{name}: tracks + recovered cameras (×{p['scale']:.2f})"))
     sections.append(("World-frame track trails over time (ground truth | before | after adaptation)", trails))
@@ -200,7 +206,7 @@ def view_figures(v: dict, after: str | None = None) -> list[tuple[str, list[go.F
     if "gt_points" in v:
         recon_figs.append(views.sequence_figure(v["gt_points"].astype(np.float64), images, v["gt_T_world_cam"],
                                                 _half_K(K), title="ground-truth points per frame",
-                                                max_points_per_frame=3000))
+                                                max_points_per_frame=max_points_per_frame))
     for name in dict.fromkeys([before, after]):
         if name is None:
             continue
@@ -209,7 +215,7 @@ def view_figures(v: dict, after: str | None = None) -> list[tuple[str, list[go.F
             recon_figs.append(views.sequence_figure(p["recon"], images, p.get("T_world_cam"),
                                                     None if p.get("K") is None else _half_K(p["K"]),
                                                     title=f"{name}: reconstruction + cameras",
-                                                    max_points_per_frame=3000))
+                                                    max_points_per_frame=max_points_per_frame))
     if recon_figs:
         sections.append(("Reconstructions with a time slider and camera frustums", recon_figs))
     masks = [(n, v[f"{n}/visible"]) for n in dict.fromkeys([before, after]) if n and f"{n}/visible" in v]

@@ -363,3 +363,28 @@ else:
 #   `C = 1 + exp(c)`, plus our zero-initialised log σ² heads.
 # - Same network as DUSt3R/MonST3R; St4RTrack changes the *meaning* of head 1 (track ¹X¹_j, moving with time j)
 #   and keeps head 2 as reconstruction (¹Xʲ_j). Notebook 04 trains `tiny` to do exactly that.
+
+# %% [markdown]
+# ## Exercise
+# 1. Where do the `tiny` preset's parameters live? Count them for the encoder (`patch_embed`, `enc_blocks`,
+#    `enc_norm`), decoder 1 (`dec_blocks`), decoder 2 (`dec_blocks2`) and the two heads. Which part does test-time
+#    adaptation change by default (notebook 06), and what fraction of the network is that?
+# 2. Feed the same image as anchor and as frame j. Which physical statement says ¹X¹_0 and ¹X⁰_0 should then
+#    agree, and do they for an untrained network? Why not?
+#
+# <details><summary>Solution (for the teacher to reveal)</summary>
+#
+# ```python
+# from st4r_lite.model import build_model
+# m = build_model("tiny")
+# groups = {"encoder": ("patch_embed", "enc_blocks", "enc_norm"), "decoder 1": ("dec_blocks.",),
+#           "decoder 2": ("dec_blocks2.",), "heads": ("downstream_head", "sigma_head")}
+# total = sum(p.numel() for p in m.parameters())
+# for name, prefixes in groups.items():
+#     n = sum(p.numel() for k, p in m.named_parameters() if k.startswith(prefixes))
+#     print(f"{name:>10}: {n / 1e6:.2f} M ({n / total:.0%})")
+# ```
+# Adaptation changes decoder 1 + head 1 + σ-head 1 (`model.branch_parameters("track")`), roughly a third of
+# `tiny`. For (I, I) both pointmaps describe the anchor frame at time 0, so they must agree; an untrained network
+# has no reason to produce the same output from its two different decoders and heads.
+# </details>

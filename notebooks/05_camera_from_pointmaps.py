@@ -237,3 +237,18 @@ assert abs(float(analytic) - float(fd)) < 1e-4 * max(1.0, abs(float(fd)))
 #    with the probability (1 − 0.4³)^M that none of M three-point sets is outlier-free.
 # 3. Make a planar scene (all points on z = 3 in frame 0): what does `sol.status` say, and why can the
 #    12-unknown DLT refit not work there?
+
+# %% [markdown]
+# <details><summary>Solution (for the teacher to reveal)</summary>
+#
+# 1. Both errors grow roughly in proportion to the noise (the oracle sets the floor: no solver beats least
+#    squares on the true inliers). With 2 px noise many true inliers have residuals above 3 px, so RANSAC
+#    scores good hypotheses badly and the refit drops real points; the inlier threshold must be a few times the
+#    noise (`inlier_px=6`).
+# 2. With 60 % outliers a 3-point set is clean with probability 0.4³ = 0.064, so M = 2 sets all fail with
+#    probability (1 − 0.064)² ≈ 0.88: most frames come back "degenerate" and fall back to the previous pose.
+#    M = 64 brings that down to (0.936)⁶⁴ ≈ 0.015.
+# 3. The status names the frame as planar: with all points on one plane the 3×4 projective fit (12 unknowns) has
+#    a family of solutions (the plane's points cannot fix the depth direction of P), so the solver uses the
+#    P3P / planar path instead and says so.
+# </details>

@@ -324,3 +324,27 @@ if sens.is_file():
 # To see the proposal matter, the pointmaps must resolve occlusions: a larger model (the `small` preset on a
 # GPU) or released weights (`st4r_lite.pretrained`). The code path is the same; rerun the two commands in the
 # JSON files with `--checkpoint` pointing at it.
+
+# %% [markdown]
+# ## Exercise
+# 1. Sweep τ ∈ {0.02, 0.1, 0.3, 1.0} for the mask computed from the **network's** pointmaps and from **exact**
+#    geometry. Which of precision / recall moves with τ, and why does the network's precision stay near the share
+#    of visible entries?
+# 2. The σ² loss is ρ(r)/σ² + log σ². Minimise it over σ² by hand for a fixed residual r (Laplace ρ(r) = r).
+#    What does the optimum say about what the σ² head learns, and why can a point not "cheat" with σ² → ∞?
+#
+# <details><summary>Solution (for the teacher to reveal)</summary>
+#
+# ```python
+# for tau in (0.02, 0.1, 0.3, 1.0):
+#     qp = occlusion.mask_quality(occlusion.occlusion_mask(cam[..., 2], x_hat, depth_recon, tau=tau), gt_vis)
+#     qe = occlusion.mask_quality(occlusion.occlusion_mask(gt_cam[..., 2], project(gt_cam, vid.gt.K),
+#                                                          vid.gt.depth, tau=tau), gt_vis)
+#     print(f"tau {tau}: network P {qp['precision']:.2f} R {qp['recall']:.2f} | exact P {qe['precision']:.2f} "
+#           f"R {qe['recall']:.2f}")
+# ```
+# A larger τ accepts more points, so recall rises; precision only improves if the depths can tell "behind a
+# surface" from "wrong depth". The tiny network's depths are off by about as much as objects are thick, so its
+# mask is close to a coin flip weighted by the visible share. 2: d/dσ² (r/σ² + log σ²) = −r/σ⁴ + 1/σ² = 0 gives
+# σ² = r: the head learns to predict its own error. σ² → ∞ is punished by the log σ² term.
+# </details>

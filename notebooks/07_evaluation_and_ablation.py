@@ -241,3 +241,30 @@ assert views.MAX_POINTS_PER_FRAME >= 3000
 #   chose; conclusions transfer to real video only as hypotheses to test (notebook 08).
 # - **Reproduce before you compare:** `st4r-lite ablation --check data/ablation_quick/results.json` re-runs the
 #   reference configuration and says whether your numbers match within tolerance.
+
+# %% [markdown]
+# ## Exercise
+# 1. Take a ground-truth track set, scale it by 2 and rotate it by 30° about the vertical axis. What are its APD
+#    and EPE under "median" and under "sim3" alignment? Explain each number.
+# 2. In the committed ablation, `robust − baseline` has a 95 % interval above zero while `mask − baseline` does
+#    not. Over how many (sequence, seed) pairs is that interval computed, and why are the pairs not independent?
+#    What would you run to make the claim stronger?
+#
+# <details><summary>Solution (for the teacher to reveal)</summary>
+#
+# ```python
+# import math
+# from st4r_lite import geometry, metrics
+# gt = torch.randn(8, 50, 3)
+# R = torch.tensor([[math.cos(0.52), 0, math.sin(0.52)], [0, 1, 0], [-math.sin(0.52), 0, math.cos(0.52)]])
+# pred = 2 * gt @ R.T
+# for a in ("median", "sim3"):
+#     m = metrics.tracking_metrics(pred, gt, alignment=a)
+#     print(a, m.apd, m.epe)
+# ```
+# Median alignment removes only the scale, so the rotation stays and the score is poor; Sim(3) removes scale,
+# rotation and translation, so it scores perfectly (APD 100 %, EPE ≈ 0). 2: 3 sequences × 3 seeds = 9 pairs;
+# the seeds share the same videos and the same starting checkpoint, so the pairs of one sequence are correlated
+# and the interval is optimistic. More sequences (the whole wild benchmark, or `worldtrack-128`), more seeds,
+# and a stronger starting model (a GPU run) would make the claim stronger.
+# </details>

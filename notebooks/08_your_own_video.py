@@ -207,3 +207,22 @@ if mem.is_file():
     print("slope:", doc["slope_mb_per_frame"], "MB per frame |", doc["command"])
 else:
     print("no measurement shipped yet; run the command above")
+
+# %% [markdown]
+# ## Exercise
+# 1. Film 5–10 s with your phone: once turning on the spot, once walking sideways past a moving person. Run both
+#    with `--stride 2`. In which video are the recovered cameras more trustworthy, and why (think of parallax)?
+# 2. Rotate a landscape video to portrait and run it again. Check with `FrameTransform` that the intrinsics map
+#    back to the original frames: project a 3D point with K_net and with K_orig and compare the pixels.
+#
+# <details><summary>Solution (for the teacher to reveal)</summary>
+#
+# 1. Walking sideways gives parallax: points at different depths move differently, which is what the pose
+#    solver (PnP on the reconstruction) and the depth need. Turning on the spot has almost no parallax, so depth
+#    (and with it the translation) is poorly determined; the moving person also breaks the static-scene
+#    assumption behind the cameras, so confidence-weighting and the RANSAC inlier test matter there.
+# 2. A pixel (u, v) of the network frame corresponds to ((u + 0.5 + x0) / s − 0.5, (v + 0.5 + y0) / s − 0.5) in
+#    the original frame (uniform scale s, crop offsets x0, y0 in scaled pixels: `FrameTransform.pixels_to_original`),
+#    so f_orig = f_net / s and the principal point moves the same way: the projections agree to a fraction of a
+#    pixel.
+# </details>

@@ -4,7 +4,7 @@ PIP = $(PYTHON) -m pip
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.py))
 OUT ?= out
 
-.PHONY: help install install-dev demo test test-fast notebooks check-notebooks lint slides tiny-checkpoint clean
+.PHONY: help install install-dev demo test test-fast notebooks check-notebooks lint slides tiny-checkpoint notebook-timings clean
 
 help:
 	@echo "make demo   - install what is needed, then run the main job on the embedded synthetic world"
@@ -30,6 +30,10 @@ test-fast: install-dev
 
 notebooks:
 	$(PYTHON) -m st4r_lite.notebook_sync write $(NOTEBOOKS)
+
+# Run every notebook under nbval and record per-notebook time and outcome (quick mode unless ST4R_QUICK=0 and no CI).
+notebook-timings: install-dev
+	$(PYTHON) -m st4r_lite.notebook_sync timings --out notebooks/TIMINGS.md $(NOTEBOOKS)
 
 check-notebooks:
 	$(PYTHON) -m st4r_lite.notebook_sync check $(NOTEBOOKS)

@@ -61,11 +61,59 @@ def check(sources: list[Path]) -> list[str]:
     return problems
 
 
+def record_timings(notebooks: list[Path], out: Path) -> str:
+    """Run the notebooks under nbval (in this environment, quick or full mode as set by ``ST4R_QUICK``/``CI``)
+    and write a Markdown record (command, machine, mode, per-notebook time and outcome) to ``out``."""
+    import os
+    import platform
+    import subprocess
+    import tempfile
+    import time
+    import xml.etree.ElementTree as ET
+
+    import torch
+
+    from st4r_lite.runtime import atomic_write, quick_mode
+
+    rows = []
+    for nb in notebooks:
+        with tempfile.TemporaryDirectory() as tmp:
+            xml = Path(tmp) / "junit.xml"
+            cmd = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env", "-p",
+                   "no:cacheprovider", f"--junitxml={xml}", str(nb)]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            cells = ET.parse(xml).getroot().iter("testcase") if xml.exists() else []
+            cells = list(cells)
+            failed = sum(1 for c in cells if c.find("failure") is not None or c.find("error") is not None)
+        outcome = "passed" if proc.returncode == 0 else f"FAILED ({failed} cell(s))"
+        rows.append(f"| {nb.name} | {len(cells)} | {sum(float(c.get('time', 0)) for c in cells):.1f} | "
+                    f"{wall:.1f} | {outcome} |")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    text = "\n".join([
+        "# Notebook timings (nbval)", "",
+        f"- command: `python -m st4r_lite.notebook_sync timings --out {out} {' '.join(str(n) for n in notebooks)}`",
+        f"- mode: {'quick (ST4R_QUICK=1 or CI set)' if quick_mode() else 'full'}",
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, GPU: {gpu}, torch {torch.__version__}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+        "| notebook | cells | cell time (s) | wall time incl. kernel start (s) | outcome |", "|---|---|---|---|---|",
+        *rows, ""])
+    with atomic_write(out, "wb") as f:
+        f.write(text.encode("utf-8"))
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["write", "check"])
+    parser.add_argument("action", choices=["write", "check", "timings"])
     parser.add_argument("sources", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("notebooks/TIMINGS.md"), help="(timings) where to write")
     args = parser.parse_args(argv)
+    if args.action == "timings":
+        print(record_timings([twin_of(s) if s.suffix == ".py" else s for s in args.sources], args.out))
+        return 0
     for source in args.sources:
         if source.suffix != ".py" or not source.exists():
             parser.error(f"{source} is not an existing jupytext .py source")

@@ -37,8 +37,8 @@ PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
 # Where each result comes from, and the command that (re)makes it.
 SOURCES: dict[str, tuple[str, str]] = {
     "tiny_eval": ("tiny_eval.json", "python -m st4r_lite.heldout data/tiny.pt --json data/tiny_eval.json"),
-    "ablation_table": ("ablation_quick/results.md", "st4r-lite ablation --out data/ablation_quick"),
-    "ablation_plot": ("ablation_quick", "st4r-lite ablation --out data/ablation_quick"),
+    "ablation_table": ("ablation_quick/results.md", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
+    "ablation_plot": ("ablation_quick", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
     "world_stats": ("world_stats.json", "python -m st4r_lite.worldtrack stats --out data/world_stats.json"),
 }
 

@@ -87,8 +87,19 @@ def _tiny_eval(data_dir: Path) -> str | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    table = data.get("table_markdown") if isinstance(data, dict) else None
-    return table if isinstance(table, str) else json_table(data.get("metrics", data))
+    head = data.get("headline", {}).get("median") if isinstance(data, dict) else None
+    if not head:
+        return json_table(data.get("metrics", data))
+    rows = ["| median alignment | tiny checkpoint | static baseline |", "|---|---|---|",
+            f"| tracking APD, all (%) | {_fmt(head['apd'])} | {_fmt(head['static_apd'])} |",
+            f"| tracking APD, dynamic (%) | {_fmt(head['apd_dyn'])} | {_fmt(head['static_apd_dyn'])} |",
+            f"| tracking EPE (m) | {_fmt(head['epe'])} | – |",
+            f"| reconstruction APD (%) | {_fmt(head['recon_apd'])} | – |"]
+    bar = data.get("quality_bar")
+    if isinstance(bar, dict):
+        rows.append(f"\nBar (dynamic APD ≥ static + 10): **{'met' if bar.get('met') else 'not met'}** "
+                    f"(gap {bar.get('gap_points')} points)")
+    return "\n".join(rows)
 
 
 def _ablation_table(data_dir: Path) -> str | None:

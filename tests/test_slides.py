@@ -64,3 +64,11 @@ def test_cli_slides(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "deck" / "st4r_lite.en.html").is_file()
     assert "not produced yet" in capsys.readouterr().out
     assert cli.main(["slides", "--out", str(tmp_path / "d2"), "--sources", str(tmp_path / "none")]) == 2
+
+
+def test_tiny_eval_headline_table_states_the_bar(tmp_path):
+    head = {"apd": 17.9, "apd_dyn": 20.77, "static_apd": 18.5, "static_apd_dyn": 20.04, "epe": 1.77, "recon_apd": 20.2}
+    (tmp_path / "tiny_eval.json").write_text(json.dumps({"headline": {"median": head},
+                                                         "quality_bar": {"met": False, "gap_points": 0.73}}))
+    table = slides._tiny_eval(tmp_path)
+    assert "20.77" in table and "20.04" in table and "not met" in table and "0.73" in table

@@ -33,6 +33,7 @@ HELDOUT_SEED = 900_000
 HELDOUT_CLIPS = 4
 HELDOUT_FRAMES = 8
 REPORT_CLIPS = 16  # the shipped evaluation (data/tiny_eval.json) uses more clips than the in-training check
+QUALITY_MARGIN = 10.0  # the project's bar: dynamic tracking APD ≥ static baseline + 10 points (median alignment)
 
 
 def heldout_clips(config, num_clips: int = HELDOUT_CLIPS, frames: int = HELDOUT_FRAMES,
@@ -122,13 +123,28 @@ def headline(result: dict, alignment: str = "median") -> dict:
     return out
 
 
+def quality_bar(head: dict, margin: float = QUALITY_MARGIN) -> dict:
+    """The project's pretraining bar from a :func:`headline` (median alignment): is dynamic tracking APD at
+    least ``margin`` points above the static baseline's? Returns {"required", "apd_dyn", "static_apd_dyn",
+    "gap_points", "met", "ceiling"}; "ceiling" says where the analysis of how high any model can get lives.
+
+    >>> quality_bar({"apd_dyn": 31.0, "static_apd_dyn": 20.0})["met"]
+    True
+    """
+    gap = head["apd_dyn"] - head["static_apd_dyn"]
+    return {"required": f"tracking APD on dynamic points >= static baseline + {margin:g} points (median alignment)",
+            "apd_dyn": head["apd_dyn"], "static_apd_dyn": head["static_apd_dyn"], "gap_points": round(gap, 2),
+            "met": bool(gap >= margin),
+            "ceiling": "how far any model can beat static here: python -m st4r_lite.ceiling (data/quality_ceiling.json)"}
+
+
 def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS, frames: int = HELDOUT_FRAMES,
                         seed: int = HELDOUT_SEED, device: str = "cpu") -> dict:
     """Held-out report of a model file (``checkpoint.load_model``), evaluated in float32 on ``num_clips``
     pretrain-domain clips of ``frames`` frames (seeds ``seed``…, never used in training).
 
-    Returns {"checkpoint", "heldout": settings, "headline": {median, sim3}, "result": evaluate_clips(...),
-    "training": steps / wall time / pairs per second / command / hardware (from ``train_ckpt`` if given)}.
+    Returns {"checkpoint", "heldout": settings, "headline": {median, sim3}, "quality_bar": quality_bar(...),
+    "result": evaluate_clips(...), "training": steps / wall time / pairs per second / command / hardware (from ``train_ckpt`` if given)}.
     """
     from st4r_lite.checkpoint import load_model
 
@@ -137,13 +153,14 @@ def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS,
     clips = heldout_clips(model.config, num_clips=num_clips, frames=frames, seed=seed, device=device)
     t0 = time.perf_counter()
     result = evaluate_clips(model, clips)
+    heads = {al: headline(result, al) for al in result["track"]}
     report = {
         "checkpoint": str(path), "size_mib": round(path.stat().st_size / 2**20, 2),
         "heldout": {"domain": "pretrain", "num_clips": num_clips, "frames": frames, "seed": seed,
                     "frame_gap": 1.0, "image_hw": list(model.config.img_size), "queries": "every anchor pixel",
                     "dynamic": "max_t |gt_t - gt_0| > 0.05 m",
                     "static_baseline": "track := the model's anchor reconstruction (pair (0,0)) for every frame"},
-        "headline": {al: headline(result, al) for al in result["track"]},
+        "headline": heads, "quality_bar": quality_bar(heads["median"]),
         "result": result, "eval_wall_s": round(time.perf_counter() - t0, 2),
     }
     if train_ckpt is not None:

@@ -8,6 +8,7 @@ the recorded result files (default: the repository's ``data/`` folder, see :func
     {{ablation_table}}   the ablation table (data/ablation_quick/results.md)
     {{ablation_plot}}    the ablation plot, embedded as an image (data/ablation_quick/*.png)
     {{world_stats}}      speed and occlusion statistics of the synthetic world (data/world_stats.json)
+    {{quality_ceiling}}  how far any model can beat the static baseline (data/quality_ceiling.json)
     {{provenance}}       which files the numbers came from, with the command that made each
     ::view3d::           (alone on a line) makes the slide an interactive Plotly 3D view of a synthetic scene
 
@@ -40,6 +41,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "ablation_table": ("ablation_quick/results.md", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
     "ablation_plot": ("ablation_quick", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
     "world_stats": ("world_stats.json", "python -m st4r_lite.worldtrack stats --out data/world_stats.json"),
+    "quality_ceiling": ("quality_ceiling.json",
+                        "python -m st4r_lite.ceiling --model data/tiny.pt --json data/quality_ceiling.json"),
 }
 
 NOT_YET = {"en": "not produced yet: run", "vi": "chưa có kết quả: chạy"}
@@ -121,8 +124,32 @@ def _world_stats(data_dir: Path) -> str | None:
     return json_table(json.loads(path.read_text())) if path.is_file() else None
 
 
+def _quality_ceiling(data_dir: Path) -> str | None:
+    path = data_dir / SOURCES["quality_ceiling"][0]
+    if not path.is_file():
+        return None
+    by_frames = json.loads(path.read_text()).get("by_frames", {})
+    if not by_frames:
+        return "_(no numbers in this file)_"
+    frames = list(by_frames)
+    head = "| ± log f (per moving object) | " + " | ".join(f"ideal / static, {T} frames" for T in frames) + " |"
+    rows = [head, "|---" * (len(frames) + 1) + "|"]
+    for i, r in enumerate(by_frames[frames[0]]["table"]):
+        cells = []
+        for T in frames:
+            row = by_frames[T]["table"][i]
+            cells.append(f"{_fmt(row['ideal_apd_dyn'])} / {_fmt(row['static_apd_dyn'])} (gap {_fmt(row['gap'])})")
+        rows.append(f"| {r['log_ambiguity']:.1f} | " + " | ".join(cells) + " |")
+    models = [(T, e["model"]) for T, e in by_frames.items() if "model" in e]
+    if models:
+        cells = [f"{_fmt(m['apd_dyn'])} / {_fmt(m['static_apd_dyn'])} (gap {_fmt(m['gap'])})" for _, m in models]
+        err = models[0][1]["median_abs_log_depth_error"]
+        rows.append(f"| model (median abs log err {_fmt(err)} ≈ ± {_fmt(2 * err)}) | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 PANELS = {"tiny_eval": _tiny_eval, "ablation_table": _ablation_table, "ablation_plot": _ablation_plot,
-          "world_stats": _world_stats}
+          "world_stats": _world_stats, "quality_ceiling": _quality_ceiling}
 
 
 def _provenance(data_dir: Path) -> str:

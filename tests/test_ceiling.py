@@ -84,3 +84,11 @@ def test_doctests_pass():
 
     result = doctest.testmod(ceiling, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_quality_bar_is_computed_not_written_by_hand():
+    from st4r_lite.heldout import quality_bar
+
+    assert quality_bar({"apd_dyn": 29.9, "static_apd_dyn": 20.0})["met"] is False
+    bar = quality_bar({"apd_dyn": 30.0, "static_apd_dyn": 20.0})
+    assert bar["met"] is True and bar["gap_points"] == 10.0

@@ -254,6 +254,10 @@ def test_export_roundtrip(tmp_path):
         h = report["headline"][al]
         assert {"apd", "apd_dyn", "static_apd", "static_apd_dyn", "epe", "recon_apd"} <= set(h)
         assert h["apd"] == report["result"]["track"][al]["apd"]
+    bar = report["quality_bar"]
+    assert bar["gap_points"] == round(report["headline"]["median"]["apd_dyn"]
+                                      - report["headline"]["median"]["static_apd_dyn"], 2)
+    assert bar["met"] == (bar["gap_points"] >= heldout.QUALITY_MARGIN)
 
 
 def test_shipped_tiny_checkpoint_runs():

@@ -32,7 +32,7 @@ __all__ = ["ablation_plots_png", "summary_figure", "paired_figure", "loss_figure
 
 
 def _key_metrics():
-    from st4r_lite.ablation import KEY_METRICS
+    from st4r_lite.ablation_stats import KEY_METRICS
 
     return KEY_METRICS
 
@@ -236,7 +236,7 @@ def view_figures(v: dict, after: str | None = None, max_trails: int = 80,
 # ----------------------------------------------------------------------------------------------- HTML
 def table_html(doc: dict) -> str:
     """The summary and paired tables as HTML (same numbers as results.md)."""
-    from st4r_lite.ablation import _fmt
+    from st4r_lite.ablation_stats import _fmt
 
     km = _key_metrics()
     head = "".join(f"<th>{html.escape(lab)}{f' ({u})' if u else ''}</th>" for _, lab, u, _ in km)
@@ -277,7 +277,7 @@ def build_report(ablation_dir, out=None) -> Path:
     """Write the self-contained report of an ablation folder; returns the HTML path (default DIR/report.html)."""
     from plotly.offline import get_plotlyjs
 
-    from st4r_lite.ablation import load_results
+    from st4r_lite.ablation_stats import load_results
 
     folder = Path(ablation_dir)
     doc = load_results(folder)

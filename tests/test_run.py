@@ -152,7 +152,10 @@ def test_implausible_focal_falls_back_with_a_note():
 
 
 def test_measure_long_video_reports_memory(tmp_path):
-    doc = run.measure_long_video((3,), height=48, width=64, out=tmp_path / "mem.json", log=lambda s: None)
+    from st4r_lite import video_memory
+
+    assert run.measure_long_video is video_memory.measure_long_video   # the old import path still works
+    doc = video_memory.measure_long_video((3,), height=48, width=64, out=tmp_path / "mem.json", log=lambda s: None)
     assert json.loads((tmp_path / "mem.json").read_text()) == doc
     row = doc["rows"][0]
     assert row["frames"] == 3 and row["ru_maxrss_mb"] >= row["rss_before_run_mb"] > 10

@@ -162,6 +162,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log", default=None, help="metrics log (JSON lines); default: --out with .jsonl")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     p.add_argument("--seed", type=_nonneg_int, default=None, help="training seed (clips, init)")
+    p.add_argument("--dynamic-factor", type=float, default=None,
+                   help="dynamic reweighting of the tracking loss (default 5, the released code's; 0 = off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_pretrain)
 

@@ -77,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     track_weight: float = 1.0
     recon_weight: float = 1.0
+    dynamic_factor: float = 5.0  # moving pixels' C := factor · max C(static) (released code); 0 switches it off
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "frames"):
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be ≥ 0, got {self.warmup}")
+        if self.dynamic_factor < 0:
+            raise ValueError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -278,7 +281,8 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
     if env.enabled:
         runner = nn.parallel.DistributedDataParallel(
             runner, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    loss_fn = PretrainLoss(track_weight=cfg.track_weight, recon_weight=cfg.recon_weight)
+    loss_fn = PretrainLoss(track_weight=cfg.track_weight, recon_weight=cfg.recon_weight,
+                           dynamic_factor=cfg.dynamic_factor or None)
     params = [p for p in model.parameters() if p.requires_grad]
     use_amp = env.device.type == "cuda"
     n_eval = heldout.HELDOUT_CLIPS if eval_clips is None else int(eval_clips)
@@ -361,7 +365,8 @@ def _nanmean(values: list[float]) -> float:
 def run_pretrain_cli(args) -> str:
     """``st4r-lite pretrain``: build the TrainConfig from the arguments (unset ones keep their defaults)."""
     overrides = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "frames": args.frames,
-                 "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed}
+                 "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed,
+                 "dynamic_factor": getattr(args, "dynamic_factor", None)}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
     res = pretrain(cfg, args.out, resume=args.resume, device=args.device, log_path=log,

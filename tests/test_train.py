@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,16 @@ def test_resume_is_bit_exact(tmp_path):
     assert init != full["weights_digest"]
 
 
+def test_dynamic_factor_is_a_setting_and_old_configs_keep_the_default(tmp_path):
+    saved = {k: v for k, v in asdict(TrainConfig(steps=1, **SMALL)).items() if k != "dynamic_factor"}
+    assert TrainConfig.from_dict(saved).dynamic_factor == 5.0  # checkpoints written before the setting existed
+    runs = {}
+    for factor in (5.0, 0.0):
+        cfg = TrainConfig(steps=1, dynamic_factor=factor, **SMALL)
+        runs[factor] = pretrain(cfg, tmp_path / f"f{factor}.pt", progress=False, final_eval=False)
+    assert runs[5.0]["weights_digest"] != runs[0.0]["weights_digest"]  # the reweighting changes the update
+
+
 def test_resume_errors(tmp_path):
     cfg = TrainConfig(steps=2, **SMALL)
     with pytest.raises(FileNotFoundError, match="drop --resume"):
@@ -103,7 +114,7 @@ def test_resume_errors(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(frames=1), dict(steps=0), dict(batch=0), dict(lr=0.0), dict(lr=-1e-3),
-                                 dict(warmup=-1), dict(grad_clip=0.0)])
+                                 dict(warmup=-1), dict(grad_clip=0.0), dict(dynamic_factor=-1.0)])
 def test_bad_config_raises(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)

@@ -138,13 +138,13 @@ def _quality_ceiling(data_dir: Path) -> str | None:
         cells = []
         for T in frames:
             row = by_frames[T]["table"][i]
-            cells.append(f"{_fmt(row['ideal_apd_dyn'])} / {_fmt(row['static_apd_dyn'])} (gap {_fmt(row['gap'])})")
+            cells.append(f"{row['ideal_apd_dyn']:.1f} / {row['static_apd_dyn']:.1f} (gap {row['gap']:+.1f})")
         rows.append(f"| {r['log_ambiguity']:.1f} | " + " | ".join(cells) + " |")
     models = [(T, e["model"]) for T, e in by_frames.items() if "model" in e]
     if models:
-        cells = [f"{_fmt(m['apd_dyn'])} / {_fmt(m['static_apd_dyn'])} (gap {_fmt(m['gap'])})" for _, m in models]
+        cells = [f"{m['apd_dyn']:.1f} / {m['static_apd_dyn']:.1f} (gap {m['gap']:+.1f})" for _, m in models]
         err = models[0][1]["median_abs_log_depth_error"]
-        rows.append(f"| model (median abs log err {_fmt(err)} ≈ ± {_fmt(2 * err)}) | " + " | ".join(cells) + " |")
+        rows.append(f"| model (median abs log err {err:.2f} ≈ ± {2 * err:.2f}) | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

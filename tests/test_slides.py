@@ -72,3 +72,16 @@ def test_tiny_eval_headline_table_states_the_bar(tmp_path):
                                                          "quality_bar": {"met": False, "gap_points": 0.73}}))
     table = slides._tiny_eval(tmp_path)
     assert "20.77" in table and "20.04" in table and "not met" in table and "0.73" in table
+
+
+def test_quality_ceiling_panel_shows_every_row_and_the_model(tmp_path):
+    assert slides._quality_ceiling(tmp_path) is None            # missing file: the build says "not produced yet"
+    rows = [{"log_ambiguity": a, "ideal_apd_dyn": 100 - 100 * a, "static_apd_dyn": 70 - 80 * a,
+             "gap": 30 - 20 * a} for a in (0.0, 0.4)]
+    model = {"apd_dyn": 20.8, "static_apd_dyn": 20.0, "gap": 0.8, "median_abs_log_depth_error": 0.38}
+    doc = {"by_frames": {"8": {"table": rows, "model": model}, "16": {"table": rows}}}
+    (tmp_path / "quality_ceiling.json").write_text(json.dumps(doc))
+    table = slides._quality_ceiling(tmp_path)
+    assert "8 frames" in table and "16 frames" in table
+    assert "100.0 / 70.0 (gap +30.0)" in table and "60.0 / 38.0 (gap +22.0)" in table
+    assert "20.8 / 20.0 (gap +0.8)" in table and "0.38" in table

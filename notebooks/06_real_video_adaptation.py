@@ -302,11 +302,12 @@ if sens.is_file():
 # `data/adapt_sensitivity_quick.json`; the checkpoint is named in each file.)
 #
 # - With the tiny CPU checkpoint, 15 adaptation steps move a single clip's APD by several points (up or down),
-#   but the mean over the 4 wild clips by less than half a point, and **all variants land within about half a
-#   point of each other**, the oracle mask included. At this model size the proposal neither helps nor hurts.
+#   but the mean over the 4 wild clips by less than a point (down, with the current checkpoint), and **all
+#   variants land within about half a point of each other**, the oracle mask included. At this model size the
+#   proposal neither helps nor hurts.
 # - **The mask is only as good as the pointmaps.** On exact geometry the test reaches ~0.97 precision and
 #   ~0.99 recall; on the tiny model's pointmaps its precision is ≈ the fraction of visible entries (chance):
-#   its depths are too far off (EPE ≈ 1.7 m in rooms of a few metres) to tell "behind the surface" from
+#   its depths are too far off (EPE ≈ 1.9 m in rooms of a few metres) to tell "behind the surface" from
 #   "wrong depth". τ only trades recall for rejection; it cannot create precision.
 # - **The labels that reach the loss are mostly right already**: the tracker's own validity flag rejects most
 #   occluded points, so ~90 % of the used labels are visible. Even the oracle mask (100 %) changes nothing:

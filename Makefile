@@ -29,17 +29,17 @@ test-fast: install-dev
 	$(PYTHON) -m pytest -q -m "not slow" tests
 
 notebooks:
-	$(PYTHON) -m st4r_lite.notebook_sync write $(NOTEBOOKS)
+	$(PYTHON) -m course.notebook_sync write $(NOTEBOOKS)
 
 # Run every notebook under nbval and record per-notebook time and outcome (quick mode unless ST4R_QUICK=0 and no CI).
 notebook-timings: install-dev
-	$(PYTHON) -m st4r_lite.notebook_sync timings --out notebooks/TIMINGS.md $(NOTEBOOKS)
+	$(PYTHON) -m course.notebook_sync timings --out notebooks/TIMINGS.md $(NOTEBOOKS)
 
 check-notebooks:
-	$(PYTHON) -m st4r_lite.notebook_sync check $(NOTEBOOKS)
+	$(PYTHON) -m course.notebook_sync check $(NOTEBOOKS)
 
 lint:
-	$(PYTHON) -m ruff check st4r_lite tests
+	$(PYTHON) -m ruff check st4r_lite course tools tests
 
 slides: install
 	$(PYTHON) -m st4r_lite.cli slides --out slides/build

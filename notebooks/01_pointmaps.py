@@ -45,7 +45,9 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
 import plotly.io as pio
 import torch
 
-from st4r_lite import geometry, views, world
+from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.app import views
+from st4r_lite.world import render as world
 from st4r_lite.runtime import pick_device, quick_mode
 
 QUICK = quick_mode()

@@ -53,11 +53,14 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import torch
 
-from st4r_lite import geometry, views, world, worldtrack
-from st4r_lite.raycast import intersect_spheres
+from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.app import views
+from st4r_lite.world import render as world
+from st4r_lite.world import worldtrack
+from st4r_lite.world.raycast import intersect_spheres
 from st4r_lite.runtime import quick_mode, repo_data_dir
-from st4r_lite.scene import DOMAIN_CONFIGS, camera_poses, sample_scene
-from st4r_lite.textures import FAMILIES, sample_material, shade_albedo, stack_materials
+from st4r_lite.world.scene import DOMAIN_CONFIGS, camera_poses, sample_scene
+from st4r_lite.world.textures import FAMILIES, sample_material, shade_albedo, stack_materials
 
 QUICK = quick_mode()
 pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
@@ -242,7 +245,7 @@ fig.update_layout(height=220, margin=dict(l=0, r=0, t=30, b=0)).update_xaxes(vis
 #
 # `world.occlusion_statistics` counts, over all anchor tracks: visible in the last frame, hidden behind
 # something while inside the image at some frame, hidden and then visible again, leaving the image, dynamic.
-# The recorded numbers for 16 clips of 16 frames (`python -m st4r_lite.worldtrack stats`) are in
+# The recorded numbers for 16 clips of 16 frames (`python -m st4r_lite.world.worldtrack stats`) are in
 # `data/world_stats.json`, together with the generation speed.
 
 # %%

@@ -48,10 +48,10 @@ import plotly.io as pio
 import torch
 from einops import rearrange
 
-from st4r_lite.blocks import RoPE2D, patch_positions
-from st4r_lite.config import PRESETS
-from st4r_lite.heads import pointmap_activation
-from st4r_lite.model import build_model, count_parameters, predict_video
+from st4r_lite.model.blocks import RoPE2D, patch_positions
+from st4r_lite.model.config import PRESETS
+from st4r_lite.model.heads import pointmap_activation
+from st4r_lite.model.network import build_model, count_parameters, predict_video
 from st4r_lite.runtime import pick_device, quick_mode
 
 QUICK = quick_mode()
@@ -304,9 +304,9 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import st4r_lite  # noqa: E402
-from st4r_lite.checkpoint import load_weights  # noqa: E402
-from st4r_lite.config import ModelConfig  # noqa: E402
-from st4r_lite.model import St4RTrack  # noqa: E402
+from st4r_lite.model.checkpoint import load_weights  # noqa: E402
+from st4r_lite.model.config import ModelConfig  # noqa: E402
+from st4r_lite.model.network import St4RTrack  # noqa: E402
 
 fixture = Path(st4r_lite.__file__).resolve().parents[2] / "shared" / "fixtures" / "dust3r_parity"
 if not fixture.is_dir():
@@ -328,14 +328,14 @@ else:
 # %% [markdown]
 # ## 11. Released weights (optional, online, non-commercial)
 #
-# `st4r_lite.pretrained.load_pretrained(name)` loads `st4rtrack_seq`, `st4rtrack_pair`, `monst3r` or `dust3r`
+# `st4r_lite.model.pretrained.load_pretrained(name)` loads `st4rtrack_seq`, `st4rtrack_pair`, `monst3r` or `dust3r`
 # into the `full` preset (2.3 GB each, from Hugging Face, cached under `$ST4R_CACHE` or `~/.cache/st4r_lite`).
 # **Licence: CC BY-NC-SA 4.0, non-commercial use only** (DUSt3R's licence, inherited by MonST3R and St4RTrack).
 # The released files lack our σ² heads; they start at zero (σ² = 1). In quick mode, on a CPU, or offline,
 # this cell only tells you what it would do; a file you placed in the cache by hand is always used.
 
 # %%
-from st4r_lite import pretrained  # noqa: E402
+from st4r_lite.model import pretrained  # noqa: E402
 
 NAME = "st4rtrack_seq"
 cached = pretrained.find_cached(NAME)
@@ -375,7 +375,7 @@ else:
 # <details><summary>Solution (for the teacher to reveal)</summary>
 #
 # ```python
-# from st4r_lite.model import build_model
+# from st4r_lite.model.network import build_model
 # m = build_model("tiny")
 # groups = {"encoder": ("patch_embed", "enc_blocks", "enc_norm"), "decoder 1": ("dec_blocks.",),
 #           "decoder 2": ("dec_blocks2.",), "heads": ("downstream_head", "sigma_head")}

@@ -29,7 +29,7 @@
 # **Time.** Quick mode (CPU): about a minute (a few dozen training steps). Full mode (GPU): a few minutes
 # (a few hundred steps).
 #
-# The method's reference is DESIGN §4. The code lives in `st4r_lite/losses.py`, `schedule.py`, `train.py`.
+# The method's reference is DESIGN §4. The code lives in `st4r_lite/train/losses.py`, `schedule.py`, `train.py`.
 
 # %%
 # Setup. On Colab this installs st4r_lite from its repository and leaves Colab's own torch alone.
@@ -54,9 +54,14 @@ import torch
 from einops import rearrange
 from plotly.subplots import make_subplots
 
-from st4r_lite import heldout, losses, metrics, schedule, views, world
+from st4r_lite.train import heldout
+from st4r_lite.train import losses
+from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.train import schedule
+from st4r_lite.app import views
+from st4r_lite.world import render as world
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
-from st4r_lite.train import TrainConfig, clip_pairs, pretrain
+from st4r_lite.train.loop import TrainConfig, clip_pairs, pretrain
 
 QUICK = quick_mode()
 device = pick_device()
@@ -205,14 +210,14 @@ fig.show()
 # to the ground truth, both in the world frame after the benchmark's median-scale alignment.
 
 # %%
-from st4r_lite.checkpoint import load_model  # noqa: E402
-from st4r_lite.model import predict_video  # noqa: E402
+from st4r_lite.model.checkpoint import load_model  # noqa: E402
+from st4r_lite.model.network import predict_video  # noqa: E402
 
 ckpt = repo_data_dir() / "tiny.pt"
 if ckpt.is_file():
     model, source = load_model(ckpt, device=device).float().eval(), f"shipped {ckpt.name}"
 else:
-    from st4r_lite.train import export_weights
+    from st4r_lite.train.loop import export_weights
 
     model = load_model(export_weights(workdir / "train.pt", workdir / "tiny.pt"), device=device).float().eval()
     source = "the model trained above (data/tiny.pt not found)"
@@ -286,11 +291,11 @@ assert all(0 <= h[k] <= 100 for k in ("apd", "apd_dyn", "static_apd", "static_ap
 # (f times larger). Only priors tell f apart, and the world draws sizes uniformly (sphere radius 0.25–0.55 m:
 # log f within ±0.39). `ceiling.ceiling_table` builds an **ideal** predictor that knows the room, every shape and
 # every motion exactly and errs only by such an f per object, log f ~ U(−a, a), and scores it and its static
-# twin with the benchmark's metric. `data/quality_ceiling.json` (`python -m st4r_lite.ceiling --model
+# twin with the benchmark's metric. `data/quality_ceiling.json` (`python -m st4r_lite.studies.ceiling --model
 # data/tiny.pt --json data/quality_ceiling.json`) places the shipped model on the same table.
 
 # %%
-from st4r_lite import ceiling
+from st4r_lite.studies import ceiling
 
 ceil_clips = world.generate_clips(2 if QUICK else 16, frames=8, height=64, width=96, domain="pretrain",
                                   seed=heldout.HELDOUT_SEED)

@@ -47,7 +47,11 @@ import plotly.io as pio
 import roma
 import torch
 
-from st4r_lite import camera, geometry, pnp, views, world
+from st4r_lite.geometry import camera
+from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.geometry import pnp
+from st4r_lite.app import views
+from st4r_lite.world import render as world
 from st4r_lite.runtime import quick_mode
 
 QUICK = quick_mode()

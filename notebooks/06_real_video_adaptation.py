@@ -51,12 +51,14 @@ import plotly.io as pio
 import torch
 from plotly.subplots import make_subplots
 
-from st4r_lite import adapt, occlusion, world
-from st4r_lite.checkpoint import load_model
-from st4r_lite.geometry import project, transform_points
-from st4r_lite.model import build_model
-from st4r_lite.online import make_provider
-from st4r_lite.pseudo_labels import pseudo_label_error_stats
+from st4r_lite.adapt import loop as adapt
+from st4r_lite.adapt import occlusion
+from st4r_lite.world import render as world
+from st4r_lite.model.checkpoint import load_model
+from st4r_lite.geometry.pinhole import project, transform_points
+from st4r_lite.model.network import build_model
+from st4r_lite.adapt.online import make_provider
+from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
@@ -276,7 +278,7 @@ fig.show()
 # ## 7. The recorded comparison
 #
 # Every variant, 4 wild clips, simulated and Lucas–Kanade pseudo-labels, from the shipped checkpoint
-# (`python -m st4r_lite.adapt_compare`, about 10 minutes on 2 CPU cores; the exact command is in the file).
+# (`python -m st4r_lite.studies.adapt_compare`, about 10 minutes on 2 CPU cores; the exact command is in the file).
 
 # %%
 recorded = repo_data_dir() / "adapt_variants_quick.json"
@@ -289,7 +291,7 @@ if recorded.is_file():
         print(f"  {label:<24} precision {q['precision']:.2f}  recall {q['recall']:.2f}  "
               f"occluded rejected {q['occluded_rejected']:.2f}  kept {q['kept_fraction']:.2f}")
 else:
-    print("data/adapt_variants_quick.json is not there yet; run python -m st4r_lite.adapt_compare")
+    print("data/adapt_variants_quick.json is not there yet; run python -m st4r_lite.studies.adapt_compare")
 sens = repo_data_dir() / "adapt_sensitivity_quick.json"
 if sens.is_file():
     doc = json.loads(sens.read_text())
@@ -323,7 +325,7 @@ if sens.is_file():
 #   still lowers APD over all points there, and the Gaussian form of σ² is clearly worse than the Laplace one.
 #
 # To see the proposal matter, the pointmaps must resolve occlusions: a larger model (the `small` preset on a
-# GPU) or released weights (`st4r_lite.pretrained`). The code path is the same; rerun the two commands in the
+# GPU) or released weights (`st4r_lite.model.pretrained`). The code path is the same; rerun the two commands in the
 # JSON files with `--checkpoint` pointing at it.
 
 # %% [markdown]

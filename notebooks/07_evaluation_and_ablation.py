@@ -52,9 +52,17 @@ import roma
 import torch
 from IPython.display import Image, Markdown, display
 
-from st4r_lite import ablation, baselines, eval_metrics, evaluate, metrics, report, views, world, worldtrack
-from st4r_lite.checkpoint import load_model
-from st4r_lite.model import build_model
+from st4r_lite.studies import ablation
+from st4r_lite.eval import baselines
+from st4r_lite.eval import benchmark_metrics as eval_metrics
+from st4r_lite.eval import evaluate
+from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.studies import report
+from st4r_lite.app import views
+from st4r_lite.world import render as world
+from st4r_lite.world import worldtrack
+from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model.network import build_model
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
@@ -207,7 +215,7 @@ assert check.ok and set(doc["rows"]) >= {"none", "robust", "static", "combinatio
 # %% [markdown]
 # ## 6. The interactive views and the report
 #
-# `report.view_figures` composes `st4r_lite.views` figures from the ablation's `views.npz`: ground-truth
+# `report.view_figures` composes `st4r_lite.app.views` figures from the ablation's `views.npz`: ground-truth
 # track trails next to the prediction before and after adaptation (drag the slider or press play), the
 # reconstructions with camera frustums, and the occlusion mask next to the truth. `st4r-lite report` writes
 # all of it, with the tables and plots, into ONE html file that opens offline.

@@ -47,8 +47,12 @@ from pathlib import Path
 import plotly.io as pio
 import torch
 
-from st4r_lite import geometry, metrics, run, views, world
-from st4r_lite import video as V
+from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.app import run
+from st4r_lite.app import views
+from st4r_lite.world import render as world
+from st4r_lite.app import video as V
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
@@ -177,7 +181,7 @@ if clip is not None:
 try:
     adapted = run.run_video(vid, model, WORK / "run_adapted", adapt="robust", adapt_steps=3 if QUICK else 30,
                             view=False)
-except ValueError as err:  # st4r_lite.adapt is missing from this installation
+except ValueError as err:  # st4r_lite.adapt.loop is missing from this installation
     adapted = None
     print("adaptation not available:", err)
 if adapted is not None:
@@ -193,7 +197,7 @@ if adapted is not None:
 #
 # Frames are decoded one at a time and shrunk right away, and pairs go through the network `chunk` at a time, so
 # memory grows only with the outputs at network size (a fraction of a MB per frame for tiny). The measurement
-# `python -m st4r_lite.run memory --out data/long_video_memory.json` writes synthetic videos of 50–400 frames and
+# `python -m st4r_lite.app.run memory --out data/long_video_memory.json` writes synthetic videos of 50–400 frames and
 # records each run's peak memory; its result, when shipped:
 
 # %%

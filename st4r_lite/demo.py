@@ -7,8 +7,8 @@ Step by step, printing what it does and what it wrote:
    numbers then mean nothing) and evaluate it on the benchmark's ``pretrain`` part against the static baseline;
 3. adapt it to the ``wild`` videos with every adaptation variant (none, baseline, mask, sigma, robust,
    oracle_mask, conf_sigma) with simulated pseudo-labels, next to the static and combinational peers
-   (``st4r_lite.ablation``; quick settings: 2 videos, 1 seed), and write the table under ``OUT/ablation``;
-4. write the self-contained interactive report ``OUT/report.html`` (``st4r_lite.report``).
+   (``st4r_lite.studies.ablation``; quick settings: 2 videos, 1 seed), and write the table under ``OUT/ablation``;
+4. write the self-contained interactive report ``OUT/report.html`` (``st4r_lite.studies.report``).
 
 Quick settings keep it under ~10 minutes on a 2-core CPU; ``full=True`` (``st4r-lite demo --full``) uses the
 whole wild benchmark, 3 seeds and more adaptation steps (a GPU job).
@@ -29,10 +29,14 @@ def _step(i: int, n: int, text: str) -> None:
 def run_demo(out: str | Path, *, seed: int = 0, full: bool = False, checkpoint: str | Path | None = None
              ) -> dict[str, Path]:
     """Run the demo pipeline into ``out``; returns the paths it wrote by name."""
-    from st4r_lite import ablation, evaluate, report, views, worldtrack
-    from st4r_lite.baselines import static_prediction
-    from st4r_lite.checkpoint import load_model
-    from st4r_lite.model import build_model
+    from st4r_lite.studies import ablation
+    from st4r_lite.eval import evaluate
+    from st4r_lite.studies import report
+    from st4r_lite.app import views
+    from st4r_lite.world import worldtrack
+    from st4r_lite.eval.baselines import static_prediction
+    from st4r_lite.model.checkpoint import load_model
+    from st4r_lite.model.network import build_model
 
     out = ensure_writable_dir(out)
     written: dict[str, Path] = {}

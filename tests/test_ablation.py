@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from st4r_lite import ablation, worldtrack
+from st4r_lite.studies import ablation
+from st4r_lite.world import worldtrack
 
 
 def test_t_quantile_table():

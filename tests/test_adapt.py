@@ -1,4 +1,4 @@
-"""Test-time adaptation (st4r_lite.adapt, st4r_lite.occlusion, st4r_lite.adapt_compare): loss formulas on
+"""Test-time adaptation (st4r_lite.adapt.loop, st4r_lite.adapt.occlusion, st4r_lite.studies.adapt_compare): loss formulas on
 hand-made cases, the occlusion mask, σ² weighting, every variant end to end, parameter selection, determinism,
 bad inputs, the CLI."""
 
@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from st4r_lite import adapt, occlusion, world
-from st4r_lite.adapt import AdaptConfig, AdaptVideo, adapt_video
-from st4r_lite.model import build_model
-from st4r_lite.online import make_provider
-from st4r_lite.pseudo_labels import PseudoLabels
+from st4r_lite.adapt import loop as adapt
+from st4r_lite.adapt import occlusion
+from st4r_lite.world import render as world
+from st4r_lite.adapt.loop import AdaptConfig, AdaptVideo, adapt_video
+from st4r_lite.model.network import build_model
+from st4r_lite.adapt.online import make_provider
+from st4r_lite.adapt.pseudo_labels import PseudoLabels
 from st4r_lite.runtime import repo_data_dir
-from st4r_lite.sim_labels import SimDepthConfig, SimTrackerConfig
+from st4r_lite.adapt.sim_labels import SimDepthConfig, SimTrackerConfig
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -135,7 +137,7 @@ def test_mask_on_ground_truth_geometry_matches_visibility():
     clip = world.generate_clips(1, frames=4, height=32, width=48, domain="wild", seed=600_001)
     gt = AdaptVideo.from_clip(clip, 0).gt
     T_cw = torch.linalg.inv(gt.T_world_cam)
-    from st4r_lite.geometry import project, transform_points
+    from st4r_lite.geometry.pinhole import project, transform_points
     cam = transform_points(T_cw, gt.track_world.reshape(4, -1, 3))
     m = occlusion.occlusion_mask(cam[..., 2], project(cam, gt.K), gt.depth, tau=0.05)
     q = occlusion.mask_quality(m, gt.track_visible.reshape(4, -1))
@@ -207,7 +209,7 @@ def test_ground_truth_cameras_diagnostic(small_clip, small_labels, fresh_model):
 def _trained_or_fresh():
     path = repo_data_dir() / "tiny.pt"
     if path.is_file():
-        from st4r_lite.checkpoint import load_model
+        from st4r_lite.model.checkpoint import load_model
         return load_model(path), True
     return build_model("tiny", seed=0), False
 
@@ -265,7 +267,7 @@ def test_save_and_cli(tmp_path, small_clip, small_labels, fresh_model):
     assert arrays["track"].shape == (4, 32, 48, 3) and arrays["mask"].dtype == bool
     summary = json.loads(js.read_text())
     assert summary["config"]["variant"] == "mask" and len(summary["loss_log"]) == 2
-    from st4r_lite.checkpoint import save_checkpoint
+    from st4r_lite.model.checkpoint import save_checkpoint
     from st4r_lite.cli import main
 
     ckpt = save_checkpoint(tmp_path / "m.pt", fresh_model)
@@ -280,7 +282,7 @@ def test_save_and_cli(tmp_path, small_clip, small_labels, fresh_model):
 
 
 def test_worldtrack_npz_input(tmp_path, fresh_model):
-    from st4r_lite import worldtrack
+    from st4r_lite.world import worldtrack
 
     path = worldtrack.write_benchmark(tmp_path, domain="wild", num_seqs=1, frames=3, height=32, width=48,
                                       seed=600_000)[0]
@@ -293,7 +295,7 @@ def test_worldtrack_npz_input(tmp_path, fresh_model):
 
 
 def test_compare_variants_is_paired_and_summarised(small_clip, fresh_model):
-    from st4r_lite.adapt_compare import compare_variants, format_table, mask_tau_sweep
+    from st4r_lite.studies.adapt_compare import compare_variants, format_table, mask_tau_sweep
 
     res = compare_variants([small_clip], fresh_model, variants=("none", "baseline"), trackers=("sim",),
                            config=AdaptConfig(steps=1, pose_hypotheses=16))

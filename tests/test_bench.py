@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from st4r_lite import bench
+from st4r_lite.studies import bench
 from st4r_lite.cli import main
 
 

@@ -1,4 +1,4 @@
-"""Tests of st4r_lite.camera / st4r_lite.pnp: focal and poses from pointmaps, robustness, gradients."""
+"""Tests of st4r_lite.geometry.camera / st4r_lite.geometry.pnp: focal and poses from pointmaps, robustness, gradients."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from st4r_lite import pnp
-from st4r_lite.camera import (
+from st4r_lite.geometry import pnp
+from st4r_lite.geometry.camera import (
     STATUSES,
     focal_from_anchor,
     solve_cameras,
@@ -16,7 +16,7 @@ from st4r_lite.camera import (
     synthetic_pointmaps,
     time_solve,
 )
-from st4r_lite.geometry import (
+from st4r_lite.geometry.pinhole import (
     depth_to_pointmap,
     intrinsics_matrix,
     invert_pose,
@@ -135,7 +135,7 @@ def test_p3p_recovers_poses_from_three_points():
 @pytest.mark.parametrize("domain", ["pretrain", "wild"])
 def test_synthetic_world_ground_truth_pointmaps(domain):
     """The synthetic world's own pointmaps (moving objects included) give back its focal and cameras."""
-    from st4r_lite.world import generate_clips
+    from st4r_lite.world.render import generate_clips
 
     clip = generate_clips(2, frames=5, height=32, width=48, domain=domain, seed=0)
     for b in range(2):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from einops import rearrange
 
-from st4r_lite import ceiling
-from st4r_lite.geometry import invert_pose, project, transform_points
-from st4r_lite.model import build_model
-from st4r_lite.world import generate_clips
+from st4r_lite.studies import ceiling
+from st4r_lite.geometry.pinhole import invert_pose, project, transform_points
+from st4r_lite.model.network import build_model
+from st4r_lite.world.render import generate_clips
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_doctests_pass():
 
 
 def test_quality_bar_is_computed_not_written_by_hand():
-    from st4r_lite.heldout import quality_bar
+    from st4r_lite.train.heldout import quality_bar
 
     assert quality_bar({"apd_dyn": 29.9, "static_apd_dyn": 20.0})["met"] is False
     bar = quality_bar({"apd_dyn": 30.0, "static_apd_dyn": 20.0})

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from st4r_lite import checkpoint
-from st4r_lite.checkpoint import LoadReport, load_model, load_weights, read_state_dict, save_checkpoint
-from st4r_lite.config import ModelConfig
-from st4r_lite.model import St4RTrack, build_model
+from st4r_lite.model import checkpoint
+from st4r_lite.model.checkpoint import LoadReport, load_model, load_weights, read_state_dict, save_checkpoint
+from st4r_lite.model.config import ModelConfig
+from st4r_lite.model.network import St4RTrack, build_model
 
 # A DPT config small enough for tests (same layout as the released one, including the aliased DPT keys).
 MINI_DPT = ModelConfig(name="mini_dpt", img_size=(32, 48), patch_size=8, enc_dim=32, enc_depth=2, enc_heads=2,

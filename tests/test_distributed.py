@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from st4r_lite import distributed
-from st4r_lite.train import TrainConfig, clip_seed, load_train_checkpoint, weights_digest
+from st4r_lite.train import distributed
+from st4r_lite.train.loop import TrainConfig, clip_seed, load_train_checkpoint, weights_digest
 
 
 def _free_port() -> int:
@@ -70,8 +70,8 @@ def test_torchrun_two_ranks_identical_weights(tmp_path):
     assert digests["0"] == digests["1"]
     blob = load_train_checkpoint(out)                     # rank 0 saved, with both ranks' clips counted
     assert blob["state"]["step"] == 2 and blob["state"]["clip_counter"] == 4
-    from st4r_lite.config import ModelConfig
-    from st4r_lite.model import St4RTrack as Model
+    from st4r_lite.model.config import ModelConfig
+    from st4r_lite.model.network import St4RTrack as Model
 
     model = Model(ModelConfig.from_dict(blob["config"]))
     model.load_state_dict(blob["model"])

@@ -10,8 +10,12 @@ import pytest
 import roma
 import torch
 
-from st4r_lite import baselines, eval_metrics, evaluate, metrics, worldtrack
-from st4r_lite.geometry import intrinsics_matrix, make_pose, project, transform_points
+from st4r_lite.eval import baselines
+from st4r_lite.eval import benchmark_metrics as eval_metrics
+from st4r_lite.eval import evaluate
+from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.world import worldtrack
+from st4r_lite.geometry.pinhole import intrinsics_matrix, make_pose, project, transform_points
 
 
 def _poses(T: int, seed: int = 0) -> torch.Tensor:
@@ -105,9 +109,9 @@ def test_gt_prediction_scores_perfectly(bench):
 
 
 def test_evaluate_cli_fresh_tiny_model(bench, tmp_path):
-    from st4r_lite.checkpoint import save_checkpoint
+    from st4r_lite.model.checkpoint import save_checkpoint
     from st4r_lite.cli import main
-    from st4r_lite.model import build_model
+    from st4r_lite.model.network import build_model
 
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model("tiny", seed=0))
     out = tmp_path / "eval.json"

@@ -1,4 +1,4 @@
-"""Tests of st4r_lite.geometry: conventions, round trips, poses, focal and Sim(3) recovery, gradients."""
+"""Tests of st4r_lite.geometry.pinhole: conventions, round trips, poses, focal and Sim(3) recovery, gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from st4r_lite import geometry as G
+from st4r_lite.geometry import pinhole as G
 
 F64 = torch.float64
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from st4r_lite.lk_tracker import LKConfig, LKTracker, lk_flow, opencv_available, to_gray
-from st4r_lite.pseudo_labels import grid_query_pixels
+from st4r_lite.adapt.lk_tracker import LKConfig, LKTracker, lk_flow, opencv_available, to_gray
+from st4r_lite.adapt.pseudo_labels import grid_query_pixels
 
 BACKENDS = ["torch"] + (["opencv"] if opencv_available() else [])
 
@@ -109,9 +109,9 @@ def test_flat_image_fails_and_inputs_are_checked():
 
 
 def test_world_clip_error_stats_are_reasonable():
-    world = pytest.importorskip("st4r_lite.world")
+    world = pytest.importorskip("st4r_lite.world.render")
     del world
-    from st4r_lite.lk_tracker import world_clip_stats
+    from st4r_lite.adapt.lk_tracker import world_clip_stats
 
     stats = world_clip_stats("pretrain", num_clips=1, frames=8, height=48, width=64, stride=4)[0]
     assert stats.num_visible > 100
@@ -121,7 +121,7 @@ def test_world_clip_error_stats_are_reasonable():
 
 
 def test_photometric_error_is_lighting_invariant_but_sees_occluders():
-    from st4r_lite.lk_tracker import photometric_error
+    from st4r_lite.adapt.lk_tracker import photometric_error
 
     H, W = 32, 40
     v, u = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from st4r_lite.losses import (
+from st4r_lite.train.losses import (
     PairTargets,
     PretrainLoss,
     confidence_regression,

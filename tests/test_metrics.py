@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from st4r_lite.metrics import (
+from st4r_lite.geometry.track_metrics import (
     DepthMetrics,
     TrackingMetrics,
     align,

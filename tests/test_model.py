@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from st4r_lite.blocks import RoPE2D
-from st4r_lite.checkpoint import load_weights
-from st4r_lite.config import PRESETS, ModelConfig, get_config
-from st4r_lite.model import St4RTrack, build_model, count_parameters, predict_video
+from st4r_lite.model.blocks import RoPE2D
+from st4r_lite.model.checkpoint import load_weights
+from st4r_lite.model.config import PRESETS, ModelConfig, get_config
+from st4r_lite.model.network import St4RTrack, build_model, count_parameters, predict_video
 
 CASES = ("landscape_64x96", "square_64x64", "portrait_96x64")
 SIGMA_KEYS = {"sigma_head1.proj.weight", "sigma_head1.proj.bias", "sigma_head2.proj.weight", "sigma_head2.proj.bias"}
@@ -123,7 +123,7 @@ def test_output_shapes_and_ranges(preset, orientation):
 
 
 def test_pointmap_activation_formula():
-    from st4r_lite.heads import pointmap_activation
+    from st4r_lite.model.heads import pointmap_activation
 
     raw = torch.tensor([0.3, -0.4, 1.2, -0.7]).reshape(1, 4, 1, 1)
     pts, conf = pointmap_activation(raw)

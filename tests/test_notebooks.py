@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from st4r_lite import notebook_sync
+from course import notebook_sync
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))

@@ -9,9 +9,9 @@ import urllib.error
 import pytest
 import torch
 
-from st4r_lite import online
-from st4r_lite.lk_tracker import LKTracker
-from st4r_lite.online import (
+from st4r_lite.adapt import online
+from st4r_lite.adapt.lk_tracker import LKTracker
+from st4r_lite.adapt.online import (
     CoTrackerProvider,
     MonoDepthProvider,
     OnlineModelUnavailable,
@@ -110,7 +110,7 @@ def test_make_provider_falls_back_and_says_so(monkeypatch, video):
 
 
 def test_make_provider_names_and_sim(video):
-    from st4r_lite.world import generate_clips
+    from st4r_lite.world.render import generate_clips
 
     clip = generate_clips(1, frames=4, height=16, width=20, seed=0)
     provider = make_provider("sim", "sim-affine", ground_truth=clip)

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from st4r_lite import pretrained
-from st4r_lite.config import ModelConfig
-from st4r_lite.model import build_model
-from st4r_lite.pretrained import PRETRAINED, cache_root, find_cached, load_pretrained
+from st4r_lite.model import pretrained
+from st4r_lite.model.config import ModelConfig
+from st4r_lite.model.network import build_model
+from st4r_lite.model.pretrained import PRETRAINED, cache_root, find_cached, load_pretrained
 
 MINI = ModelConfig(name="mini", img_size=(32, 48), patch_size=8, enc_dim=32, enc_depth=2, enc_heads=2,
                    dec_dim=32, dec_depth=4, dec_heads=2, head_type="dpt", dpt_feature_dim=16, dpt_last_dim=8,

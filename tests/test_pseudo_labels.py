@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from st4r_lite.pseudo_labels import (
+from st4r_lite.adapt.pseudo_labels import (
     CombinedProvider,
     PseudoLabelProvider,
     PseudoLabels,

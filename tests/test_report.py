@@ -6,7 +6,9 @@ import re
 
 import pytest
 
-from st4r_lite import ablation, report, worldtrack
+from st4r_lite.studies import ablation
+from st4r_lite.studies import report
+from st4r_lite.world import worldtrack
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of st4r_lite.run (and `st4r-lite run`): the own-video pipeline, atomic outputs, clear errors."""
+"""Tests of st4r_lite.app.run (and `st4r-lite run`): the own-video pipeline, atomic outputs, clear errors."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from st4r_lite import cli, run, world
-from st4r_lite import video as V
-from st4r_lite.camera import synthetic_pointmaps
-from st4r_lite.checkpoint import save_checkpoint
-from st4r_lite.model import build_model
+from st4r_lite import cli
+from st4r_lite.app import run
+from st4r_lite.world import render as world
+from st4r_lite.app import video as V
+from st4r_lite.geometry.camera import synthetic_pointmaps
+from st4r_lite.model.checkpoint import save_checkpoint
+from st4r_lite.model.network import build_model
 
 pytest.importorskip("av")
 
@@ -54,7 +56,7 @@ def test_end_to_end_writes_npz_and_html(tmp_path, clip_video, tiny_ckpt):
     w2c = t["extrinsics_w2c"]
     back = np.einsum("tij,tnj->tni", np.linalg.inv(w2c)[:, :3, :3], t["tracks_XYZ"]) + np.linalg.inv(w2c)[:, None, :3, 3]
     np.testing.assert_allclose(back, r["track"][:, q[:, 1], q[:, 0]], atol=1e-4)
-    from st4r_lite import worldtrack
+    from st4r_lite.world import worldtrack
 
     seq = worldtrack.load_npz(out / "tracks.npz")
     assert np.asarray(seq.images).shape == (10, 64, 96, 3) and np.asarray(seq.tracks_XYZ).shape == (10, N, 3)
@@ -112,7 +114,7 @@ def test_bad_checkpoints_say_what_to_do(tmp_path, monkeypatch):
 
 def test_adapt_runs_or_says_it_is_unavailable(tmp_path, clip_video):
     try:
-        import st4r_lite.adapt  # noqa: F401
+        import st4r_lite.adapt.loop  # noqa: F401
     except ImportError:
         with pytest.raises(ValueError, match="not available"):
             run.run_video(clip_video, "fresh:tiny", tmp_path / "o", adapt="robust", max_frames=3,
@@ -142,7 +144,7 @@ def test_chunked_cameras_recover_poses_and_focal():
 
 
 def test_implausible_focal_falls_back_with_a_note():
-    from st4r_lite.geometry import depth_to_pointmap, intrinsics_matrix
+    from st4r_lite.geometry.pinhole import depth_to_pointmap, intrinsics_matrix
 
     K_absurd = intrinsics_matrix(1e6, 11.5, 7.5)                 # a 0.001° field of view: an untrained model
     recon = depth_to_pointmap(torch.ones(3, 16, 24), K_absurd)
@@ -152,11 +154,11 @@ def test_implausible_focal_falls_back_with_a_note():
 
 
 def test_measure_long_video_reports_memory(tmp_path):
-    from st4r_lite import video_memory
+    from st4r_lite.studies import video_memory
 
     assert run.measure_long_video is video_memory.measure_long_video   # the old import path still works
     doc = video_memory.measure_long_video((3,), height=48, width=64, out=tmp_path / "mem.json", log=lambda s: None)
     assert json.loads((tmp_path / "mem.json").read_text()) == doc
     row = doc["rows"][0]
     assert row["frames"] == 3 and row["ru_maxrss_mb"] >= row["rss_before_run_mb"] > 10
-    assert "python -m st4r_lite.run memory" in doc["command"]
+    assert "python -m st4r_lite.app.run memory" in doc["command"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from st4r_lite.pseudo_labels import fit_depth, grid_query_pixels, pseudo_label_error_stats
-from st4r_lite.sim_labels import (
+from st4r_lite.adapt.pseudo_labels import fit_depth, grid_query_pixels, pseudo_label_error_stats
+from st4r_lite.adapt.sim_labels import (
     GroundTruthVideo,
     SimDepthConfig,
     SimTrackerConfig,
@@ -15,7 +15,7 @@ from st4r_lite.sim_labels import (
     as_ground_truth,
     gaussian_blur_masked,
 )
-from st4r_lite.world import generate_clips
+from st4r_lite.world.render import generate_clips
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of st4r_lite.slides: the decks build offline, in both languages, and contain the current results."""
+"""Tests of course.slides: the decks build offline, in both languages, and contain the current results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from st4r_lite import cli, slides
+from st4r_lite import cli
+from course import slides
 
 
 def _results(tmp_path):

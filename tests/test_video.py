@@ -1,4 +1,4 @@
-"""Tests of st4r_lite.video: reading videos / frame folders at the network size without distorting geometry."""
+"""Tests of st4r_lite.app.video: reading videos / frame folders at the network size without distorting geometry."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from st4r_lite import geometry, world
-from st4r_lite import video as V
+from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.world import render as world
+from st4r_lite.app import video as V
 
 av = pytest.importorskip("av")
 

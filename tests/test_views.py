@@ -1,4 +1,4 @@
-"""Tests of st4r_lite.views: figure structure, subsampling bounds, frustum geometry, self-contained HTML."""
+"""Tests of st4r_lite.app.views: figure structure, subsampling bounds, frustum geometry, self-contained HTML."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import roma
 import torch
 
-from st4r_lite import geometry as G
-from st4r_lite import views
+from st4r_lite.geometry import pinhole as G
+from st4r_lite.app import views
 
 T, H, W = 4, 12, 16
 
@@ -199,7 +199,7 @@ SMALL = dict(frames=3, height=16, width=24, seed=1)
 
 
 def test_sequence_view_figure_synthetic_matches_the_clip():
-    from st4r_lite import world
+    from st4r_lite.world import render as world
 
     clip = world.generate_clips(1, frames=SMALL["frames"], height=SMALL["height"], width=SMALL["width"],
                                 seed=SMALL["seed"])
@@ -215,7 +215,8 @@ def test_sequence_view_figure_synthetic_matches_the_clip():
 
 
 def test_write_sequence_html_from_npz_uses_world_frame(tmp_path):
-    from st4r_lite import world, worldtrack
+    from st4r_lite.world import render as world
+    from st4r_lite.world import worldtrack
 
     clip = world.generate_clips(1, frames=SMALL["frames"], height=SMALL["height"], width=SMALL["width"],
                                 seed=SMALL["seed"])

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from st4r_lite import geometry, world
-from st4r_lite.scene import CAMERA_KINDS, DOMAIN_CONFIGS, sample_scene
-from st4r_lite.textures import FAMILIES
+from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.world import render as world
+from st4r_lite.world.scene import CAMERA_KINDS, DOMAIN_CONFIGS, sample_scene
+from st4r_lite.world.textures import FAMILIES
 
 SIZE = dict(frames=8, height=24, width=32)
 

@@ -11,7 +11,10 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from st4r_lite import cli, heldout, world, worldtrack
+from st4r_lite import cli
+from st4r_lite.train import heldout
+from st4r_lite.world import render as world
+from st4r_lite.world import worldtrack
 
 SIZE = dict(frames=5, height=16, width=24)
 
@@ -273,4 +276,4 @@ def test_stats_command_writes_json(tmp_path):
     assert set(stats["clips_per_s"]["wild"]) == {"16x24_batch1", "16x24_batch8"}
     assert all(v > 0 for d in stats["clips_per_s"].values() for v in d.values())
     assert set(stats["clips_per_cpu_s"]["pretrain"]) == {"16x24_batch1", "16x24_batch8"}
-    assert "python -m st4r_lite.worldtrack stats" in stats["command"]
+    assert "python -m st4r_lite.world.worldtrack stats" in stats["command"]

@@ -1,0 +1,358 @@
+"""Run St4RTrack on your own video: frames -> pairs (0, t) -> world-frame tracks, reconstruction and cameras.
+
+Glossary: T frames, H W network image size, H0 W0 original size, N query pixels (a grid on the anchor frame),
+K intrinsics (3, 3), C = 1 + exp(c) confidences.
+
+Pipeline (``run_video``; the CLI is ``st4r-lite run --video PATH --checkpoint CKPT --out DIR``):
+  1. read the video at the network size (``st4r_lite.app.video``: uniform scale + centre crop, FrameTransform kept);
+  2. every pair (anchor 0, t) through the network, ``chunk`` pairs at a time (``model.predict_video``):
+     track_t = ¹X¹_t (where each anchor pixel is at time t) and recon_t = ¹Xᵗ_t (frame t's geometry), both in
+     the world frame = the anchor camera;
+  3. optional test-time adaptation on pseudo-labels (``online.make_provider``; ``st4r_lite.adapt.loop``);
+  4. cameras (DESIGN §5): the focal from the anchor pointmap (Weiszfeld), then T_world_cam of each frame by PnP
+     on recon_t, ``camera_chunk`` frames at a time, and K mapped back to the original video;
+  5. everything is written into a temporary folder beside ``--out`` which is renamed to ``--out`` only at the
+     end, so an interrupted run leaves no half-written output: result.npz, tracks.npz (WorldTrack keys, loads
+     with ``worldtrack.load_npz``),
+     view.html (time slider, camera frustums, track trails) and run.json (settings, notes, timings).
+
+Memory: one full-resolution frame at a time while reading, the network's activations of ``chunk`` pairs, and
+the outputs, which grow with T at network size (about 6 maps x H x W x 4 bytes x 3 per frame: ~0.4 MB a frame
+for the tiny preset). ``measure_long_video`` measures it (``python -m st4r_lite.app.run memory --out FILE``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from st4r_lite.app.video import FrameTransform, Video, intrinsics_to_original, probe, read_video
+
+__all__ = ["RunResult", "load_run_model", "run_video", "solve_cameras_chunked", "write_outputs",
+           "FRESH_PREFIX", "main"]
+
+FRESH_PREFIX = "fresh:"
+
+
+@dataclass
+class RunResult:
+    """What a run produced (all at network size unless named _orig). track, recon: (T, H, W, 3) world frame;
+    conf_track, conf_recon: (T, H, W); T_world_cam: (T, 4, 4); K_net, K_orig: (3, 3); transform: FrameTransform;
+    frame_indices: source frame of each row; camera_status: per frame; notes: what fell back / was skipped."""
+
+    track: torch.Tensor
+    recon: torch.Tensor
+    conf_track: torch.Tensor
+    conf_recon: torch.Tensor
+    T_world_cam: torch.Tensor
+    K_net: torch.Tensor
+    K_orig: torch.Tensor
+    transform: FrameTransform
+    frame_indices: list[int]
+    camera_status: list[str]
+    out_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- model
+def load_run_model(checkpoint, device: str | torch.device = "cpu", log: Callable[[str], None] = print):
+    """A model from ``checkpoint``: an St4RTrack, a file written by ``save_checkpoint`` / ``export``, a released
+    name (``st4rtrack_seq`` ... via ``pretrained.load_pretrained``; fails clearly offline) or ``fresh:<preset>``
+    (an untrained model, for plumbing tests and memory measurements only). Raises ValueError / FileNotFoundError
+    with what to do."""
+    from st4r_lite.model.network import St4RTrack
+
+    if isinstance(checkpoint, St4RTrack):
+        return checkpoint.to(device).eval()
+    name = str(checkpoint)
+    if name.startswith(FRESH_PREFIX):
+        from st4r_lite.model.network import build_model
+
+        preset = name[len(FRESH_PREFIX):] or "tiny"
+        log(f"warning: using an UNTRAINED {preset} model ({name}); outputs are meaningless except for testing")
+        return build_model(preset, device=device, seed=0).eval()
+    from st4r_lite.model import pretrained
+
+    if name in pretrained.PRETRAINED:
+        try:
+            return pretrained.load_pretrained(name, device=device).eval()
+        except RuntimeError as err:
+            raise ValueError(str(err)) from None
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {name!r} is neither a file nor a known name; give a model file (e.g. data/tiny.pt from "
+            f"`st4r-lite export`), one of {sorted(pretrained.PRETRAINED)}, or fresh:tiny (untrained)")
+    from st4r_lite.model.checkpoint import load_model
+
+    try:
+        return load_model(path, device=device).eval()
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise ValueError(f"cannot load checkpoint {name!r}: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------- cameras
+def solve_cameras_chunked(recon: torch.Tensor, conf: torch.Tensor, camera_chunk: int = 16, subsample: int = 2,
+                          num_hypotheses: int = 128, seed: int = 0):
+    """Focal from the anchor's pointmap, then PnP poses ``camera_chunk`` frames at a time (memory bounded).
+
+    recon: (T, H, W, 3); conf: (T, H, W). PnP uses every ``subsample``-th pixel in each direction: pixel
+    (u', v') of the subsampled grid is pixel (s u', s v') of the image, so its intrinsics are K with f, cx, cy
+    divided by s (same poses, s² times fewer points). A focal outside [W / 20, 20 W] (field of view beyond
+    ~3°..175°, e.g. from an untrained model) is replaced by a 60° field of view. A frame the solver could not
+    solve takes the previous frame's pose (across chunk borders too).
+    Returns (T_world_cam (T, 4, 4), K (3, 3) at full network resolution, status list, notes list).
+    """
+    import math
+
+    from st4r_lite.geometry.camera import focal_from_anchor, solve_poses
+    from st4r_lite.geometry.pinhole import intrinsics_matrix
+
+    T, H, W, _ = recon.shape
+    notes = []
+    f = focal_from_anchor(recon[0], conf[0], pp=recon.new_tensor([(W - 1) / 2, (H - 1) / 2]))
+    if not (W / 20 <= float(f) <= 20 * W):
+        default = (W / 2) / math.tan(math.radians(30.0))
+        notes.append(f"focal from the anchor pointmap ({float(f):.3g} px) is implausible for a {W} px wide image; "
+                     f"used {default:.1f} px (60° field of view)")
+        f = torch.as_tensor(default, dtype=recon.dtype)
+    K = intrinsics_matrix(f, torch.as_tensor((W - 1) / 2).to(f), torch.as_tensor((H - 1) / 2).to(f))
+    K_sub = K.clone()
+    K_sub[:2] /= subsample
+    poses, status = [], []
+    for s in range(0, T, camera_chunk):
+        sl = slice(s, s + camera_chunk)
+        sol = solve_poses(recon[sl, ::subsample, ::subsample], K_sub, conf[sl, ::subsample, ::subsample],
+                          num_hypotheses=num_hypotheses, differentiable=False, warn=False, seed=seed + s)
+        for i, st in enumerate(sol.status):
+            ok = st in ("ok", "planar")
+            poses.append(sol.T_world_cam[i] if ok or not poses else poses[-1])
+            status.append(st)
+    return torch.stack(poses).float(), K.float(), status, notes
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+@contextlib.contextmanager
+def _atomic_dir(out: Path, overwrite: bool):
+    """Yield a temporary folder beside ``out``; rename it to ``out`` on success, delete it on any error."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        for p in [tmp, *tmp.iterdir()]:  # mkdtemp / mkstemp make private files; give them the usual modes
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+        if out.exists():
+            if not overwrite and any(out.iterdir()):
+                raise ValueError(f"output folder {str(out)!r} appeared while running; nothing was overwritten")
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _query_grid(H: int, W: int, stride: int) -> torch.Tensor:
+    from st4r_lite.adapt.pseudo_labels import grid_query_pixels
+
+    return grid_query_pixels(H, W, stride=stride)
+
+
+def write_outputs(folder: Path, result: RunResult, video: Video, query_stride: int = 4, view: bool = True,
+                  view_frames: int = 24, view_points: int = 1200, settings: dict | None = None) -> None:
+    """Write result.npz, tracks.npz, view.html and run.json into ``folder`` (see the module docstring)."""
+    T, H, W, _ = result.track.shape
+    images = (video.frames.permute(0, 2, 3, 1).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    np.savez_compressed(
+        folder / "result.npz", track=result.track.numpy(), recon=result.recon.numpy(),
+        conf_track=result.conf_track.numpy(), conf_recon=result.conf_recon.numpy(),
+        K_net=result.K_net.numpy(), K_orig=result.K_orig.numpy(), T_world_cam=result.T_world_cam.numpy(),
+        frame_transform=result.transform.as_array(), frame_indices=np.asarray(result.frame_indices),
+        camera_status=np.asarray(result.camera_status), images=images, source=np.asarray(video.source))
+    # WorldTrack-style tracks of a query grid: tracks_XYZ in each frame's camera, extrinsics world -> camera;
+    # visibility is all True (the model predicts no visibility); queries_xyt = (u, v, 0).
+    q = _query_grid(H, W, query_stride)
+    u, v = q[:, 0].long(), q[:, 1].long()
+    world = result.track[:, v, u]                                                  # (T, N, 3)
+    w2c = torch.linalg.inv(result.T_world_cam.double()).float()                    # (T, 4, 4)
+    cam = torch.einsum("tij,tnj->tni", w2c[:, :3, :3], world) + w2c[:, None, :3, 3]
+    K = result.K_net
+    np.savez_compressed(
+        folder / "tracks.npz", tracks_XYZ=cam.numpy(), visibility=np.ones(cam.shape[:2], bool),
+        fx_fy_cx_cy=np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], np.float32),
+        extrinsics_w2c=w2c.numpy(), queries_xyt=np.concatenate([q.numpy(), np.zeros((len(q), 1))], 1),
+        images_jpeg_bytes=images)  # decoded frames under the official key (worldtrack.load_npz accepts both)
+    if view:
+        from st4r_lite.app import views
+
+        idx = np.unique(np.linspace(0, T - 1, min(T, view_frames)).round().astype(int))
+        valid = result.conf_recon[idx] > torch.quantile(result.conf_recon[idx].flatten().float(), 0.25)
+        fig = views.sequence_figure(
+            points=result.recon[idx], colors=video.frames[idx].permute(0, 2, 3, 1), valid=valid,
+            T_world_cam=result.T_world_cam[idx], K=result.K_net, tracks=world[idx], max_tracks=150,
+            max_points_per_frame=view_points,
+            title=f"{Path(video.source).name}: recon, cameras and tracks ({len(idx)} of {T} frames)")
+        views.write_html(fig, folder / "view.html")
+    doc = {"settings": settings or {}, "notes": result.notes, "timings_s": result.timings,
+           "frames": T, "network_size": [H, W], "transform": result.transform.to_dict(),
+           "K_net": result.K_net.tolist(), "K_orig": result.K_orig.tolist(),
+           "camera_status_counts": {s: result.camera_status.count(s) for s in sorted(set(result.camera_status))}}
+    (folder / "run.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------- the run
+def _adapt(model, video: Video, pred, variant: str, tracker: str, depth: str, steps: int | None,
+           max_frames: int, device, log):
+    """Test-time adaptation (``st4r_lite.adapt.loop.adapt_video``) on pseudo-labels of this video.
+
+    Returns (pred, notes): pred with the adapted track and recon. The adaptation back-propagates through all T
+    pairs at once, so its memory grows with T: more than ``max_frames`` frames is refused (use --stride).
+    """
+    try:
+        from st4r_lite.adapt.loop import AdaptConfig, AdaptVideo, adapt_video
+    except ImportError as err:
+        raise ValueError(f"--adapt {variant}: test-time adaptation (st4r_lite.adapt.loop) is not available in this "
+                         f"installation ({err}); run without --adapt") from None
+    import dataclasses
+    import warnings
+
+    from st4r_lite.adapt.online import make_provider
+    from st4r_lite.adapt.pseudo_labels import grid_query_pixels
+
+    T, _, H, W = video.frames.shape
+    if T > max_frames:
+        raise ValueError(f"--adapt back-propagates through all {T} pairs at once; use at most {max_frames} frames "
+                         "(--max-frames, --stride) or run without --adapt")
+    cfg = AdaptConfig(variant=variant) if steps is None else AdaptConfig(variant=variant, steps=steps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        provider = make_provider(tracker=tracker, depth=depth, device=device, fallback=True)
+        labels = provider(video.frames, grid_query_pixels(H, W, cfg.query_stride))  # validated inside
+    for w in caught:
+        log(f"note: {w.message}")
+    notes = [f"adapted ({variant}, {cfg.steps} steps) on pseudo-labels {labels.source}"]
+    if provider.note:
+        notes.append(f"pseudo-label fallback: {provider.note}")
+    report = getattr(provider, "last_report", None)
+    if report is not None and not report.clean:
+        notes.append(f"pseudo-labels cleaned: {report.summary()}")
+    res = adapt_video(model, AdaptVideo(Path(video.source).stem, video.frames), labels, cfg)
+    adapted = getattr(res, "model", None)
+    if adapted is not None:
+        from st4r_lite.model.network import predict_video
+
+        return predict_video(adapted, video.frames * 2 - 1, chunk=8, out_device="cpu"), notes
+    notes.append("confidences are the unadapted model's (adapt_video returns maps, not the adapted model)")
+    return dataclasses.replace(pred, track=res.track.detach().float().cpu(),
+                               recon=res.recon.detach().float().cpu()), notes
+
+
+def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str = "lk", depth: str = "none",
+              stride: int = 1, start: int = 0, max_frames: int | None = None, chunk: int = 8,
+              device: str | None = None, portrait: str = "native", camera_chunk: int = 16, query_stride: int = 4,
+              adapt_steps: int | None = None, adapt_max_frames: int = 64, view: bool = True, overwrite: bool = False, log: Callable[[str], None] = print) -> RunResult:
+    """The whole pipeline of the module docstring; writes into ``out`` atomically and returns a RunResult.
+
+    video: a path (file or frame folder) or an already read :class:`~st4r_lite.app.video.Video`;
+    checkpoint: see :func:`load_run_model`; out: output folder (must not exist or be empty, unless overwrite).
+    """
+    from st4r_lite.model.network import predict_video
+    from st4r_lite.runtime import pick_device
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise ValueError(f"output {str(out)!r} already exists and is not an empty folder; choose another --out "
+                         "or pass --overwrite")
+    if chunk < 1 or camera_chunk < 1:
+        raise ValueError(f"chunk and camera_chunk must be >= 1, got {chunk} and {camera_chunk}")
+    dev = pick_device(device)
+    if not isinstance(video, Video):
+        probe(video)  # a missing / unreadable video fails before a (possibly large) model is loaded
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model = load_run_model(checkpoint, dev, log=log)
+    timings["load_model"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if not isinstance(video, Video):
+        video = read_video(video, model.config, stride=stride, start=start, max_frames=max_frames,
+                           portrait=portrait)
+    timings["read_video"] = time.perf_counter() - t0
+    T, _, H, W = video.frames.shape
+    log(f"video {video.source}: {T} frames {video.transform.orig_size[0]}x{video.transform.orig_size[1]} -> "
+        f"{H}x{W} (scale {video.transform.scale:.4g}, crop {video.transform.crop_x:.1f}, "
+        f"{video.transform.crop_y:.1f})")
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    pred = predict_video(model, video.frames * 2 - 1, chunk=chunk, out_device="cpu")
+    timings["predict"] = time.perf_counter() - t0
+    if adapt:
+        t0 = time.perf_counter()
+        pred, adapt_notes = _adapt(model, video, pred, adapt, tracker, depth, adapt_steps, adapt_max_frames,
+                                   dev, log)
+        notes += adapt_notes
+        timings["adapt"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    T_world_cam, K_net, status, cam_notes = solve_cameras_chunked(pred.recon.float(), pred.conf_recon.float(),
+                                                                  camera_chunk)
+    notes += cam_notes
+    timings["cameras"] = time.perf_counter() - t0
+    unsolved = [i for i, s in enumerate(status) if s not in ("ok", "planar")]
+    if unsolved:
+        notes.append(f"{len(unsolved)} of {T} camera(s) not solved (previous pose kept): frames {unsolved[:10]}"
+                     + (" ..." if len(unsolved) > 10 else ""))
+    result = RunResult(
+        track=pred.track.float(), recon=pred.recon.float(), conf_track=pred.conf_track.float(),
+        conf_recon=pred.conf_recon.float(), T_world_cam=T_world_cam, K_net=K_net.double(),
+        K_orig=intrinsics_to_original(K_net, video.transform), transform=video.transform,
+        frame_indices=list(video.frame_indices), camera_status=status, notes=notes, timings=timings)
+    settings = dict(video=video.source, checkpoint=str(checkpoint) if isinstance(checkpoint, (str, Path))
+                    else type(checkpoint).__name__, adapt=adapt, tracker=tracker, depth=depth, stride=stride,
+                    start=start, max_frames=max_frames, chunk=chunk, device=str(dev), portrait=portrait,
+                    adapt_steps=adapt_steps)
+    t0 = time.perf_counter()
+    with _atomic_dir(out, overwrite) as tmp:
+        write_outputs(tmp, result, video, query_stride=query_stride, view=view, settings=settings)
+    timings["write"] = time.perf_counter() - t0
+    result.out_dir = out
+    for n in notes:
+        log(f"note: {n}")
+    log(f"wrote {out}/ (result.npz, tracks.npz{', view.html' if view else ''}, run.json); focal "
+        f"{float(K_net[0, 0]):.1f} px at {H}x{W} = {float(result.K_orig[0, 0]):.1f} px in the original video")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m st4r_lite.app.run memory ...``: the long-video memory measurement (see :mod:`st4r_lite.studies.video_memory`)."""
+    from st4r_lite.studies import video_memory
+
+    return video_memory.main(argv)
+
+
+def __getattr__(name: str):
+    """The memory helpers moved to :mod:`st4r_lite.studies.video_memory`; old imports from here keep working."""
+    if name in ("synthetic_video_frames", "measure_long_video", "default_checkpoint"):
+        from st4r_lite.studies import video_memory
+
+        return getattr(video_memory, name)
+    raise AttributeError(f"module 'st4r_lite.app.run' has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

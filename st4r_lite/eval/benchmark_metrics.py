@@ -1,0 +1,161 @@
+"""Evaluation metrics beyond ``metrics.py``: cameras (ATE / RPE), occlusion masks, TAPVid-3D style scores.
+
+Dimension letters: T frames, N tracked points, ``...`` any leading shape.
+
+Cameras (DESIGN §7). Predicted cameras live in the prediction's own world (scale and gauge unknown), so the
+predicted camera centres c_t = T_world_cam_t[:3, 3] are first aligned to the ground-truth centres by a
+closed-form Sim(3) (Umeyama): c_t ← s R c_t + t. Then
+
+    ATE      = sqrt( mean_t ‖s R c_t + t − c*_t‖² )                      (absolute trajectory error, metres)
+    RPE_t    = mean_t ‖s Δt_t − Δt*_t‖,   Δ = T_{t}⁻¹ T_{t+1}             (relative translation error, metres)
+    RPE_rot  = mean_t angle(ΔR_tᵀ ΔR*_t)                                  (relative rotation error, degrees)
+
+The relative poses do not depend on the world's rotation or origin, only on its scale s (from the Sim(3)).
+
+Occlusion masks. A mask says per (t, n) "visible, trust this point" (True) or "occluded" (False). Against the
+ground-truth visibility we report accuracy and, for the *occluded* class (the one the mask exists to find),
+precision = |pred occl ∧ gt occl| / |pred occl| and recall = |pred occl ∧ gt occl| / |gt occl|.
+
+TAPVid-3D style (optional, Koppula et al. 2024): thresholds that grow with depth, δ_3D = δ_px · z*/f for
+δ_px ∈ {1, 2, 4, 8, 16} (a pixel-sized error at the point's depth), and per threshold the Jaccard
+TP / (TP + FP + FN) with TP = pred visible ∧ gt visible ∧ within δ, FP = pred visible ∧ ¬(gt visible ∧ within),
+FN = gt visible ∧ ¬(pred visible ∧ within); 3D-AJ = mean over thresholds. APD_3D = mean over thresholds of
+the fraction of gt-visible points within δ_3D.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from st4r_lite.geometry.pinhole import rotation_angle_deg, umeyama_sim3
+
+TAPVID3D_PIXEL_THRESHOLDS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+__all__ = ["CameraMetrics", "OcclusionMetrics", "TapVid3DMetrics", "camera_metrics", "occlusion_metrics",
+           "tapvid3d_metrics", "TAPVID3D_PIXEL_THRESHOLDS"]
+
+
+@dataclass
+class CameraMetrics:
+    """ATE (m), RPE translation (m) and rotation (degrees) after Sim(3) alignment of the camera centres."""
+
+    ate: float
+    rpe_trans: float
+    rpe_rot_deg: float
+    scale: float
+    num_frames: int
+
+
+@dataclass
+class OcclusionMetrics:
+    """Occlusion-mask quality: accuracy (%), occluded-class precision and recall (%), counts."""
+
+    accuracy: float
+    occluded_precision: float
+    occluded_recall: float
+    num_entries: int
+    num_gt_occluded: int
+
+
+@dataclass
+class TapVid3DMetrics:
+    """TAPVid-3D style scores (%): depth-adaptive APD, occlusion accuracy and 3D average Jaccard."""
+
+    apd_3d: float
+    occlusion_accuracy: float
+    average_jaccard: float
+
+
+def _check_poses(T: torch.Tensor, name: str) -> torch.Tensor:
+    if T.ndim != 3 or tuple(T.shape[-2:]) != (4, 4):
+        raise ValueError(f"{name} must be camera poses (T, 4, 4), got {tuple(T.shape)}")
+    return T.detach().double().cpu()
+
+
+def camera_metrics(pred_T_world_cam: torch.Tensor, gt_T_world_cam: torch.Tensor) -> CameraMetrics:
+    """ATE / RPE of predicted cameras against ground truth after a Sim(3) fit of the centres (see module doc).
+
+    pred_T_world_cam, gt_T_world_cam: (T, 4, 4) camera -> world. With fewer than 3 frames, or when the
+    ground-truth centres (or the predicted ones) barely move (spread < 1e-6 m), no rotation can be fitted:
+    only the centroid is matched and the scale is taken as 1.
+    """
+    P, G = _check_poses(pred_T_world_cam, "pred_T_world_cam"), _check_poses(gt_T_world_cam, "gt_T_world_cam")
+    if P.shape != G.shape:
+        raise ValueError(f"pred and gt cameras differ in shape: {tuple(P.shape)} vs {tuple(G.shape)}")
+    if not (torch.isfinite(P).all() and torch.isfinite(G).all()):
+        return CameraMetrics(math.nan, math.nan, math.nan, math.nan, int(P.shape[0]))
+    c_p, c_g = P[:, :3, 3], G[:, :3, 3]
+    spread = min(float((c_p - c_p.mean(0)).norm(dim=-1).max()), float((c_g - c_g.mean(0)).norm(dim=-1).max()))
+    if P.shape[0] >= 3 and spread > 1e-6:
+        s, R, t = umeyama_sim3(c_p, c_g)
+        s = float(s)
+        aligned = s * c_p @ R.T + t
+    else:
+        s = 1.0
+        aligned = c_p - c_p.mean(0) + c_g.mean(0)
+    ate = float(((aligned - c_g) ** 2).sum(-1).mean().sqrt())
+    if P.shape[0] < 2:
+        return CameraMetrics(ate, math.nan, math.nan, s, int(P.shape[0]))
+    dP = torch.linalg.inv(P[:-1]) @ P[1:]
+    dG = torch.linalg.inv(G[:-1]) @ G[1:]
+    rpe_t = float((s * dP[:, :3, 3] - dG[:, :3, 3]).norm(dim=-1).mean())
+    rpe_r = float(rotation_angle_deg(dP[:, :3, :3], dG[:, :3, :3]).mean())
+    return CameraMetrics(ate=ate, rpe_trans=rpe_t, rpe_rot_deg=rpe_r, scale=s, num_frames=int(P.shape[0]))
+
+
+def occlusion_metrics(pred_visible: torch.Tensor, gt_visible: torch.Tensor,
+                      valid: torch.Tensor | None = None) -> OcclusionMetrics:
+    """Quality of a visibility / occlusion mask. pred_visible, gt_visible: (T, N) (or any equal shape) bool;
+    valid: same shape bool or None (entries to score). Precision / recall are NaN when undefined (0 / 0).
+    """
+    if pred_visible.shape != gt_visible.shape:
+        raise ValueError(f"pred_visible {tuple(pred_visible.shape)} and gt_visible {tuple(gt_visible.shape)} "
+                         "must have the same shape")
+    p, g = pred_visible.bool().flatten().cpu(), gt_visible.bool().flatten().cpu()
+    ok = torch.ones_like(p) if valid is None else valid.bool().flatten().cpu()
+    p, g = p[ok], g[ok]
+    if p.numel() == 0:
+        return OcclusionMetrics(math.nan, math.nan, math.nan, 0, 0)
+    po, go = ~p, ~g
+    both = int((po & go).sum())
+    prec = 100.0 * both / int(po.sum()) if po.any() else math.nan
+    rec = 100.0 * both / int(go.sum()) if go.any() else math.nan
+    return OcclusionMetrics(accuracy=100.0 * float((p == g).double().mean()), occluded_precision=prec,
+                            occluded_recall=rec, num_entries=int(p.numel()), num_gt_occluded=int(go.sum()))
+
+
+def tapvid3d_metrics(pred_tracks_cam: torch.Tensor, gt_tracks_cam: torch.Tensor, pred_visible: torch.Tensor,
+                     gt_visible: torch.Tensor, focal: float,
+                     pixel_thresholds: tuple[float, ...] = TAPVID3D_PIXEL_THRESHOLDS) -> TapVid3DMetrics:
+    """TAPVid-3D style scores (see module doc) of tracks already aligned and expressed in each frame's camera.
+
+    pred_tracks_cam, gt_tracks_cam: (T, N, 3) (the depth z* of a point is its gt z in frame t's camera);
+    pred_visible, gt_visible: (T, N) bool; focal: pixels (f of K). Non-finite predictions count as misses.
+    """
+    if pred_tracks_cam.shape != gt_tracks_cam.shape or pred_tracks_cam.ndim != 3:
+        raise ValueError(f"pred and gt tracks must both be (T, N, 3), got {tuple(pred_tracks_cam.shape)} and "
+                         f"{tuple(gt_tracks_cam.shape)}")
+    if pred_visible.shape != pred_tracks_cam.shape[:2] or gt_visible.shape != pred_tracks_cam.shape[:2]:
+        raise ValueError("pred_visible and gt_visible must be (T, N) like the tracks")
+    if not focal > 0:
+        raise ValueError(f"focal must be > 0 pixels, got {focal}")
+    p, g = pred_tracks_cam.detach().double().cpu(), gt_tracks_cam.detach().double().cpu()
+    pv, gv = pred_visible.bool().cpu(), gt_visible.bool().cpu()
+    dist = (p - g).norm(dim=-1).nan_to_num(math.inf)
+    z = g[..., 2].abs()
+    apds, ajs = [], []
+    for d_px in pixel_thresholds:
+        within = dist < d_px * z / focal
+        if gv.any():
+            apds.append(float(within[gv].double().mean()))
+        tp = int((pv & gv & within).sum())
+        fp = int((pv & ~(gv & within)).sum())
+        fn = int((gv & ~(pv & within)).sum())
+        ajs.append(tp / (tp + fp + fn) if tp + fp + fn else math.nan)
+    apd3 = 100.0 * sum(apds) / len(apds) if apds else math.nan
+    aj = 100.0 * sum(ajs) / len(ajs) if not any(math.isnan(a) for a in ajs) else math.nan
+    return TapVid3DMetrics(apd_3d=apd3, occlusion_accuracy=100.0 * float((pv == gv).double().mean()),
+                           average_jaccard=aj)

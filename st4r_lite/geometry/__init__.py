@@ -1,0 +1,1 @@
+"""Camera geometry: pinhole conventions, cameras from pointmaps (focal, PnP), and the APD/EPE track metrics."""

@@ -1,0 +1,1 @@
+"""The measurements behind the course's claims: ablation, variants, ceiling, bench, memory, report."""

@@ -1,0 +1,325 @@
+"""Running adaptation over many videos: the variant comparison (ablation rows of DESIGN §6) and the CLI.
+
+Dimension letters: T frames, H image rows, W image columns, N query points.
+
+``compare_variants(videos, model, variants=..., trackers=("sim", "lk"))`` adapts the same starting model to
+every video with every variant, sharing one set of pseudo-labels per (tracker, video) so that the comparison
+is paired, and returns per-run rows plus means (tracking APD / EPE all and dynamic, median and Sim(3)
+alignment; occlusion-mask precision / recall against ground-truth visibility). ``measure_quick`` is the
+recorded measurement (``data/adapt_variants_quick.json``); ``run_adapt_cli`` is ``st4r-lite adapt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from st4r_lite.adapt.loop import VARIANTS, AdaptConfig, AdaptVideo, adapt_video, jsonable
+from st4r_lite.runtime import atomic_write
+
+__all__ = ["compare_variants", "load_videos", "measure_quick", "mask_tau_sweep", "sensitivity", "run_adapt_cli",
+           "format_table", "QUICK_SEEDS", "SENSITIVITY"]
+
+
+def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 96) -> list[AdaptVideo]:
+    """Videos from an .npz file, a folder of .npz files, or ``DOMAIN:SEED[:COUNT]`` (synthetic clips)."""
+    path = Path(data)
+    if path.is_file():
+        return [AdaptVideo.from_npz(path)]
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise FileNotFoundError(f"no .npz file in folder {str(path)!r}")
+        return [AdaptVideo.from_npz(f) for f in files]
+    parts = data.split(":")
+    if len(parts) in (2, 3) and parts[0] in ("wild", "pretrain") and all(p.isdigit() for p in parts[1:]):
+        from st4r_lite.world.render import generate_clips
+
+        count = int(parts[2]) if len(parts) == 3 else 1
+        clip = generate_clips(count, frames=frames, height=height, width=width, domain=parts[0],
+                              seed=int(parts[1]))
+        return [AdaptVideo.from_clip(clip, b) for b in range(count)]
+    raise FileNotFoundError(f"--data {data!r} is neither an .npz file, a folder of .npz files, nor "
+                            "DOMAIN:SEED[:COUNT] (e.g. wild:100:4)")
+
+
+def compare_variants(videos: list[AdaptVideo], model, *, variants=tuple(VARIANTS), trackers=("sim", "lk"),
+                     depth: str = "sim", config: AdaptConfig | None = None, progress=None,
+                     provider_options: dict | None = None) -> dict:
+    """The ablation of DESIGN §6: every variant on every video with the same pseudo-labels (paired comparison).
+
+    videos: with ground truth (``sim`` pseudo-labels and the metrics need it); model: the starting point of
+    every run; trackers: pseudo 2D trackers (``online.make_provider`` names); depth: pseudo mono-depth;
+    provider_options: extra ``make_provider`` arguments (e.g. ``sim_tracker_config=`` for harsher labels).
+    Returns {"settings", "pseudo_labels": {tracker: per-video error stats}, "rows": one per (tracker, variant,
+    video), "mean": {tracker: {variant: mean metrics}}}. Means of: APD / EPE (median and sim3; all and
+    dynamic), mask precision / recall, seconds.
+    """
+    from st4r_lite.adapt.online import make_provider
+    from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
+
+    cfg = config or AdaptConfig()
+    rows, pl_stats = [], {}
+    for tracker in trackers:
+        pl_stats[tracker] = {}
+        for vid in videos:
+            if vid.gt is None:
+                raise ValueError(f"video {vid.name!r} has no ground truth: compare_variants needs it for metrics")
+            provider = make_provider(tracker, depth, ground_truth=vid.gt, seed=cfg.seed, **(provider_options or {}))
+            q = vid.queries(cfg.query_stride)
+            labels = provider(vid.video, q)
+            gt2d, vis = vid.gt.tracks_2d(q if vid.gt.dense else None)
+            st = pseudo_label_error_stats(labels, gt2d, vis, vid.gt.depth)
+            pl_stats[tracker][vid.name] = {**asdict(st), "summary": st.summary(), "source": labels.source}
+            for variant in variants:
+                res = adapt_video(model, vid, labels, replace(cfg, variant=variant))
+                row = {"tracker": tracker, "variant": variant, "video": vid.name, "seconds": res.seconds,
+                       **_flat_metrics(res.metrics)}
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+    mean: dict = {}
+    for row in rows:
+        mean.setdefault(row["tracker"], {}).setdefault(row["variant"], []).append(row)
+    for per_variant in mean.values():
+        for variant, items in per_variant.items():
+            keys = [k for k, v in items[0].items() if isinstance(v, float)]
+            per_variant[variant] = {k: _nanmean([it[k] for it in items]) for k in keys}
+    return jsonable({"settings": {"config": asdict(cfg), "trackers": list(trackers), "depth": depth,
+                                   "variants": list(variants), "videos": [v.name for v in videos]},
+                      "pseudo_labels": pl_stats, "rows": rows, "mean": mean})
+
+
+def _flat_metrics(metrics: dict) -> dict[str, float]:
+    out = {}
+    for al, m in metrics.get("tracking", {}).items():
+        for k in ("apd", "epe", "apd_dynamic", "epe_dynamic"):
+            out[f"{k}_{al}"] = float(m[k])
+    for name in ("mask", "pseudo_valid", "used"):
+        for k in ("precision", "recall"):
+            if name in metrics:
+                out[f"{name}_{k}"] = float(metrics[name][k])
+    return out
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    return float(sum(finite) / len(finite)) if finite else math.nan
+
+
+def run_adapt_cli(args) -> str:
+    """``st4r-lite adapt``: adapt a checkpoint to each video of --data with one or more variants."""
+    from st4r_lite.model.checkpoint import load_model
+    from st4r_lite.adapt.online import make_provider
+    from st4r_lite.runtime import ensure_writable_dir, repo_data_dir
+
+    variants = list(VARIANTS) if args.variant == "all" else [v.strip() for v in args.variant.split(",")]
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; choose from {list(VARIANTS)} or 'all'")
+    out = ensure_writable_dir(args.out)
+    ckpt = Path(args.checkpoint) if args.checkpoint else repo_data_dir() / "tiny.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} not found; pass --checkpoint (e.g. one written by "
+                                "`st4r-lite export`)")
+    model = load_model(ckpt)
+    H, W = model.config.img_size
+    videos = load_videos(args.data, frames=args.frames, height=H, width=W)
+    given = {"steps": args.steps, "lr": args.lr, "pairs_per_step": getattr(args, "pairs_per_step", None)}
+    cfg = AdaptConfig(params=args.params, seed=args.seed, tau=args.tau, sigma_form=args.sigma_form,
+                      **{k: v for k, v in given.items() if v is not None})
+    lines = []
+    for vid in videos:
+        provider = make_provider(args.tracker, args.depth, ground_truth=vid.gt, seed=args.seed, fallback=True)
+        labels = provider(vid.video, vid.queries(cfg.query_stride))
+        for variant in variants:
+            res = adapt_video(model, vid, labels, replace(cfg, variant=variant))
+            npz, js = res.save(out)
+            m = res.metrics.get("tracking", {}).get("median")
+            score = f"APD {m['apd']:.1f} / dyn {m['apd_dynamic']:.1f}, EPE {m['epe']:.3f}" if m else "no ground truth"
+            lines.append(f"{vid.name} {variant}: {score} ({res.seconds:.0f} s) -> {npz.name}, {js.name}")
+    return "\n".join(lines)
+
+
+QUICK_SEEDS = (600_000, 600_001, 600_002, 600_003)   # the wild part of worldtrack.BENCHMARKS["worldtrack-lite"]
+
+
+def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, frames: int = 16, height: int = 64,
+                  width: int = 96, variants=tuple(VARIANTS), trackers=("sim", "lk"), depth: str = "sim",
+                  config: AdaptConfig | None = None, command: str = "", progress=None,
+                  provider_options: dict | None = None) -> dict:
+    """The recorded variant comparison on `wild` clips (default: the 4 wild clips of ``worldtrack-lite``,
+    rendered directly so that the ground truth is dense and the images are not JPEG-compressed).
+
+    Writes ``out_json`` (atomically) when given; returns the :func:`compare_variants` dict plus timing.
+    """
+    from st4r_lite.world.render import generate_clips
+
+    start = time.perf_counter()
+    videos = []
+    for s in seeds:
+        clip = generate_clips(1, frames=frames, height=height, width=width, domain="wild", seed=int(s))
+        videos.append(AdaptVideo.from_clip(clip, 0))
+    result = compare_variants(videos, model, variants=variants, trackers=trackers, depth=depth, config=config,
+                              progress=progress, provider_options=provider_options)
+    result["mask_tau_sweep"] = mask_tau_sweep(videos, model)
+    result["settings"].update({"seeds": [int(s) for s in seeds], "frames": frames, "height": height,
+                               "width": width, "command": command,
+                               "seconds": round(time.perf_counter() - start, 1)})
+    result["table"] = format_table(result)
+    if out_json is not None:
+        with atomic_write(out_json, "w") as fh:
+            json.dump(jsonable(result), fh, indent=1)
+    return result
+
+
+def mask_tau_sweep(videos: list[AdaptVideo], model, taus=(0.0, 0.05, 0.1, 0.3, 1.0), stride: int = 4) -> dict:
+    """Occlusion-mask quality of the *unadapted* model against ground-truth visibility for several τ, next to
+    the same test on exact geometry (true track points, depth and cameras; τ = 0.05): what limits the mask, the
+    test or the pointmaps it reads? Returns {label: mean precision / recall / occluded_rejected / kept_fraction}.
+    """
+    import torch
+
+    from st4r_lite.adapt.loop import PairRunner, cameras_from_prediction
+    from st4r_lite.geometry.pinhole import project, transform_points
+    from st4r_lite.adapt.occlusion import mask_quality, occlusion_mask, sample_map
+
+    rows: dict[str, list[dict]] = {}
+    for vid in videos:
+        q = vid.queries(stride)
+        _, track_gt, vis, _ = vid.gt.lookup(q if vid.gt.dense else None)
+        with torch.no_grad():
+            out = PairRunner(model, vid.video)()
+            K, T_world_cam, _ = cameras_from_prediction(out, AdaptConfig(), 0, False)
+        T = out.track.shape[0]
+        T_cam_world = torch.linalg.inv(T_world_cam)
+        cam = transform_points(T_cam_world, sample_map(out.track, q[None].expand(T, -1, -1).to(out.track)))
+        depth = transform_points(T_cam_world, out.recon)[..., 2]
+        for tau in taus:
+            m = occlusion_mask(cam[..., 2], project(cam, K), depth, tau)
+            rows.setdefault(f"network tau={tau}", []).append(mask_quality(m, vis))
+        if vid.gt.depth is not None:
+            gcam = transform_points(torch.linalg.inv(vid.gt.T_world_cam), track_gt)
+            m = occlusion_mask(gcam[..., 2], project(gcam, vid.gt.K), vid.gt.depth, 0.05)
+            rows.setdefault("exact geometry tau=0.05", []).append(mask_quality(m, vis))
+    keys = ("precision", "recall", "occluded_rejected", "kept_fraction", "gt_visible_fraction")
+    return {label: {k: _nanmean([r[k] for r in items]) for k in keys} for label, items in rows.items()}
+
+
+SENSITIVITY = {                     # what might make the proposal matter: each a change of AdaptConfig
+    "default": {}, "gaussian_sigma": {"sigma_form": "gaussian"}, "all_but_encoder": {"params": "all_but_encoder"},
+    "lr_1e-4": {"lr": 1e-4}, "steps_40": {"steps": 40}, "tau_0.3": {"tau": 0.3},
+}
+
+
+def sensitivity(videos: list[AdaptVideo], model, *, settings: dict | None = None,
+                variants=("none", "baseline", "oracle_mask", "robust"), tracker: str = "sim",
+                config: AdaptConfig | None = None, provider_options: dict | None = None, progress=None) -> dict:
+    """compare_variants under several AdaptConfig changes (``SENSITIVITY``): {setting: {variant: means}}."""
+    base = config or AdaptConfig()
+    out = {}
+    for name, change in (settings or SENSITIVITY).items():
+        res = compare_variants(videos, model, variants=variants, trackers=(tracker,), config=replace(base, **change),
+                               provider_options=provider_options, progress=progress)
+        out[name] = {"change": change, "mean": res["mean"][tracker]}
+    return out
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of ``result["mean"]``: per tracker and variant, APD (median, %) all / dynamic,
+    EPE (median, m) all / dynamic, APD (sim3) all / dynamic, mask precision / recall."""
+    cols = [("apd_median", "APD", 1), ("apd_dynamic_median", "APDdyn", 1), ("epe_median", "EPE", 3),
+            ("epe_dynamic_median", "EPEdyn", 3), ("apd_sim3", "APDs3", 1), ("apd_dynamic_sim3", "APDs3dyn", 1),
+            ("mask_precision", "mask P", 2), ("mask_recall", "mask R", 2), ("used_precision", "used P", 2)]
+    lines = []
+    for tracker, per_variant in result["mean"].items():
+        lines.append(f"tracker={tracker}  " + "  ".join(f"{name:>8}" for _, name, _ in cols))
+        for variant, m in per_variant.items():
+            vals = []
+            for key, _, digits in cols:
+                v = m.get(key)
+                vals.append(f"{v:8.{digits}f}" if isinstance(v, float) and math.isfinite(v) else f"{'-':>8}")
+            lines.append(f"  {variant:<12}" + "  ".join(vals))
+    return "\n".join(lines)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def main(argv=None) -> int:
+    """``python -m st4r_lite.studies.adapt_compare [--checkpoint CKPT] [--out JSON] [--steps N] ...``: the recorded run."""
+    import argparse
+    import shlex
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m st4r_lite.studies.adapt_compare", description=measure_quick.__doc__)
+    p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
+    p.add_argument("--out", default=None, help="JSON to write (default: data/adapt_variants_quick.json)")
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--pairs-per-step", type=int, default=8)
+    p.add_argument("--params", default="track", choices=("track", "all_but_encoder"))
+    p.add_argument("--tau", type=float, default=0.1)
+    p.add_argument("--sigma-form", default="laplace", choices=("laplace", "gaussian"))
+    p.add_argument("--trackers", default="sim,lk")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--seeds", default=",".join(str(s) for s in QUICK_SEEDS))
+    p.add_argument("--sensitivity", action="store_true",
+                   help="instead: baseline / oracle_mask / robust under the SENSITIVITY config changes (sim labels)")
+    p.add_argument("--harsh", action="store_true",
+                   help="simulated tracker that never flags occlusion (every occluded label marked valid)")
+    args = p.parse_args(argv)
+    from st4r_lite.model.checkpoint import load_model
+    from st4r_lite.runtime import repo_data_dir
+
+    ckpt = Path(args.checkpoint) if args.checkpoint else repo_data_dir() / "tiny.pt"
+    model = load_model(ckpt)
+    cfg = AdaptConfig(steps=args.steps, lr=args.lr, pairs_per_step=args.pairs_per_step, params=args.params,
+                      tau=args.tau, sigma_form=args.sigma_form)
+    out = Path(args.out) if args.out else repo_data_dir() / "adapt_variants_quick.json"
+    command = "python -m st4r_lite.studies.adapt_compare " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    options = None
+    if args.harsh:
+        from st4r_lite.adapt.sim_labels import SimTrackerConfig
+
+        options = {"sim_tracker_config": SimTrackerConfig(occluded_marked_visible_prob=1.0)}
+    if args.sensitivity:
+        from st4r_lite.world.render import generate_clips
+
+        start = time.perf_counter()
+        videos = [AdaptVideo.from_clip(generate_clips(1, frames=16, height=64, width=96, domain="wild",
+                                                      seed=int(s)), 0) for s in args.seeds.split(",")]
+        table = sensitivity(videos, model, config=cfg, provider_options=options, progress=lambda r: print(
+            r["variant"], r["video"], round(r.get("apd_median", math.nan), 2), flush=True))
+        doc = {"settings": {"command": command, "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt),
+                            "config": asdict(cfg),
+                            "videos": [v.name for v in videos], "harsh": args.harsh,
+                            "seconds": round(time.perf_counter() - start, 1)}, "sensitivity": table}
+        with atomic_write(out, "w") as fh:
+            json.dump(jsonable(doc), fh, indent=1)
+        for name, row in table.items():
+            print(name, {v: round(m["apd_median"], 2) for v, m in row["mean"].items()})
+        return 0
+    res = measure_quick(out, model, seeds=[int(s) for s in args.seeds.split(",")], provider_options=options,
+                        variants=args.variants.split(","), trackers=args.trackers.split(","), config=cfg,
+                        command=command, progress=lambda row: print(
+                            f"{row['tracker']:>3} {row['variant']:<12} {row['video']:<12} "
+                            f"APD {row.get('apd_median', float('nan')):6.2f} dyn "
+                            f"{row.get('apd_dynamic_median', float('nan')):6.2f} ({row['seconds']:.0f} s)",
+                            flush=True))
+    res["settings"].update({"checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt)})
+    with atomic_write(out, "w") as fh:
+        json.dump(jsonable(res), fh, indent=1)
+    print(res["table"])
+    print(f"wrote {out} ({res['settings']['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

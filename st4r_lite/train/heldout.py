@@ -1,0 +1,208 @@
+"""Held-out evaluation of a pretrained model: tracking and reconstruction APD against the static baseline.
+
+Dimension letters: B clips, T frames, H, W image rows / columns, N tracked points (queries).
+
+Two sources of held-out data, both never seen in training (training clip seeds start at
+``train.TRAIN_SEED_BASE``):
+- :func:`heldout_clips`: a few `pretrain`-domain clips with fixed seeds (``HELDOUT_SEED``), used during
+  training every ``--eval-every`` steps (dense: every anchor pixel is a query);
+- :func:`evaluate_benchmark`: a named WorldTrack benchmark (``worldtrack.BENCHMARKS``, e.g.
+  "worldtrack-lite") read through its ``.npz`` files, queries as the files give them.
+
+Per sequence the model runs every pair (0, t) (``model.predict_video``); the predicted tracks are the track
+maps at the query pixels, the reconstruction is the recon maps. The static baseline uses the track map of
+pair (0, 0) (the anchor's own reconstruction) for every frame. Metrics come from :mod:`st4r_lite.geometry.track_metrics`
+(mean over sequences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from st4r_lite.geometry import track_metrics as metrics
+
+HELDOUT_SEED = 900_000
+HELDOUT_CLIPS = 4
+HELDOUT_FRAMES = 8
+REPORT_CLIPS = 16  # the shipped evaluation (data/tiny_eval.json) uses more clips than the in-training check
+QUALITY_MARGIN = 10.0  # the project's bar: dynamic tracking APD ≥ static baseline + 10 points (median alignment)
+
+
+def heldout_clips(config, num_clips: int = HELDOUT_CLIPS, frames: int = HELDOUT_FRAMES,
+                  domain: str = "pretrain", seed: int = HELDOUT_SEED, frame_gap: float = 1.0, device="cpu"):
+    """The fixed held-out clips at the model's input size (config.img_size): a ``world.Clip``."""
+    from st4r_lite.world.render import generate_clips
+
+    H, W = config.img_size
+    return generate_clips(num_clips, frames=frames, height=H, width=W, domain=domain, seed=seed,
+                          frame_gap=frame_gap, device=device)
+
+
+def _flat_metrics(m) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(m).items()
+            if k != "alignment"}
+
+
+def evaluate_predictions(pred_tracks: list[torch.Tensor], static_tracks: list[torch.Tensor],
+                         gt_tracks: list[torch.Tensor], recon: list[tuple] | None = None,
+                         alignments: tuple[str, ...] = ("median", "sim3")) -> dict:
+    """Mean metrics over sequences. Per sequence: pred/static/gt tracks (T, N, 3) in the world frame;
+    recon: (pred_points (T, H, W, 3), gt_points (T, H, W, 3), valid (T, H, W)) per sequence or None.
+
+    Returns {"track": {alignment: {...}}, "static": {alignment: {...}}, "recon": {alignment: {...}},
+    "oracle_motion": {"median": {...}}, "num_sequences": S} with APD in % and EPE in metres.
+    "oracle_motion" is a diagnostic: the anchor reconstruction plus the *true* motion
+    (:func:`oracle_motion_tracks`), i.e. the best a perfect motion estimate could do on top of this
+    reconstruction. When it is no better than "static", reconstruction error, not motion, limits tracking.
+    """
+    res: dict = {"track": {}, "static": {}, "num_sequences": len(gt_tracks)}
+    for al in alignments:
+        res["track"][al] = _flat_metrics(metrics.mean_metrics(
+            [metrics.tracking_metrics(p, g, alignment=al) for p, g in zip(pred_tracks, gt_tracks)]))
+        res["static"][al] = _flat_metrics(metrics.mean_metrics(
+            [metrics.tracking_metrics(p, g, alignment=al) for p, g in zip(static_tracks, gt_tracks)]))
+    if "median" in alignments:
+        res["oracle_motion"] = {"median": _flat_metrics(metrics.mean_metrics(
+            [metrics.tracking_metrics(oracle_motion_tracks(s[0], g), g, alignment="median")
+             for s, g in zip(static_tracks, gt_tracks)]))}
+    if recon:
+        res["recon"] = {al: _flat_metrics(metrics.mean_metrics(
+            [metrics.recon_metrics(p, g, v, alignment=al) for p, g, v in recon])) for al in alignments}
+    return res
+
+
+def oracle_motion_tracks(anchor_points: torch.Tensor, gt_tracks: torch.Tensor) -> torch.Tensor:
+    """Diagnostic tracks: predicted anchor points (N, 3) moved by the true motion, in the prediction's scale.
+
+    track_t = a + (gt_t − gt_0) / s, s = median-scale(a → gt_0). anchor_points (N, 3), gt_tracks (T, N, 3)
+    -> (T, N, 3).
+    """
+    s = metrics.median_scale(anchor_points, gt_tracks[0])
+    return anchor_points.double()[None] + (gt_tracks.double() - gt_tracks[:1].double()) / s
+
+
+@torch.no_grad()
+def evaluate_clips(model, clip, chunk: int = 8, alignments: tuple[str, ...] = ("median", "sim3")) -> dict:
+    """Evaluate ``model`` on a ``world.Clip`` (dense queries: every anchor pixel). See evaluate_predictions."""
+    from st4r_lite.model.network import predict_video
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    preds, statics, gts, recons = [], [], [], []
+    for b in range(clip.num_clips):
+        video = (clip.rgb[b] * 2 - 1).to(device)
+        out = predict_video(model, video, chunk=chunk, out_device="cpu")
+        T = video.shape[0]
+        preds.append(rearrange(out.track, "t h w c -> t (h w) c"))
+        statics.append(metrics.static_tracks(out.track[0], T))
+        gts.append(rearrange(clip.track_world[b].cpu(), "t h w c -> t (h w) c"))
+        gt_pts = clip.points_world[b].cpu()
+        recons.append((out.recon, gt_pts, torch.isfinite(gt_pts).all(-1)))
+    model.train(was_training)
+    return evaluate_predictions(preds, statics, gts, recons, alignments)
+
+
+def headline(result: dict, alignment: str = "median") -> dict:
+    """The numbers a log line or a report needs: tracking APD all / dynamic vs static, EPE, recon APD."""
+    tr, st = result["track"][alignment], result["static"][alignment]
+    out = {"apd": tr["apd"], "apd_dyn": tr["apd_dynamic"], "static_apd": st["apd"],
+           "static_apd_dyn": st["apd_dynamic"], "epe": tr["epe"], "epe_dyn": tr["epe_dynamic"]}
+    if "recon" in result:
+        out["recon_apd"] = result["recon"][alignment]["apd"]
+    if alignment in result.get("oracle_motion", {}):
+        out["oracle_motion_apd_dyn"] = result["oracle_motion"][alignment]["apd_dynamic"]
+    return out
+
+
+def quality_bar(head: dict, margin: float = QUALITY_MARGIN) -> dict:
+    """The project's pretraining bar from a :func:`headline` (median alignment): is dynamic tracking APD at
+    least ``margin`` points above the static baseline's? Returns {"required", "apd_dyn", "static_apd_dyn",
+    "gap_points", "met", "ceiling"}; "ceiling" says where the analysis of how high any model can get lives.
+
+    >>> quality_bar({"apd_dyn": 31.0, "static_apd_dyn": 20.0})["met"]
+    True
+    """
+    gap = head["apd_dyn"] - head["static_apd_dyn"]
+    return {"required": f"tracking APD on dynamic points >= static baseline + {margin:g} points (median alignment)",
+            "apd_dyn": head["apd_dyn"], "static_apd_dyn": head["static_apd_dyn"], "gap_points": round(gap, 2),
+            "met": bool(gap >= margin),
+            "ceiling": "how far any model can beat static here: python -m st4r_lite.studies.ceiling (data/quality_ceiling.json)"}
+
+
+def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS, frames: int = HELDOUT_FRAMES,
+                        seed: int = HELDOUT_SEED, device: str = "cpu") -> dict:
+    """Held-out report of a model file (``checkpoint.load_model``), evaluated in float32 on ``num_clips``
+    pretrain-domain clips of ``frames`` frames (seeds ``seed``…, never used in training).
+
+    Returns {"checkpoint", "heldout": settings, "headline": {median, sim3}, "quality_bar": quality_bar(...),
+    "result": evaluate_clips(...), "training": steps / wall time / pairs per second / command / hardware (from ``train_ckpt`` if given)}.
+    """
+    from st4r_lite.model.checkpoint import load_model
+
+    path = Path(path)
+    model = load_model(path, device=device).float()
+    clips = heldout_clips(model.config, num_clips=num_clips, frames=frames, seed=seed, device=device)
+    t0 = time.perf_counter()
+    result = evaluate_clips(model, clips)
+    heads = {al: headline(result, al) for al in result["track"]}
+    report = {
+        "checkpoint": str(path), "size_mib": round(path.stat().st_size / 2**20, 2),
+        "heldout": {"domain": "pretrain", "num_clips": num_clips, "frames": frames, "seed": seed,
+                    "frame_gap": 1.0, "image_hw": list(model.config.img_size), "queries": "every anchor pixel",
+                    "dynamic": "max_t |gt_t - gt_0| > 0.05 m",
+                    "static_baseline": "track := the model's anchor reconstruction (pair (0,0)) for every frame"},
+        "headline": heads, "quality_bar": quality_bar(heads["median"]),
+        "result": result, "eval_wall_s": round(time.perf_counter() - t0, 2),
+    }
+    if train_ckpt is not None:
+        from st4r_lite.train.loop import load_train_checkpoint
+
+        blob = load_train_checkpoint(train_ckpt)
+        st, cfg = blob["state"], blob["train_config"]
+        report["training"] = {
+            "steps": st["step"], "wall_s": round(st["elapsed_s"], 1),
+            "pairs_per_s": round(st["clip_counter"] * cfg["frames"] / max(st["elapsed_s"], 1e-9), 2),
+            "pairs_seen": st["clip_counter"] * cfg["frames"], "config": cfg, **blob.get("meta", {}),
+        }
+    return report
+
+
+def write_eval_json(report: dict, path) -> Path:
+    """Write a report of :func:`evaluate_checkpoint` as indented JSON (atomically)."""
+    from st4r_lite.runtime import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(report, indent=1) + "\n")
+    return path
+
+
+def main(argv=None) -> int:
+    """``python -m st4r_lite.train.heldout data/tiny.pt --json data/tiny_eval.json [--train-ckpt runs/tiny_train.pt]``."""
+    ap = argparse.ArgumentParser(prog="python -m st4r_lite.train.heldout", description=main.__doc__)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--json", default=None, help="write the report here (default: print the headline)")
+    ap.add_argument("--train-ckpt", default=None, help="training checkpoint (adds wall time, command, hardware)")
+    ap.add_argument("--num-clips", type=int, default=REPORT_CLIPS)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    report = evaluate_checkpoint(args.checkpoint, train_ckpt=args.train_ckpt, num_clips=args.num_clips,
+                                 device=args.device)
+    if args.json:
+        write_eval_json(report, args.json)
+    print(json.dumps(report["headline"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

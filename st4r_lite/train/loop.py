@@ -1,0 +1,392 @@
+"""Pretraining on the synthetic 4D world (DESIGN §4): pairs (anchor 0, k) of on-the-fly clips, resumable, DDP.
+
+Dimension letters: B clips per step (per rank), S frames per clip (= pairs per clip, the self-pair included),
+H, W image rows / columns.
+
+One step: draw B clips of S frames with :func:`st4r_lite.world.render.generate_clips` (seeds from a training range
+that never overlaps the benchmark or held-out seeds; each rank its own clips), make the B·S pairs
+(anchor 0, k), k = 0..S-1, with targets in the anchor camera (= world) frame
+
+    track target = clip.track_world[:, k],   recon target = clip.points_world[:, k],   valid = finite,
+
+and minimise :class:`st4r_lite.train.losses.PretrainLoss` with AdamW (β = 0.9, 0.95; weight decay 0.05 except
+norms / biases), warm-up + cosine learning rate, gradient clipping at 0.8 and bf16 autocast on CUDA. Frame
+gaps follow a short-to-long curriculum (:mod:`st4r_lite.train.schedule`). The anchor image is encoded once per clip
+and shared by its S pairs (same result as the plain pair forward, fewer encoder passes).
+
+The training checkpoint (written atomically) holds model, optimiser, scheduler, step, clip-seed counter and
+torch RNG states, so that N steps == N/2 steps + resume + N/2 steps, bit for bit on CPU. ``export_weights``
+writes the small shippable file (weights only, float16 by default) that ``checkpoint.load_model`` reads.
+
+Making the tiny checkpoint (one command; ``runs/`` is git-ignored):
+
+    st4r-lite pretrain --preset tiny --steps 1200 --batch 2 --frames 4 --lr 5e-4 --warmup 60 \
+        --eval-every 200 --save-every 100 --out runs/tiny_train.pt \
+      && st4r-lite export runs/tiny_train.pt data/tiny.pt --eval data/tiny_eval.json
+
+Measured scale (2-core CPU shared with other jobs, 1 thread): ~35 min, 9 600 pairs, 2.6-6 pairs/s. That
+budget takes the tiny model just past the "average room" stage (held-out recon APD 15.6 % vs 10.7 % for a
+constant mean pointmap); its anchor reconstruction errs by ~2 m, far more than objects move (~0.4 m), so
+even the true motion added to it (``heldout.oracle_motion_tracks``) does not beat the static baseline.
+A second run (``--steps 1000 --batch 4 --warmup 50``, 16 000 pairs, 28 min at 9.7 pairs/s) reached recon APD
+20.2 % and dynamic tracking APD 20.8 % vs 20.0 % static (oracle motion 21.0 %): the same picture.
+Tracking motion needs far more pairs (GPU; ``--device cuda`` uses bf16 autocast, heads in float32).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from st4r_lite.train.distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed
+from st4r_lite.train.losses import PairTargets, PretrainLoss
+from st4r_lite.runtime import atomic_write
+from st4r_lite.train.schedule import frame_gap_at, make_optimizer
+
+# Clip seeds: training clips use TRAIN_SEED_BASE + seed · TRAIN_SEED_STRIDE + counter. The named benchmarks
+# (worldtrack.BENCHMARKS) and the held-out set (heldout.HELDOUT_SEED) use seeds below 10^6.
+TRAIN_SEED_BASE = 10_000_000
+TRAIN_SEED_STRIDE = 1_000_000_000
+TRAIN_FORMAT = "st4r_lite-train-v1"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a pretraining run (stored in its checkpoint; a resume must match it)."""
+
+    preset: str = "tiny"
+    steps: int = 1000
+    batch: int = 2              # clips per step and per rank (B); pairs per step = B · frames · ranks
+    frames: int = 4             # S frames per clip = pairs per clip (anchor 0 with every k, self-pair included)
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup: int = 50
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 0.8
+    max_frame_gap: float = 3.0  # curriculum: gaps grow from 1 to this (in the world's frame units)
+    gap_ramp: float = 0.5       # fraction of training over which the largest gap grows
+    domain: str = "pretrain"
+    seed: int = 0
+    track_weight: float = 1.0
+    recon_weight: float = 1.0
+    dynamic_factor: float = 5.0  # moving pixels' C := factor · max C(static) (released code); 0 switches it off
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "frames"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.frames < 2:
+            raise ValueError(f"frames must be ≥ 2 (anchor + at least one other frame), got {self.frames}")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be ≥ 0, got {self.warmup}")
+        if self.dynamic_factor < 0:
+            raise ValueError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class PairBatch(nn.Module):
+    """Wraps the model to run the S pairs of B clips with the anchor encoded once per clip.
+
+    forward(anchor (B, 3, H, W), others (B, S, 3, H, W)) -> PairOutput with B·S pairs, order (b, k).
+    It is a Module so that DDP wraps it (DDP's gradient hooks need the wrapped module's forward).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, anchor: torch.Tensor, others: torch.Tensor):
+        m = self.model
+        B, S = others.shape[:2]
+        enc, pos = m.encode(torch.cat([anchor, rearrange(others, "b s c h w -> (b s) c h w")]))
+        enc_a = repeat(enc[:B], "b n c -> (b s) n c", s=S)
+        pos_a = repeat(pos[:B], "b n c -> (b s) n c", s=S)
+        dec1, dec2 = m.decode(enc_a, pos_a, enc[B:], pos[B:])
+        out, _, _ = m.predict_heads(dec1, dec2, tuple(anchor.shape[-2:]))
+        return out
+
+
+def clip_pairs(clip) -> tuple[torch.Tensor, torch.Tensor, PairTargets]:
+    """Network inputs and targets of the pairs (0, k), k = 0..S-1, of a Clip.
+
+    Returns anchor (B, 3, H, W) and others (B, S, 3, H, W) in [-1, 1], and PairTargets with B·S rows in
+    (b, k) order: track = track_world[:, k], recon = points_world[:, k], valid = finite, dynamic =
+    track_dynamic (the anchor pixel is on a moving object).
+    """
+    img = clip.rgb * 2 - 1
+    S = img.shape[1]
+    flat = lambda x: rearrange(x, "b s ... -> (b s) ...")  # noqa: E731
+    track, recon = flat(clip.track_world), flat(clip.points_world)
+    targets = PairTargets(
+        track=track, recon=recon,
+        valid_track=torch.isfinite(track).all(-1), valid_recon=torch.isfinite(recon).all(-1),
+        dynamic=flat(repeat(clip.track_dynamic, "b h w -> b s h w", s=S)),
+    )
+    return img[:, 0], img, targets
+
+
+def clip_seed(cfg: TrainConfig, counter: int, rank: int) -> int:
+    """First clip seed of this rank's batch, where ``counter`` clips were drawn (over all ranks) before."""
+    return TRAIN_SEED_BASE + cfg.seed * TRAIN_SEED_STRIDE + counter + rank * cfg.batch
+
+
+def trainable_model(model: nn.Module) -> nn.Module:
+    """Freeze what the pretraining loss never reaches (CroCo's mask token, the σ² heads, adapted at test
+    time), so every trainable parameter gets a gradient (DDP requires it)."""
+    for name, p in model.named_parameters():
+        if name == "mask_token" or name.startswith("sigma_head"):
+            p.requires_grad_(False)
+    return model
+
+
+@dataclass
+class TrainState:
+    """What a training checkpoint restores (besides the model, optimiser and scheduler states)."""
+
+    step: int = 0
+    clip_counter: int = 0
+    elapsed_s: float = 0.0
+
+
+def save_train_checkpoint(path: str | Path, model: nn.Module, opt, sched, state: TrainState,
+                          cfg: TrainConfig, device: torch.device) -> None:
+    """Write the full training state atomically (torch.save of plain containers and tensors)."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    blob = {
+        "format": TRAIN_FORMAT, "config": model.config.to_dict(), "model": model.state_dict(),
+        "train_config": asdict(cfg), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "state": asdict(state), "rng": rng, "meta": run_meta(device),
+    }
+    with atomic_write(path) as f:
+        torch.save(blob, f)
+
+
+def run_meta(device: torch.device) -> dict:
+    """Where and how the run was made (stored in checkpoints, copied into evaluation reports)."""
+    import platform
+    import sys
+
+    hw = f"{platform.machine()} {platform.processor() or platform.system()}, {torch.get_num_threads()} torch threads"
+    if device.type == "cuda":
+        hw = f"{torch.cuda.get_device_name(device)} (CUDA), " + hw
+    return {"command": " ".join(["st4r-lite" if sys.argv[0].endswith(("st4r-lite", "cli.py")) else sys.argv[0]]
+                                + sys.argv[1:]),
+            "hardware": hw, "torch": str(torch.__version__), "cpu_count": os.cpu_count()}
+
+
+def load_train_checkpoint(path: str | Path) -> dict:
+    """Read a training checkpoint written by :func:`save_train_checkpoint` (on CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training checkpoint at {str(path)!r}; drop --resume to start a new run")
+    # TorchVersion (a str subclass) is allowed: early checkpoints stored torch.__version__ unconverted
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != TRAIN_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a st4r_lite training checkpoint (no optimiser state); "
+                         "resume needs the file written by `st4r-lite pretrain --out`")
+    return blob
+
+
+def export_weights(train_ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write the shippable model file (weights only, cast to ``dtype``) from a training checkpoint."""
+    from st4r_lite.model.checkpoint import save_checkpoint
+    from st4r_lite.model.config import ModelConfig
+    from st4r_lite.model.network import St4RTrack
+
+    blob = load_train_checkpoint(train_ckpt)
+    model = St4RTrack(ModelConfig.from_dict(blob["config"]))
+    model.load_state_dict(blob["model"])
+    model.to(dtype)
+    save_checkpoint(out, model, step=blob["state"]["step"], train_config=blob["train_config"])
+    return Path(out)
+
+
+def _log(path: Path | None, record: dict) -> None:
+    if path is not None:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device: str | None = None,
+             log_path: str | Path | None = None, eval_every: int = 0, log_every: int = 10,
+             save_every: int = 0, stop_at: int | None = None, progress: bool = True,
+             final_eval: bool = True, eval_clips: int | None = None) -> dict:
+    """Run (or resume) pretraining and write the training checkpoint to ``out``. Returns a summary dict.
+
+    eval_every: evaluate on the held-out clips every that many steps (0 = only at the end);
+    save_every: also checkpoint every that many steps (0 = only at the end); stop_at: stop after that step
+    (the schedule still spans ``cfg.steps``; resume later with ``resume=True``); final_eval: evaluate at the
+    last step (the summary's "eval"); eval_clips: number of held-out clips (default heldout.HELDOUT_CLIPS). The summary's "weights_digest" (sha256 of the parameters) lets
+    processes of a DDP run check that they hold identical weights.
+    """
+    from st4r_lite.train import heldout
+    from st4r_lite.model.network import build_model
+    from st4r_lite.world.render import generate_clips
+
+    env = init_distributed(device)
+    out, log_path = Path(out), (Path(log_path) if log_path else None)
+    stop = cfg.steps if stop_at is None else min(int(stop_at), cfg.steps)
+    devices = [env.device] if env.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):  # the caller's global RNG state is left untouched
+            torch.manual_seed(cfg.seed)
+            model = trainable_model(build_model(cfg.preset)).to(env.device)
+            opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, total_steps=cfg.steps,
+                                        warmup_steps=min(cfg.warmup, cfg.steps), min_ratio=cfg.min_lr_ratio)
+            state = TrainState()
+            if resume:
+                blob = load_train_checkpoint(out)
+                saved = TrainConfig.from_dict(blob["train_config"])
+                if saved != cfg:
+                    diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in asdict(cfg)
+                            if getattr(saved, k) != getattr(cfg, k)}
+                    raise ValueError(f"--resume with different settings than the checkpoint (saved, asked): {diff}")
+                model.load_state_dict(blob["model"])
+                opt.load_state_dict(blob["optimizer"])
+                sched.load_state_dict(blob["scheduler"])
+                state = TrainState(**blob["state"])
+                torch.set_rng_state(blob["rng"]["torch"])
+                if "cuda" in blob["rng"] and env.device.type == "cuda":
+                    torch.cuda.set_rng_state(blob["rng"]["cuda"], env.device)
+            elif env.is_main and log_path is not None:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log_path.write_text("")
+            return _train_loop(cfg, model, opt, sched, state, env, out, log_path, stop, eval_every,
+                               log_every, save_every, progress, final_eval, eval_clips, generate_clips, heldout)
+    finally:
+        cleanup(env)
+
+
+def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop, eval_every, log_every,
+                save_every, progress, final_eval, eval_clips, generate_clips, heldout) -> dict:
+    H, W = model.config.img_size
+    runner = PairBatch(model)
+    if env.enabled:
+        runner = nn.parallel.DistributedDataParallel(
+            runner, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    loss_fn = PretrainLoss(track_weight=cfg.track_weight, recon_weight=cfg.recon_weight,
+                           dynamic_factor=cfg.dynamic_factor or None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    use_amp = env.device.type == "cuda"
+    n_eval = heldout.HELDOUT_CLIPS if eval_clips is None else int(eval_clips)
+    eval_clips = heldout.heldout_clips(model.config, num_clips=n_eval, device=env.device) \
+        if env.is_main and (eval_every or final_eval) else None
+    bar = None
+    if progress and env.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=stop, initial=state.step, desc="pretrain", unit="step", dynamic_ncols=True)
+    window: dict[str, list[float]] = {}
+    t_window, pairs_window, result = time.perf_counter(), 0, {}
+    model.train()
+    while state.step < stop:
+        t0 = time.perf_counter()
+        gap = frame_gap_at(state.step, cfg.steps, cfg.max_frame_gap, cfg.seed, env.rank, cfg.gap_ramp)
+        clip = generate_clips(cfg.batch, frames=cfg.frames, height=H, width=W, domain=cfg.domain,
+                              seed=clip_seed(cfg, state.clip_counter, env.rank), frame_gap=gap,
+                              device=env.device)
+        anchor, others, targets = clip_pairs(clip)
+        with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            pred = runner(anchor, others)
+        terms = loss_fn(pred, targets)
+        opt.zero_grad(set_to_none=True)
+        terms.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if not torch.isfinite(terms.total):
+            raise FloatingPointError(f"non-finite loss at step {state.step}; lower --lr or check the data")
+        opt.step()
+        sched.step()
+        state.step += 1
+        state.clip_counter += cfg.batch * env.world_size
+        state.elapsed_s += time.perf_counter() - t0
+        pairs_window += anchor.shape[0] * cfg.frames * env.world_size
+        vals = {k: float(all_reduce_mean(v.detach().reshape(1), env)) for k, v in vars(terms).items()}
+        vals.update(grad_norm=float(grad_norm), frame_gap=gap)
+        for k, v in vals.items():
+            window.setdefault(k, []).append(v)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{vals['total']:.3f}", gap=f"{gap:.2f}")
+        if env.is_main and (state.step % log_every == 0 or state.step == stop):
+            now = time.perf_counter()
+            rec = {"step": state.step, "lr": sched.get_last_lr()[0], "elapsed_s": round(state.elapsed_s, 2),
+                   "pairs_per_s": round(pairs_window / max(now - t_window, 1e-9), 2)}
+            rec.update({k: _nanmean(v) for k, v in window.items()})
+            _log(log_path, rec)
+            window, t_window, pairs_window = {}, now, 0
+        if env.is_main and ((eval_every and state.step % eval_every == 0) or (final_eval and state.step == stop)):
+            result = heldout.evaluate_clips(model, eval_clips)
+            _log(log_path, {"step": state.step, "eval": result})
+            model.train()
+        if (save_every and state.step % save_every == 0) or state.step == stop:
+            if env.is_main:
+                save_train_checkpoint(out, model, opt, sched, state, cfg, env.device)
+            barrier(env)
+    if bar is not None:
+        bar.close()
+    return {"step": state.step, "elapsed_s": state.elapsed_s, "checkpoint": str(out), "eval": result,
+            "rank": env.rank, "world_size": env.world_size, "weights_digest": weights_digest(model)}
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of every parameter and buffer (name, dtype, bytes), in state_dict order: equal iff bit-identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(sum(finite) / len(finite)) if finite else math.nan
+
+
+def run_pretrain_cli(args) -> str:
+    """``st4r-lite pretrain``: build the TrainConfig from the arguments (unset ones keep their defaults)."""
+    overrides = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "frames": args.frames,
+                 "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed,
+                 "dynamic_factor": getattr(args, "dynamic_factor", None)}
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
+    res = pretrain(cfg, args.out, resume=args.resume, device=args.device, log_path=log,
+                   eval_every=args.eval_every, save_every=args.save_every, progress=not args.no_progress)
+    from st4r_lite.train.heldout import headline
+
+    head = headline(res["eval"]) if res.get("eval") else {}
+    return (f"rank {res['rank']}/{res['world_size']}: step {res['step']}, {res['elapsed_s']:.0f} s of training; "
+            f"checkpoint {res['checkpoint']}, log {log}; weights sha256 {res['weights_digest'][:16]}; "
+            f"held-out (median): {head}")
+
+
+def run_export_cli(args) -> str:
+    """``st4r-lite export``: weights-only file, optionally with its held-out evaluation as JSON."""
+    out = export_weights(args.train_ckpt, args.out, dtype=getattr(torch, args.dtype))
+    msg = f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.dtype})"
+    if args.eval:
+        from st4r_lite.train.heldout import evaluate_checkpoint, write_eval_json
+
+        report = evaluate_checkpoint(out, train_ckpt=args.train_ckpt)
+        write_eval_json(report, args.eval)
+        msg += f"; held-out evaluation in {args.eval}: {report['headline']}"
+    return msg

@@ -42,7 +42,7 @@ lint:
 	$(PYTHON) -m ruff check st4r_lite course tools tests
 
 slides: install
-	$(PYTHON) -m st4r_lite.cli slides --out slides/build
+	$(PYTHON) -m course.slides --out slides/build
 
 # The shipped data/tiny.pt and data/tiny_eval.json (about 30 minutes on a 2-core CPU; see data/tiny_eval.json).
 tiny-checkpoint: install

@@ -21,10 +21,12 @@ atomically.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +39,10 @@ PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
 
 # Where each result comes from, and the command that (re)makes it.
 SOURCES: dict[str, tuple[str, str]] = {
-    "tiny_eval": ("tiny_eval.json", "python -m st4r_lite.train.heldout data/tiny.pt --json data/tiny_eval.json"),
+    "tiny_eval": ("tiny_eval.json", "st4r-lite heldout data/tiny.pt --json data/tiny_eval.json"),
     "ablation_table": ("ablation_quick/results.md", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
     "ablation_plot": ("ablation_quick", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
-    "world_stats": ("world_stats.json", "python -m st4r_lite.world.worldtrack stats --out data/world_stats.json"),
+    "world_stats": ("world_stats.json", "python -m st4r_lite.studies.world_stats --out data/world_stats.json"),
     "quality_ceiling": ("quality_ceiling.json",
                         "python -m st4r_lite.studies.ceiling --model data/tiny.pt --json data/quality_ceiling.json"),
 }
@@ -322,11 +324,37 @@ def overview_png(out: str | Path, seed: int = 3, frames: int = 12, height: int =
     return out
 
 
-if __name__ == "__main__":  # python -m course.slides overview docs/overview.png
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course.slides [--out slides/build] ...`` builds the decks (``make slides``);
+    ``python -m course.slides overview OUT.png`` draws the README's overview figure."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["overview"]:
+        if len(argv) != 2:
+            print("usage: python -m course.slides overview OUT.png", file=sys.stderr)
+            return 2
+        print(f"wrote {overview_png(argv[1])}")
+        return 0
+    p = argparse.ArgumentParser(
+        prog="python -m course.slides",
+        description="Fill slides/deck.<lang>.md with the results under data/ and write one HTML deck per language "
+        "(reveal.js inline) plus plotly.min.js into --out (default slides/build). Opens offline.",
+    )
+    p.add_argument("--out", default="slides/build", help="output folder")
+    p.add_argument("--sources", default=None, help="folder with deck.<lang>.md (default: the repository's slides/)")
+    p.add_argument("--data", default=None, help="results folder (default: the repository's data/)")
+    p.add_argument("--lang", default="en,vi", help="comma-separated languages (en, vi)")
+    args = p.parse_args(argv)
+    langs = tuple(x.strip() for x in args.lang.split(",") if x.strip())
+    try:
+        decks = build_decks(args.out, sources_dir=args.sources, data_dir=args.data, languages=langs)
+    except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for deck in decks:
+        note = f"; not produced yet: {', '.join(deck.missing)}" if deck.missing else ""
+        print(f"wrote {deck.path} (results: {', '.join(deck.filled) or 'none'}{note})")
+    return 0
 
-    if len(sys.argv) == 3 and sys.argv[1] == "overview":
-        print(f"wrote {overview_png(sys.argv[2])}")
-    else:
-        print("usage: python -m course.slides overview OUT.png   (the deck itself: st4r-lite slides)")
-        sys.exit(2)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -56,7 +56,8 @@ import torch
 from st4r_lite.geometry import pinhole as geometry
 from st4r_lite.app import views
 from st4r_lite.world import render as world
-from st4r_lite.world import worldtrack
+from st4r_lite.studies import world_stats
+from st4r_lite.world import benchmarks, worldtrack
 from st4r_lite.world.raycast import intersect_spheres
 from st4r_lite.runtime import quick_mode, repo_data_dir
 from st4r_lite.world.scene import DOMAIN_CONFIGS, camera_poses, sample_scene
@@ -243,14 +244,14 @@ fig.update_layout(height=220, margin=dict(l=0, r=0, t=30, b=0)).update_xaxes(vis
 # %% [markdown]
 # ### How often are points occluded, and how often do they leave the view?
 #
-# `world.occlusion_statistics` counts, over all anchor tracks: visible in the last frame, hidden behind
+# `world_stats.occlusion_statistics` counts, over all anchor tracks: visible in the last frame, hidden behind
 # something while inside the image at some frame, hidden and then visible again, leaving the image, dynamic.
-# The recorded numbers for 16 clips of 16 frames (`python -m st4r_lite.world.worldtrack stats`) are in
+# The recorded numbers for 16 clips of 16 frames (`python -m st4r_lite.studies.world_stats`) are in
 # `data/world_stats.json`, together with the generation speed.
 
 # %%
 n = 4 if QUICK else 16
-stats = {d: world.occlusion_statistics(world.generate_clips(n, frames=FRAMES, height=H, width=W, domain=d,
+stats = {d: world_stats.occlusion_statistics(world.generate_clips(n, frames=FRAMES, height=H, width=W, domain=d,
                                                             seed=0)) for d in world.DOMAINS}
 for d, s in stats.items():
     print(d, s)
@@ -273,7 +274,7 @@ print(f"here and now: {2 / (time.perf_counter() - start):.1f} pretrain clips/s (
 # `queries_xyt`. A file may live in any world frame; the benchmark re-bases it on frame 0,
 # E_t ← E_t E_0⁻¹, i.e. T_world_cam_t = E_0 E_t⁻¹, and a track moves to the world with x_w = T_world_cam_t x_t.
 # `worldtrack.load_npz` also reads the official release files (frames as a pickled object array of bytes,
-# no depth, no queries). `st4r-lite generate` and `worldtrack.write_named_benchmark("worldtrack-lite", out)`
+# no depth, no queries). `st4r-lite generate` and `benchmarks.write_named_benchmark("worldtrack-lite", out)`
 # write whole benchmark sets; the same arguments always give byte-identical files.
 
 # %%
@@ -286,7 +287,7 @@ print({k: tuple(v.shape) for k, v in vars(st).items() if isinstance(v, torch.Ten
 assert torch.allclose(st.tracks_world, track, atol=1e-4), "the file's camera tracks re-based = world tracks"
 assert torch.equal(st.visibility, visible)
 assert (st.video - clip.rgb[b]).abs().mean() < 0.03, "JPEG (quality 95) is close to the render"
-print("benchmarks:", {k: v.description for k, v in worldtrack.BENCHMARKS.items()})
+print("benchmarks:", {k: v.description for k, v in benchmarks.BENCHMARKS.items()})
 
 # %% [markdown]
 # ## 5. The clip in 3D, with a time slider

@@ -52,7 +52,8 @@ import torch
 from plotly.subplots import make_subplots
 
 from st4r_lite.adapt import loop as adapt
-from st4r_lite.adapt import occlusion
+from st4r_lite.adapt import losses, occlusion
+from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.world import render as world
 from st4r_lite.model.checkpoint import load_model
 from st4r_lite.geometry.pinhole import project, transform_points
@@ -133,7 +134,7 @@ else:
     model, source = build_model("tiny", device=device), "a fresh untrained tiny model (data/tiny.pt not found)"
 print("model:", source)
 
-cfg = adapt.AdaptConfig(variant="baseline")
+cfg = AdaptConfig(variant="baseline")
 runner = adapt.PairRunner(model, vid.video)
 with torch.no_grad():
     out = runner()                                              # PairOutput, B = T pairs (0, j)
@@ -165,14 +166,14 @@ assert torch.isfinite(x_hat).any(), "some tracked points must be in front of the
 sim = labels["sim"]
 used = sim.track_valid & (cam[..., 2] > 0)
 with torch.no_grad():
-    l_traj = adapt.traj_loss(x_hat, sim.tracks_2d, used)
+    l_traj = losses.traj_loss(x_hat, sim.tracks_2d, used)
     depth_recon = transform_points(torch.linalg.inv(T_world_cam), out.recon)[..., 2]
-    l_depth = adapt.depth_loss(depth_recon, sim.depth)
+    l_depth = losses.depth_loss(depth_recon, sim.depth)
     recon_at_tilde = occlusion.sample_map(out.recon, sim.tracks_2d)
-    l_align = adapt.align_loss(track_q, recon_at_tilde, used, track_q[0].norm(dim=-1).mean())
+    l_align = losses.align_loss(track_q, recon_at_tilde, used, track_q[0].norm(dim=-1).mean())
 print(f"L_traj = {l_traj:.2f} px, L_depth = {l_depth:.4f}, L_align = {l_align:.3f}")
-assert torch.isclose(adapt.depth_loss(3.0 * depth_recon, sim.depth), l_depth, rtol=1e-4), "scale-invariant"
-terms = adapt.adaptation_losses(out, K, T_world_cam, sim, cfg)
+assert torch.isclose(losses.depth_loss(3.0 * depth_recon, sim.depth), l_depth, rtol=1e-4), "scale-invariant"
+terms = losses.adaptation_losses(out, K, T_world_cam, sim, cfg)
 assert torch.isclose(terms.traj, l_traj) and torch.isclose(terms.align, l_align)
 
 # %% [markdown]
@@ -253,7 +254,7 @@ fig.show()
 
 # %%
 steps = 3 if QUICK else 15        # 15 steps, lr 3e-5, 8 pairs per step: the recorded settings (AdaptConfig)
-results = {v: adapt.adapt_video(model, vid, sim, adapt.AdaptConfig(variant=v, steps=steps))
+results = {v: adapt.adapt_video(model, vid, sim, AdaptConfig(variant=v, steps=steps))
            for v in ("none", "baseline", "robust")}
 rows = []
 for v, res in results.items():

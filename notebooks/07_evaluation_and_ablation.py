@@ -60,7 +60,7 @@ from st4r_lite.geometry import track_metrics as metrics
 from st4r_lite.studies import report
 from st4r_lite.app import views
 from st4r_lite.world import render as world
-from st4r_lite.world import worldtrack
+from st4r_lite.world import benchmarks, worldtrack
 from st4r_lite.model.checkpoint import load_model
 from st4r_lite.model.network import build_model
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
@@ -201,7 +201,7 @@ else:
 
 # %%
 bench = work / "bench"
-worldtrack.write_benchmark(bench, domain="wild", num_seqs=1 if QUICK else 2, frames=4 if QUICK else 16,
+benchmarks.write_benchmark(bench, domain="wild", num_seqs=1 if QUICK else 2, frames=4 if QUICK else 16,
                            height=64, width=96, seed=600_000)
 cfg = ablation.AblationConfig(benchmark=str(bench), seeds=(0,) if QUICK else (0, 1),
                               variants=("none", "robust") if QUICK else ("none", "baseline", "robust", "oracle_mask"),

@@ -52,6 +52,7 @@ from st4r_lite.geometry import track_metrics as metrics
 from st4r_lite.app import run
 from st4r_lite.app import views
 from st4r_lite.world import render as world
+from st4r_lite.app import frames as FT
 from st4r_lite.app import video as V
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
@@ -101,11 +102,11 @@ print("video:", video_path, "| size, fps:", V.probe(video_path))
 vid = V.read_video(video_path, "tiny")
 tf = vid.transform
 print(tf)
-print("portrait 1080x1920 video ->", V.network_size("tiny", (1920, 1080)), "network size")
+print("portrait 1080x1920 video ->", FT.network_size("tiny", (1920, 1080)), "network size")
 K0 = geometry.intrinsics_matrix(120.0, (tf.orig_size[1] - 1) / 2, (tf.orig_size[0] - 1) / 2).double()
-K_net = V.intrinsics_to_network(K0, tf)
+K_net = FT.intrinsics_to_network(K0, tf)
 print("K original:\n", K0, "\nK network:\n", K_net)
-assert torch.allclose(V.intrinsics_to_original(K_net, tf), K0), "the intrinsics round trip must be exact"
+assert torch.allclose(FT.intrinsics_to_original(K_net, tf), K0), "the intrinsics round trip must be exact"
 X = torch.tensor([[0.2, -0.1, 2.0]], dtype=torch.float64)  # one 3D point, seen by both "cameras"
 assert torch.allclose(geometry.project(X, K_net), tf.pixels_to_network(geometry.project(X, K0)))
 
@@ -197,7 +198,7 @@ if adapted is not None:
 #
 # Frames are decoded one at a time and shrunk right away, and pairs go through the network `chunk` at a time, so
 # memory grows only with the outputs at network size (a fraction of a MB per frame for tiny). The measurement
-# `python -m st4r_lite.app.run memory --out data/long_video_memory.json` writes synthetic videos of 50–400 frames and
+# `python -m st4r_lite.studies.video_memory --out data/long_video_memory.json` writes synthetic videos of 50–400 frames and
 # records each run's peak memory; its result, when shipped:
 
 # %%

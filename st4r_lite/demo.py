@@ -19,7 +19,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from st4r_lite.app import sequence_view
+from st4r_lite.eval import evaluate
+from st4r_lite.eval.baselines import static_prediction
+from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model.network import build_model
 from st4r_lite.runtime import ensure_writable_dir, repo_data_dir
+from st4r_lite.studies import ablation, report
+from st4r_lite.world import benchmarks
 
 
 def _step(i: int, n: int, text: str) -> None:
@@ -29,24 +36,15 @@ def _step(i: int, n: int, text: str) -> None:
 def run_demo(out: str | Path, *, seed: int = 0, full: bool = False, checkpoint: str | Path | None = None
              ) -> dict[str, Path]:
     """Run the demo pipeline into ``out``; returns the paths it wrote by name."""
-    from st4r_lite.studies import ablation
-    from st4r_lite.eval import evaluate
-    from st4r_lite.studies import report
-    from st4r_lite.app import views
-    from st4r_lite.world import worldtrack
-    from st4r_lite.eval.baselines import static_prediction
-    from st4r_lite.model.checkpoint import load_model
-    from st4r_lite.model.network import build_model
-
     out = ensure_writable_dir(out)
     written: dict[str, Path] = {}
     start = time.perf_counter()
     n = 4
 
     _step(1, n, "generating the synthetic benchmark 'worldtrack-lite'")
-    paths = worldtrack.write_named_benchmark("worldtrack-lite", out / "benchmark")
+    paths = benchmarks.write_named_benchmark("worldtrack-lite", out / "benchmark")
     written["benchmark"] = out / "benchmark"
-    written["scene"] = views.write_sequence_html(out / "scene.html", npz=paths[0])
+    written["scene"] = sequence_view.write_sequence_html(out / "scene.html", npz=paths[0])
     print(f"      {len(paths)} sequences in {out / 'benchmark'}; 3D view: {written['scene']}", flush=True)
 
     ckpt = Path(checkpoint) if checkpoint else repo_data_dir() / "tiny.pt"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -94,10 +96,6 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNG (and numpy's, if used) and return a CPU generator seeded the same way."""
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

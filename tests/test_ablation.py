@@ -9,7 +9,7 @@ import math
 import pytest
 
 from st4r_lite.studies import ablation
-from st4r_lite.world import worldtrack
+from st4r_lite.world import benchmarks
 
 
 def test_t_quantile_table():
@@ -43,7 +43,7 @@ def test_summarize_std_across_seeds():
 @pytest.fixture(scope="module")
 def tiny_ablation(tmp_path_factory):
     bench = tmp_path_factory.mktemp("bench")
-    worldtrack.write_benchmark(bench, domain="wild", num_seqs=1, frames=4, height=32, width=48, seed=21)
+    benchmarks.write_benchmark(bench, domain="wild", num_seqs=1, frames=4, height=32, width=48, seed=21)
     out = tmp_path_factory.mktemp("ablation")
     cfg = ablation.AblationConfig(benchmark=str(bench), seeds=(0,), variants=("none", "baseline"), steps=2,
                                   checkpoint=None)

@@ -13,14 +13,16 @@ import pytest
 import torch
 
 from st4r_lite.adapt import loop as adapt
-from st4r_lite.adapt import occlusion
-from st4r_lite.world import render as world
-from st4r_lite.adapt.loop import AdaptConfig, AdaptVideo, adapt_video
-from st4r_lite.model.network import build_model
+from st4r_lite.adapt import losses, occlusion
+from st4r_lite.adapt.config import PARAM_SETS, AdaptConfig
+from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import PseudoLabels
-from st4r_lite.runtime import repo_data_dir
 from st4r_lite.adapt.sim_labels import SimDepthConfig, SimTrackerConfig
+from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.model.network import build_model
+from st4r_lite.runtime import repo_data_dir
+from st4r_lite.world import render as world
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -51,30 +53,30 @@ def test_traj_loss_is_pixel_rmse_over_used():
     x_tilde = torch.tensor([[[3.0, 4.0], [0.0, 1.0], [100.0, 0.0]], [[0.0, 0.0], [6.0, 8.0], [0.0, 0.0]]])
     used = torch.tensor([[True, True, False], [True, True, False]])
     expect = math.sqrt((25 + 1 + 0 + 100) / 4)
-    assert adapt.traj_loss(x_hat, x_tilde, used).item() == pytest.approx(expect, rel=1e-5)
+    assert losses.traj_loss(x_hat, x_tilde, used).item() == pytest.approx(expect, rel=1e-5)
 
 
 def test_depth_loss_scale_invariant_and_zero_for_scaled_truth():
     g = torch.Generator().manual_seed(0)
     z = 1 + torch.rand(3, 8, 8, generator=g)
     scales = torch.tensor([0.5, 2.0, 7.0])[:, None, None]
-    assert adapt.depth_loss(z, scales * z).item() == pytest.approx(0, abs=1e-10)
+    assert losses.depth_loss(z, scales * z).item() == pytest.approx(0, abs=1e-10)
     warped = z * (1 + 0.3 * torch.rand(3, 8, 8, generator=g))
-    loss = adapt.depth_loss(z, warped)
+    loss = losses.depth_loss(z, warped)
     assert loss.item() > 1e-4
-    assert adapt.depth_loss(4.0 * z, warped).item() == pytest.approx(loss.item(), rel=1e-5)  # model scale free
+    assert losses.depth_loss(4.0 * z, warped).item() == pytest.approx(loss.item(), rel=1e-5)  # model scale free
     missing = warped.clone()
     missing[:, :2] = 0                                  # 0 = missing pseudo-depth: ignored, still finite
-    assert torch.isfinite(adapt.depth_loss(z, missing))
+    assert torch.isfinite(losses.depth_loss(z, missing))
     with pytest.raises(ValueError, match="must match"):
-        adapt.depth_loss(z, warped[:, :4])
+        losses.depth_loss(z, warped[:, :4])
 
 
 def test_align_loss_hand_case():
     track = torch.tensor([[[0.0, 0.0, 2.0], [1.0, 0.0, 2.0]]])
     recon = torch.tensor([[[0.0, 0.0, 2.5], [1.0, 3.0, 6.0]]])
     used = torch.tensor([[True, False]])
-    assert adapt.align_loss(track, recon, used, torch.tensor(2.0)).item() == pytest.approx(0.25)
+    assert losses.align_loss(track, recon, used, torch.tensor(2.0)).item() == pytest.approx(0.25)
 
 
 def test_sample_map_exact_at_centres_and_bilinear_between():
@@ -145,7 +147,7 @@ def test_mask_on_ground_truth_geometry_matches_visibility():
 
 
 # ------------------------------------------------------------------------------------------- the loop
-@pytest.mark.parametrize("variant", list(adapt.VARIANTS))
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_runs_and_is_finite(variant, small_clip, small_labels, fresh_model):
     res = adapt_video(fresh_model, small_clip, small_labels, AdaptConfig(variant=variant, **QUICK))
     T, H, W = 4, 32, 48
@@ -164,7 +166,7 @@ def _params(model, prefix):
     return {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith(prefix)}
 
 
-@pytest.mark.parametrize("which", adapt.PARAM_SETS)
+@pytest.mark.parametrize("which", PARAM_SETS)
 def test_only_chosen_parameters_change(which, small_clip, small_labels, fresh_model):
     before = {n: p.detach().clone() for n, p in fresh_model.named_parameters()}
     cfg = AdaptConfig(variant="baseline", params=which, lr=1e-3, **QUICK)
@@ -267,8 +269,8 @@ def test_save_and_cli(tmp_path, small_clip, small_labels, fresh_model):
     assert arrays["track"].shape == (4, 32, 48, 3) and arrays["mask"].dtype == bool
     summary = json.loads(js.read_text())
     assert summary["config"]["variant"] == "mask" and len(summary["loss_log"]) == 2
-    from st4r_lite.model.checkpoint import save_checkpoint
     from st4r_lite.cli import main
+    from st4r_lite.model.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp_path / "m.pt", fresh_model)
     out = tmp_path / "cli"
@@ -282,9 +284,9 @@ def test_save_and_cli(tmp_path, small_clip, small_labels, fresh_model):
 
 
 def test_worldtrack_npz_input(tmp_path, fresh_model):
-    from st4r_lite.world import worldtrack
+    from st4r_lite.world import benchmarks
 
-    path = worldtrack.write_benchmark(tmp_path, domain="wild", num_seqs=1, frames=3, height=32, width=48,
+    path = benchmarks.write_benchmark(tmp_path, domain="wild", num_seqs=1, frames=3, height=32, width=48,
                                       seed=600_000)[0]
     vid = AdaptVideo.from_npz(path)
     assert vid.video.shape == (3, 3, 32, 48) and 0 <= float(vid.video.min()) and float(vid.video.max()) <= 1

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from st4r_lite.studies import bench
 from st4r_lite.cli import main
+from st4r_lite.studies import bench
 
 
 def test_benchmark_tiny_cpu():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from einops import rearrange
 
-from st4r_lite.studies import ceiling
 from st4r_lite.geometry.pinhole import invert_pose, project, transform_points
 from st4r_lite.model.network import build_model
+from st4r_lite.studies import ceiling
 from st4r_lite.world.render import generate_clips
 
 

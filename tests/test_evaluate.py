@@ -10,12 +10,11 @@ import pytest
 import roma
 import torch
 
-from st4r_lite.eval import baselines
+from st4r_lite.eval import baselines, evaluate
 from st4r_lite.eval import benchmark_metrics as eval_metrics
-from st4r_lite.eval import evaluate
 from st4r_lite.geometry import track_metrics as metrics
-from st4r_lite.world import worldtrack
 from st4r_lite.geometry.pinhole import intrinsics_matrix, make_pose, project, transform_points
+from st4r_lite.world import benchmarks, worldtrack
 
 
 def _poses(T: int, seed: int = 0) -> torch.Tensor:
@@ -90,7 +89,7 @@ def test_alignments_scaled_and_sim3_gt():
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    worldtrack.write_benchmark(out, domain="wild", num_seqs=1, frames=4, height=32, width=48, seed=11)
+    benchmarks.write_benchmark(out, domain="wild", num_seqs=1, frames=4, height=32, width=48, seed=11)
     return out
 
 
@@ -109,8 +108,8 @@ def test_gt_prediction_scores_perfectly(bench):
 
 
 def test_evaluate_cli_fresh_tiny_model(bench, tmp_path):
-    from st4r_lite.model.checkpoint import save_checkpoint
     from st4r_lite.cli import main
+    from st4r_lite.model.checkpoint import save_checkpoint
     from st4r_lite.model.network import build_model
 
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model("tiny", seed=0))

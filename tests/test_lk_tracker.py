@@ -111,7 +111,7 @@ def test_flat_image_fails_and_inputs_are_checked():
 def test_world_clip_error_stats_are_reasonable():
     world = pytest.importorskip("st4r_lite.world.render")
     del world
-    from st4r_lite.adapt.lk_tracker import world_clip_stats
+    from st4r_lite.studies.label_stats import world_clip_stats
 
     stats = world_clip_stats("pretrain", num_clips=1, frames=8, height=48, width=64, stride=4)[0]
     assert stats.num_visible > 100

@@ -15,10 +15,10 @@ from st4r_lite.adapt.pseudo_labels import (
     fit_depth,
     grid_query_pixels,
     inside_image,
-    main,
     pseudo_label_error_stats,
     validate_pseudo_labels,
 )
+from st4r_lite.studies import label_stats
 
 
 def labels_with(tracks, valid=None, depth=None):
@@ -140,7 +140,7 @@ def test_combined_provider_validates():
 
 def test_statistics_command_writes_json(tmp_path):
     out = tmp_path / "stats.json"
-    report = main(["--out", str(out), "--clips", "1", "--frames", "4"])
+    report = label_stats.main(["--out", str(out), "--clips", "1", "--frames", "4"])
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(report))
     for domain in ("wild", "pretrain"):

@@ -6,15 +6,14 @@ import re
 
 import pytest
 
-from st4r_lite.studies import ablation
-from st4r_lite.studies import report
-from st4r_lite.world import worldtrack
+from st4r_lite.studies import ablation, report
+from st4r_lite.world import benchmarks
 
 
 @pytest.fixture(scope="module")
 def ablation_dir(tmp_path_factory):
     bench = tmp_path_factory.mktemp("bench")
-    worldtrack.write_benchmark(bench, domain="wild", num_seqs=1, frames=4, height=32, width=48, seed=31)
+    benchmarks.write_benchmark(bench, domain="wild", num_seqs=1, frames=4, height=32, width=48, seed=31)
     out = tmp_path_factory.mktemp("ablation")
     cfg = ablation.AblationConfig(benchmark=str(bench), seeds=(0,), variants=("none", "robust"), steps=1)
     ablation.run_ablation(cfg, out, progress=lambda *_: None)

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from st4r_lite import cli
+from st4r_lite.app import frames as FT
 from st4r_lite.app import run
-from st4r_lite.world import render as world
 from st4r_lite.app import video as V
 from st4r_lite.geometry.camera import synthetic_pointmaps
 from st4r_lite.model.checkpoint import save_checkpoint
 from st4r_lite.model.network import build_model
+from st4r_lite.world import render as world
 
 pytest.importorskip("av")
 
@@ -41,9 +42,9 @@ def test_end_to_end_writes_npz_and_html(tmp_path, clip_video, tiny_ckpt):
     assert r["conf_track"].shape == (10, 64, 96) and (r["conf_recon"] > 1).all()
     assert r["T_world_cam"].shape == (10, 4, 4) and r["images"].shape == (10, 64, 96, 3)
     np.testing.assert_allclose(r["T_world_cam"][:, 3], np.tile([0, 0, 0, 1.0], (10, 1)), atol=1e-6)
-    tf = V.FrameTransform.from_array(r["frame_transform"])
+    tf = FT.FrameTransform.from_array(r["frame_transform"])
     assert tf.orig_size == (72, 100) and tf.out_size == (64, 96)
-    np.testing.assert_allclose(r["K_orig"], V.intrinsics_to_original(torch.from_numpy(r["K_net"]), tf).numpy())
+    np.testing.assert_allclose(r["K_orig"], FT.intrinsics_to_original(torch.from_numpy(r["K_net"]), tf).numpy())
     assert list(r["frame_indices"]) == list(range(10))
     # same model, same video: the saved maps are the network's predictions
     assert torch.allclose(res.track, torch.from_numpy(r["track"]))
@@ -156,9 +157,8 @@ def test_implausible_focal_falls_back_with_a_note():
 def test_measure_long_video_reports_memory(tmp_path):
     from st4r_lite.studies import video_memory
 
-    assert run.measure_long_video is video_memory.measure_long_video   # the old import path still works
     doc = video_memory.measure_long_video((3,), height=48, width=64, out=tmp_path / "mem.json", log=lambda s: None)
     assert json.loads((tmp_path / "mem.json").read_text()) == doc
     row = doc["rows"][0]
     assert row["frames"] == 3 and row["ru_maxrss_mb"] >= row["rss_before_run_mb"] > 10
-    assert "python -m st4r_lite.app.run memory" in doc["command"]
+    assert "python -m st4r_lite.studies.video_memory" in doc["command"]

@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from st4r_lite import cli
 from course import slides
 
 
@@ -58,13 +57,13 @@ def test_unknown_placeholder_and_language_are_clear_errors(tmp_path):
         slides.build_decks(tmp_path / "o", data_dir=tmp_path, languages=("fr",))
 
 
-def test_cli_slides(tmp_path, monkeypatch, capsys):
+def test_slides_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(slides, "view3d_html", lambda: "<div>3D</div>")
     data = _results(tmp_path)
-    assert cli.main(["slides", "--out", str(tmp_path / "deck"), "--data", str(data), "--lang", "en"]) == 0
+    assert slides.main(["--out", str(tmp_path / "deck"), "--data", str(data), "--lang", "en"]) == 0
     assert (tmp_path / "deck" / "st4r_lite.en.html").is_file()
     assert "not produced yet" in capsys.readouterr().out
-    assert cli.main(["slides", "--out", str(tmp_path / "d2"), "--sources", str(tmp_path / "none")]) == 2
+    assert slides.main(["--out", str(tmp_path / "d2"), "--sources", str(tmp_path / "none")]) == 2
 
 
 def test_tiny_eval_headline_table_states_the_bar(tmp_path):

@@ -13,11 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from st4r_lite.train import loop as train
-from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.model.network import build_model
-from st4r_lite.train.schedule import WarmupCosine, frame_gap_at, make_optimizer, max_frame_gap_at, param_groups
+from st4r_lite.train import loop as train
 from st4r_lite.train.loop import PairBatch, TrainConfig, clip_pairs, export_weights, pretrain
+from st4r_lite.train.losses import PretrainLoss
+from st4r_lite.train.schedule import (
+    WarmupCosine,
+    frame_gap_at,
+    make_optimizer,
+    max_frame_gap_at,
+    param_groups,
+)
 from st4r_lite.world.render import generate_clips
 
 SMALL = dict(preset="tiny", batch=1, frames=2, warmup=2, lr=3e-4)
@@ -254,10 +260,11 @@ def test_export_roundtrip(tmp_path):
     assert torch.isfinite(out.track).all() and torch.isfinite(out.conf_track).all()
     assert (out.conf_track > 1).all()
     # the held-out report of the exported file (what data/tiny_eval.json holds), by its command line
+    from st4r_lite.cli import main
     from st4r_lite.train import heldout
 
-    assert heldout.main([str(path), "--json", str(tmp_path / "e.json"), "--num-clips", "1",
-                         "--train-ckpt", str(tmp_path / "c.pt")]) == 0
+    assert main(["heldout", str(path), "--json", str(tmp_path / "e.json"), "--num-clips", "1",
+                 "--train-ckpt", str(tmp_path / "c.pt")]) == 0
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["heldout"]["num_clips"] == 1 and report["training"]["steps"] == 1
     assert report["training"]["pairs_seen"] == 2 and report["training"]["wall_s"] >= 0
@@ -273,9 +280,9 @@ def test_export_roundtrip(tmp_path):
 
 def test_shipped_tiny_checkpoint_runs():
     """data/tiny.pt (when shipped) loads, runs on held-out clips, and its report file matches its format."""
-    from st4r_lite.train import heldout
     from st4r_lite.model.checkpoint import load_model
     from st4r_lite.runtime import repo_data_dir
+    from st4r_lite.train import heldout
 
     path = Path(repo_data_dir()) / "tiny.pt"
     if not path.is_file():
@@ -298,8 +305,8 @@ def test_heldout_baselines_on_ground_truth():
     diagnostic is perfect, and a perfect track prediction scores 100."""
     from einops import rearrange
 
-    from st4r_lite.train import heldout
     from st4r_lite.geometry import track_metrics as metrics
+    from st4r_lite.train import heldout
 
     clip = generate_clips(1, frames=4, height=32, width=48, seed=11)
     gt = rearrange(clip.track_world[0], "t h w c -> t (h w) c")

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from st4r_lite.app import frames as FT
+from st4r_lite.app import video as V
 from st4r_lite.geometry import pinhole as geometry
 from st4r_lite.world import render as world
-from st4r_lite.app import video as V
 
 av = pytest.importorskip("av")
 
@@ -35,31 +36,31 @@ def _save_pngs(folder, frames) -> None:
 @pytest.mark.parametrize("orig,out", [((72, 100), (64, 96)), ((480, 640), (64, 96)), ((1080, 1920), (128, 192)),
                                       ((37, 53), (64, 96)), ((101, 67), (96, 64)), ((64, 96), (64, 96))])
 def test_intrinsics_round_trip_and_projection(orig, out):
-    tf = V.plan_transform(orig, out)
+    tf = FT.plan_transform(orig, out)
     H0, W0 = orig
     assert tf.scale * H0 >= out[0] - 1e-9 and tf.scale * W0 >= out[1] - 1e-9  # covers the output: crop, no pad
     assert tf.crop_x >= -1e-9 and tf.crop_y >= -1e-9
     K0 = geometry.intrinsics_matrix(0.9 * W0, (W0 - 1) / 2 + 3.0, (H0 - 1) / 2 - 2.0).double()
-    Kn = V.intrinsics_to_network(K0, tf)
-    assert torch.allclose(V.intrinsics_to_original(Kn, tf), K0, atol=1e-9)
+    Kn = FT.intrinsics_to_network(K0, tf)
+    assert torch.allclose(FT.intrinsics_to_original(Kn, tf), K0, atol=1e-9)
     # a 3D point projects to u0 in the original and to the mapped pixel in the network image
     X = torch.tensor([[0.3, -0.2, 2.0], [-0.5, 0.4, 3.0]], dtype=torch.float64)
     uv0 = geometry.project(X, K0)
     assert torch.allclose(geometry.project(X, Kn), tf.pixels_to_network(uv0), atol=1e-9)
     assert torch.allclose(tf.pixels_to_original(tf.pixels_to_network(uv0)), uv0, atol=1e-9)
     # the default principal point of the original maps to the default principal point of the crop
-    Kc = V.intrinsics_to_network(geometry.intrinsics_matrix(100.0, (W0 - 1) / 2, (H0 - 1) / 2).double(), tf)
+    Kc = FT.intrinsics_to_network(geometry.intrinsics_matrix(100.0, (W0 - 1) / 2, (H0 - 1) / 2).double(), tf)
     assert Kc[0, 2].item() == pytest.approx((out[1] - 1) / 2) and Kc[1, 2].item() == pytest.approx((out[0] - 1) / 2)
-    assert V.FrameTransform.from_array(tf.as_array()) == tf
-    assert V.FrameTransform.from_dict(tf.to_dict()) == tf
+    assert FT.FrameTransform.from_array(tf.as_array()) == tf
+    assert FT.FrameTransform.from_dict(tf.to_dict()) == tf
 
 
 @pytest.mark.parametrize("orig,out", [((72, 100), (64, 96)), ((300, 410), (64, 96)), ((37, 53), (64, 96)),
                                       ((131, 89), (96, 64))])
 def test_transform_frame_samples_where_the_record_says(orig, out):
     """Every interior network pixel holds the ramp value of the original pixel pixels_to_original points to."""
-    tf = V.plan_transform(orig, out)
-    img = V.transform_frame(_ramp(*orig), tf)
+    tf = FT.plan_transform(orig, out)
+    img = FT.transform_frame(_ramp(*orig), tf)
     assert img.shape == (*out, 3) and img.dtype == np.float32
     H, W = out
     v, u = np.mgrid[2:H - 2, 2:W - 2]
@@ -70,14 +71,14 @@ def test_transform_frame_samples_where_the_record_says(orig, out):
 
 
 def test_network_size_portrait_policy():
-    assert V.network_size("tiny", (480, 640)) == (64, 96)
-    assert V.network_size("tiny", (640, 480)) == (96, 64)               # portrait network size
-    assert V.network_size("tiny", (640, 480), portrait="crop") == (64, 96)
-    assert V.network_size("small", (1920, 1080)) == (192, 128)
+    assert FT.network_size("tiny", (480, 640)) == (64, 96)
+    assert FT.network_size("tiny", (640, 480)) == (96, 64)               # portrait network size
+    assert FT.network_size("tiny", (640, 480), portrait="crop") == (64, 96)
+    assert FT.network_size("small", (1920, 1080)) == (192, 128)
     with pytest.raises(ValueError, match="portrait"):
-        V.network_size("tiny", (640, 480), portrait="rotate")
+        FT.network_size("tiny", (640, 480), portrait="rotate")
     with pytest.raises(ValueError, match="unknown model preset"):
-        V.network_size("huge", (480, 640))
+        FT.network_size("huge", (480, 640))
 
 
 def test_natural_sort():

@@ -7,8 +7,8 @@ import pytest
 import roma
 import torch
 
+from st4r_lite.app import sequence_view, views
 from st4r_lite.geometry import pinhole as G
-from st4r_lite.app import views
 
 T, H, W = 4, 12, 16
 
@@ -203,7 +203,7 @@ def test_sequence_view_figure_synthetic_matches_the_clip():
 
     clip = world.generate_clips(1, frames=SMALL["frames"], height=SMALL["height"], width=SMALL["width"],
                                 seed=SMALL["seed"])
-    fig = views.sequence_view_figure(None, domain="pretrain", **SMALL)
+    fig = sequence_view.sequence_view_figure(None, domain="pretrain", **SMALL)
     assert len(fig.frames) == SMALL["frames"]
     names = [d.name for d in fig.frames[0].data]
     assert names == ["points", "cameras", "camera t", "trails", "tracks"]
@@ -222,9 +222,9 @@ def test_write_sequence_html_from_npz_uses_world_frame(tmp_path):
                                 seed=SMALL["seed"])
     npz = tmp_path / "seq.npz"
     worldtrack.save_npz(npz, worldtrack.clip_to_sequence(clip, 0))
-    out = views.write_sequence_html(tmp_path / "view.html", npz=npz)
+    out = sequence_view.write_sequence_html(tmp_path / "view.html", npz=npz)
     _assert_self_contained(out.read_text(encoding="utf-8"))
-    fig = views.sequence_view_figure(npz)
+    fig = sequence_view.sequence_view_figure(npz)
     assert len(fig.frames) == SMALL["frames"]
     last = fig.frames[-1].data
     assert last[0].name == "points"
@@ -232,7 +232,7 @@ def test_write_sequence_html_from_npz_uses_world_frame(tmp_path):
     # depth unprojected and moved by the re-based poses = the clip's world points of that frame
     np.testing.assert_allclose(xyz, clip.points_world[0, -1].reshape(-1, 3).double().numpy(), atol=1e-3)
     with pytest.raises(FileNotFoundError):
-        views.sequence_view_figure(tmp_path / "missing.npz")
+        sequence_view.sequence_view_figure(tmp_path / "missing.npz")
 
 
 def test_cli_view_writes_html_and_rejects_a_folder(tmp_path, capsys):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.studies import world_stats
 from st4r_lite.world import render as world
 from st4r_lite.world.scene import CAMERA_KINDS, DOMAIN_CONFIGS, sample_scene
 from st4r_lite.world.textures import FAMILIES
@@ -152,11 +153,11 @@ def test_occlusion_and_leaving_the_view_happen_in_both_domains():
     stats = {}
     for d in world.DOMAINS:
         clip = world.generate_clips(4, domain=d, seed=0, frames=16, height=32, width=48)
-        stats[d] = world.occlusion_statistics(clip)
+        stats[d] = world_stats.occlusion_statistics(clip)
         for b in range(clip.num_clips):  # clip b alone (the batch is independent clips)
             one = replace(clip, **{f.name: getattr(clip, f.name)[b:b + 1] for f in fields(clip)
                                    if isinstance(getattr(clip, f.name), torch.Tensor)})
-            assert world.occlusion_statistics(one)["occluded_some_frame"] > 0.01, (d, b)
+            assert world_stats.occlusion_statistics(one)["occluded_some_frame"] > 0.01, (d, b)
     for d, s in stats.items():
         assert s["occluded_some_frame"] > 0.05, (d, s)
         assert s["occluded_then_reappear"] > 0.01, (d, s)

@@ -12,9 +12,10 @@ from einops import rearrange
 from PIL import Image
 
 from st4r_lite import cli
+from st4r_lite.studies import world_stats
 from st4r_lite.train import heldout
+from st4r_lite.world import benchmarks, worldtrack
 from st4r_lite.world import render as world
-from st4r_lite.world import worldtrack
 
 SIZE = dict(frames=5, height=16, width=24)
 
@@ -170,20 +171,20 @@ def test_not_an_npz_and_missing_file(tmp_path):
 
 def test_write_benchmark_is_deterministic_and_checks_arguments_first(tmp_path):
     kw = dict(domain="wild", num_seqs=2, frames=3, height=16, width=24, seed=7)
-    a = worldtrack.write_benchmark(tmp_path / "a", **kw)
-    b = worldtrack.write_benchmark(tmp_path / "b", **kw)
+    a = benchmarks.write_benchmark(tmp_path / "a", **kw)
+    b = benchmarks.write_benchmark(tmp_path / "b", **kw)
     assert [p.name for p in a] == ["wild_seed7.npz", "wild_seed8.npz"]
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
-    c = worldtrack.write_benchmark(tmp_path / "c", **{**kw, "seed": 8})
+    c = benchmarks.write_benchmark(tmp_path / "c", **{**kw, "seed": 8})
     assert c[0].read_bytes() == a[1].read_bytes() and c[1].read_bytes() != a[1].read_bytes()
     for bad, word in ((dict(domain="mars"), "domain"), (dict(num_seqs=0), "num_seqs"), (dict(height=0), "height"),
                       (dict(frames=0), "frames"), (dict(width=3), "width")):
         with pytest.raises(ValueError, match=word):
-            worldtrack.write_benchmark(tmp_path / "never", **{**kw, **bad})
+            benchmarks.write_benchmark(tmp_path / "never", **{**kw, **bad})
     assert not (tmp_path / "never").exists()
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="not a folder"):
-        worldtrack.write_benchmark(tmp_path / "file", **kw)
+        benchmarks.write_benchmark(tmp_path / "file", **kw)
 
 
 def test_write_benchmark_leaves_no_partial_set_on_failure(tmp_path, monkeypatch):
@@ -198,22 +199,22 @@ def test_write_benchmark_leaves_no_partial_set_on_failure(tmp_path, monkeypatch)
 
     monkeypatch.setattr(world, "generate_clips", flaky)
     with pytest.raises(RuntimeError, match="simulated"):
-        worldtrack.write_benchmark(tmp_path / "out", domain="pretrain", num_seqs=3, frames=2, height=16, width=24,
+        benchmarks.write_benchmark(tmp_path / "out", domain="pretrain", num_seqs=3, frames=2, height=16, width=24,
                                    seed=0)
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_named_benchmark_seeds_and_manifest(tmp_path):
     spans = []
-    for name, spec in worldtrack.BENCHMARKS.items():
+    for name, spec in benchmarks.BENCHMARKS.items():
         for domain, n, seed in spec.parts:
             assert domain in world.DOMAINS and n >= 1 and 0 <= seed and seed + n <= 10**6, name
             spans.append((seed, seed + n))
     spans.append((heldout.HELDOUT_SEED, heldout.HELDOUT_SEED + heldout.REPORT_CLIPS))
     spans.sort()
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"seed ranges overlap: {spans}"
-    paths = worldtrack.write_named_benchmark("worldtrack-lite", tmp_path / "lite")
-    spec = worldtrack.BENCHMARKS["worldtrack-lite"]
+    paths = benchmarks.write_named_benchmark("worldtrack-lite", tmp_path / "lite")
+    spec = benchmarks.BENCHMARKS["worldtrack-lite"]
     assert len(paths) == sum(n for _, n, _ in spec.parts)
     manifest = json.loads((tmp_path / "lite" / "worldtrack-lite.json").read_text())
     assert [s["file"] for s in manifest["sequences"]] == [p.name for p in paths]
@@ -222,7 +223,7 @@ def test_named_benchmark_seeds_and_manifest(tmp_path):
     assert (seq.num_frames, seq.height, seq.width) == (spec.frames, spec.height, spec.width)
     assert seq.meta["domain"] == "wild"
     with pytest.raises(ValueError, match="unknown benchmark"):
-        worldtrack.write_named_benchmark("worldtrack-huge", tmp_path / "x")
+        benchmarks.write_named_benchmark("worldtrack-huge", tmp_path / "x")
 
 
 def test_query_grid():
@@ -270,10 +271,10 @@ def test_cli_generate_unwritable_out_exits_2(tmp_path, capsys):
 
 def test_stats_command_writes_json(tmp_path):
     out = tmp_path / "stats.json"
-    assert worldtrack.main(["stats", "--out", str(out), "--num-clips", "1", "--sizes", "16x24"]) == 0
+    assert world_stats.main(["--out", str(out), "--num-clips", "1", "--sizes", "16x24"]) == 0
     stats = json.loads(out.read_text())
     assert set(stats["occlusion"]) == set(world.DOMAINS)
     assert set(stats["clips_per_s"]["wild"]) == {"16x24_batch1", "16x24_batch8"}
     assert all(v > 0 for d in stats["clips_per_s"].values() for v in d.values())
     assert set(stats["clips_per_cpu_s"]["pretrain"]) == {"16x24_batch1", "16x24_batch8"}
-    assert "python -m st4r_lite.world.worldtrack stats" in stats["command"]
+    assert "python -m st4r_lite.studies.world_stats" in stats["command"]

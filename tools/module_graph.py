@@ -77,7 +77,7 @@ def scan(root: Path = ROOT) -> dict[str, Module]:
         tree = ast.parse(text, filename=str(p))
         is_pkg = p.name == "__init__.py"
 
-        def visit(node: ast.AST, in_function: bool) -> None:
+        def visit(node: ast.AST, in_function: bool, mod: Module = mod, name: str = name, is_pkg: bool = is_pkg) -> None:
             for child in ast.iter_child_nodes(node):
                 inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
                 if isinstance(child, (ast.Import, ast.ImportFrom)):

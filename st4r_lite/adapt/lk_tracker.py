@@ -27,22 +27,22 @@ Backends: OpenCV's ``cv2.calcOpticalFlowPyrLK`` (fast; images quantised to uint8
 (same algorithm, bilinear sampling, Scharr gradients, slower). ``backend="opencv"|"torch"`` forces one.
 
 Accuracy (tests/test_lk_tracker.py): a textured image translated by (0.7, -0.4) px per frame is tracked to
-< 0.05 px mean error by both backends (< 0.5 px asserted); on synthetic world clips see ``world_clip_stats``
-below (measured numbers in the docstring of :func:`world_clip_stats`).
+< 0.05 px mean error by both backends (< 0.5 px asserted); on synthetic world clips see ``studies.label_stats.world_clip_stats``
+(measured numbers in the docstring of :func:`st4r_lite.studies.label_stats.world_clip_stats`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_query_pixels, check_video, inside_image
 
-__all__ = ["LKConfig", "LKTracker", "lk_flow", "opencv_available", "photometric_error", "to_gray",
-           "world_clip_stats"]
+__all__ = ["LKConfig", "LKTracker", "lk_flow", "opencv_available", "photometric_error", "to_gray"]
 
 
 def opencv_available() -> bool:
@@ -172,7 +172,6 @@ def _lk_torch(pyr0: _Pyramid, pyr1: _Pyramid, pts: Tensor, init: Tensor, cfg: LK
 # ----------------------------------------------------------------------------------------------- opencv backend
 def _lk_opencv(img0, img1, pts: Tensor, init: Tensor, cfg: LKConfig) -> tuple[Tensor, Tensor]:
     import cv2
-    import numpy as np
 
     p0 = pts.numpy().astype(np.float32).reshape(-1, 1, 2)
     p1 = init.numpy().astype(np.float32).reshape(-1, 1, 2).copy()
@@ -285,28 +284,3 @@ class LKTracker:
             p = pos
         source = f"lk({self.backend}{', reanchor' if cfg.reanchor else ''})"
         return PseudoLabels(tracks_2d=tracks, track_valid=valid, depth=None, query_pixels=q, source=source)
-
-
-def world_clip_stats(domain: str = "pretrain", num_clips: int = 2, frames: int = 16, height: int = 64,
-                     width: int = 96, stride: int = 4, seed: int = 0, config: LKConfig | None = None):
-    """Error statistics of :class:`LKTracker` on synthetic world clips (a list of PseudoLabelErrorStats).
-
-    Measured (default config, OpenCV backend; ``python -m st4r_lite.adapt.pseudo_labels``: 2 clips per domain, T=12,
-    48x64, stride 4 -> data/pseudo_label_stats.json): median EPE on GT-visible points 0.96 px (pretrain) and
-    2.7 px (wild: lighting changes, blur); within 4 px 88 % / 65 %; of the points LK keeps (forward–backward +
-    appearance checks) 96 % / 90 % are truly visible, at a recall of 78 % / 37 %.
-    """
-    from st4r_lite.adapt.pseudo_labels import grid_query_pixels, pseudo_label_error_stats
-    from st4r_lite.adapt.sim_labels import GroundTruthVideo
-    from st4r_lite.world.render import generate_clips
-
-    clip = generate_clips(num_clips, frames=frames, height=height, width=width, domain=domain, seed=seed)
-    tracker = LKTracker(config)
-    q = grid_query_pixels(height, width, stride)
-    out = []
-    for b in range(num_clips):
-        gt = GroundTruthVideo.from_clip(clip, b)
-        gt2d, vis = gt.tracks_2d(q)
-        labels = tracker(clip.rgb[b].float().cpu(), q)
-        out.append(pseudo_label_error_stats(labels, gt2d, vis))
-    return out

@@ -42,73 +42,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from st4r_lite.adapt.losses import (
-    VARIANTS,
-    LossTerms,
-    adaptation_losses,
-    align_loss,
-    depth_loss,
-    traj_loss,
-)
+from st4r_lite.adapt.config import PARAM_SETS, AdaptConfig
+from st4r_lite.adapt.losses import adaptation_losses
+from st4r_lite.adapt.occlusion import mask_quality, sample_map
+from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_video, grid_query_pixels, validate_pseudo_labels
+from st4r_lite.adapt.sim_labels import GroundTruthVideo
 from st4r_lite.geometry.camera import focal_from_anchor, solve_poses
 from st4r_lite.geometry.pinhole import intrinsics_matrix
 from st4r_lite.geometry.track_metrics import tracking_metrics
-from st4r_lite.adapt.occlusion import SIGMA_FORMS, mask_quality, sample_map
-from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_video, grid_query_pixels, validate_pseudo_labels
 from st4r_lite.runtime import atomic_write
-from st4r_lite.adapt.sim_labels import GroundTruthVideo
+from st4r_lite.world import worldtrack
 
-__all__ = ["VARIANTS", "PARAM_SETS", "AdaptConfig", "AdaptVideo", "AdaptResult", "LossTerms", "adapt_video",
-           "adaptation_losses", "traj_loss", "depth_loss", "align_loss", "select_parameters", "PairRunner",
+__all__ = ["AdaptVideo", "AdaptResult", "adapt_video", "select_parameters", "PairRunner",
            "cameras_from_prediction", "evaluate_tracks", "jsonable"]
 
-PARAM_SETS = ("track", "all_but_encoder")
 ENCODER_MODULES = ("patch_embed", "enc_blocks", "enc_norm")
-
-
-@dataclass
-class AdaptConfig:
-    """Settings of one adaptation run: the released loss weights; steps, lr and pairs per step as recorded in
-    ``data/adapt_variants_quick.json`` (lr 1e-4 already made the tiny model's tracks worse in 20 steps)."""
-
-    variant: str = "robust"
-    steps: int = 15
-    lr: float = 3e-5
-    schedule: str = "cosine"        # "cosine" (to 0 after warm-up) or "constant"
-    warmup: int = 0
-    params: str = "track"           # PARAM_SETS
-    w_traj: float = 0.5
-    w_depth: float = 10.0
-    w_align: float = 5.0
-    tau: float = 0.1                # occlusion mask tolerance, relative to the reconstruction's depth
-    sigma_form: str = "laplace"     # SIGMA_FORMS
-    sigma_lr_mult: float = 10.0     # the zero-initialised sigma head learns faster
-    query_stride: int = 4
-    pose_every: int = 5             # re-solve the cameras every that many steps (always with pose_grad)
-    pose_stride: int = 2            # PnP on every pose_stride-th pixel (4x faster, same pose)
-    pose_hypotheses: int = 64       # RANSAC hypotheses per frame
-    pose_grad: bool = False         # differentiable Gauss–Newton step through PnP
-    pairs_per_step: int | None = 8  # pairs (0, j) per step: pair 0 + a random subset (None = all T)
-    cameras: str = "pred"           # "pred" (PnP on recon, the method) or "gt" (diagnostic: true cameras)
-    grad_clip: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; choose one of {list(VARIANTS)}")
-        if self.params not in PARAM_SETS:
-            raise ValueError(f"params must be one of {PARAM_SETS}, got {self.params!r}")
-        if self.sigma_form not in SIGMA_FORMS:
-            raise ValueError(f"sigma_form must be one of {SIGMA_FORMS}, got {self.sigma_form!r}")
-        if self.cameras not in ("pred", "gt"):
-            raise ValueError(f"cameras must be 'pred' or 'gt', got {self.cameras!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        counts = (self.pose_every, self.query_stride, self.pose_stride, self.pose_hypotheses,
-                  2 if self.pairs_per_step is None else self.pairs_per_step - 1)
-        if self.steps < 0 or self.lr <= 0 or self.tau < 0 or min(counts) < 1:
-            raise ValueError("need steps >= 0, lr > 0, tau >= 0 and pose_every, query_stride, pose_stride, "
-                             f"pose_hypotheses >= 1, pairs_per_step >= 2; got {self.steps}, {self.lr}, {self.tau}, {counts}")
 
 
 @dataclass
@@ -129,8 +77,6 @@ class AdaptVideo:
     @classmethod
     def from_npz(cls, path: str | Path) -> AdaptVideo:
         """A WorldTrack / TAPVid-3D style .npz (``worldtrack.load_npz``); ground truth at its query points."""
-        from st4r_lite.world import worldtrack
-
         seq = worldtrack.load_npz(path)
         images = torch.as_tensor(np.asarray(seq.images))
         video = images.permute(0, 3, 1, 2).float() / 255.0

@@ -16,26 +16,18 @@ scale, so the network cannot lower a loss by shrinking the world.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from st4r_lite.geometry.pinhole import invert_pose, project, transform_points
+from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.occlusion import nll_loss, occlusion_mask, sample_map
 from st4r_lite.adapt.pseudo_labels import PseudoLabels
+from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.geometry.pinhole import invert_pose, project, transform_points
 
-if TYPE_CHECKING:
-    from st4r_lite.adapt.loop import AdaptConfig
+__all__ = ["LossTerms", "traj_loss", "depth_loss", "align_loss", "adaptation_losses"]
 
-__all__ = ["VARIANTS", "LossTerms", "traj_loss", "depth_loss", "align_loss", "adaptation_losses"]
-
-# variant -> (mask: None | "pred" (the proposal's occlusion mask) | "gt" (oracle visibility),
-#             sigma: None | "head" (log σ² head) | "conf" (σ² := 1/C))
-VARIANTS: dict[str, tuple[str | None, str | None]] = {
-    "none": (None, None), "baseline": (None, None), "mask": ("pred", None), "sigma": (None, "head"),
-    "robust": ("pred", "head"), "oracle_mask": ("gt", None), "conf_sigma": ("pred", "conf"),
-}
 
 @dataclass
 class LossTerms:

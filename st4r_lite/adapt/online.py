@@ -32,12 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from st4r_lite.adapt.lk_tracker import LKTracker
 from st4r_lite.adapt.pseudo_labels import (
     CombinedProvider,
     PseudoLabels,
     check_query_pixels,
     check_video,
 )
+from st4r_lite.adapt.sim_labels import SimDepthConfig, SimulatedMonoDepth, SimulatedTracker
 
 __all__ = ["OnlineModelUnavailable", "CoTrackerProvider", "MonoDepthProvider", "make_provider",
            "load_cotracker", "load_moge", "COTRACKER_HUB", "MOGE_DEFAULT", "TRACKERS", "DEPTHS"]
@@ -179,10 +181,8 @@ def make_provider(tracker: str = "lk", depth: str = "none", *, ground_truth=None
                          "ground_truth= (the synthetic Clip); for a real video use --tracker lk and "
                          "--depth none or moge")
     notes = []
-    from st4r_lite.adapt.lk_tracker import LKTracker
 
     if tracker == "sim":
-        from st4r_lite.adapt.sim_labels import SimulatedTracker
         track = SimulatedTracker(ground_truth, clip_index, sim_tracker_config, seed=seed)
     elif tracker == "cotracker":
         try:
@@ -198,7 +198,6 @@ def make_provider(tracker: str = "lk", depth: str = "none", *, ground_truth=None
 
     depth_model = None
     if depth.startswith("sim"):
-        from st4r_lite.adapt.sim_labels import SimDepthConfig, SimulatedMonoDepth
         cfg = sim_depth_config or SimDepthConfig(mode="affine" if depth == "sim-affine" else "scale")
         depth_model = SimulatedMonoDepth(ground_truth, clip_index, cfg, seed=seed + 1)
     elif depth == "moge":

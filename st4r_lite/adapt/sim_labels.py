@@ -24,8 +24,8 @@ pixel noise [1 %]; then per frame an unknown scale s_t in [0.5, 2] (log-uniform)
 b_t = s_t c_t min(d_t) with c_t ~ U(-0.5, 1) (keeps depth > 0). Default mode "scale" (MoGe-like; the
 adaptation's depth loss fits a per-frame scale). Everything is seeded with a ``torch.Generator``.
 
-Error statistics at default strength (``pseudo_labels.pseudo_label_statistics``, written to
-data/pseudo_label_stats.json by ``python -m st4r_lite.adapt.pseudo_labels``; 2 clips per domain, T=12, 48x64,
+Error statistics at default strength (``studies.label_stats.pseudo_label_statistics``, written to
+data/pseudo_label_stats.json by ``python -m st4r_lite.studies.label_stats``; 2 clips per domain, T=12, 48x64,
 queries on a stride-4 grid, frame 0 left out):
   sim tracker  wild: median EPE visible 0.72 px, occluded 1.03 px; within 1/2/4/8 px 72/98/99/100 %;
                valid precision 94 %, recall 94 %.   pretrain: 0.72 / 0.89 px; 72/99/100/100 %; 98 % / 94 %.
@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from st4r_lite.geometry.pinhole import intrinsics_matrix, invert_pose, project, transform_points, unproject
 from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_query_pixels, check_video, inside_image
+from st4r_lite.geometry.pinhole import intrinsics_matrix, invert_pose, project, transform_points, unproject
 
 __all__ = ["GroundTruthVideo", "SimTrackerConfig", "SimDepthConfig", "SimulatedTracker", "SimulatedMonoDepth",
            "as_ground_truth", "gaussian_blur_masked", "smooth_field"]

@@ -18,18 +18,20 @@ Pipeline (``run_video``; the CLI is ``st4r-lite run --video PATH --checkpoint CK
 
 Memory: one full-resolution frame at a time while reading, the network's activations of ``chunk`` pairs, and
 the outputs, which grow with T at network size (about 6 maps x H x W x 4 bytes x 3 per frame: ~0.4 MB a frame
-for the tiny preset). ``measure_long_video`` measures it (``python -m st4r_lite.app.run memory --out FILE``).
+for the tiny preset). ``measure_long_video`` measures it (``python -m st4r_lite.studies.video_memory --out FILE``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import shutil
-import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +39,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from st4r_lite.app.video import FrameTransform, Video, intrinsics_to_original, probe, read_video
+from st4r_lite.adapt.loop import AdaptConfig, AdaptVideo, adapt_video
+from st4r_lite.adapt.online import make_provider
+from st4r_lite.adapt.pseudo_labels import grid_query_pixels
+from st4r_lite.app import views
+from st4r_lite.app.frames import FrameTransform, intrinsics_to_original
+from st4r_lite.app.video import Video, probe, read_video
+from st4r_lite.geometry.camera import focal_from_anchor, solve_poses
+from st4r_lite.geometry.pinhole import intrinsics_matrix
+from st4r_lite.model import pretrained
+from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model.network import St4RTrack, build_model, predict_video
+from st4r_lite.runtime import pick_device
 
 __all__ = ["RunResult", "load_run_model", "run_video", "solve_cameras_chunked", "write_outputs",
-           "FRESH_PREFIX", "main"]
+           "FRESH_PREFIX"]
 
 FRESH_PREFIX = "fresh:"
 
@@ -72,18 +85,13 @@ def load_run_model(checkpoint, device: str | torch.device = "cpu", log: Callable
     name (``st4rtrack_seq`` ... via ``pretrained.load_pretrained``; fails clearly offline) or ``fresh:<preset>``
     (an untrained model, for plumbing tests and memory measurements only). Raises ValueError / FileNotFoundError
     with what to do."""
-    from st4r_lite.model.network import St4RTrack
-
     if isinstance(checkpoint, St4RTrack):
         return checkpoint.to(device).eval()
     name = str(checkpoint)
     if name.startswith(FRESH_PREFIX):
-        from st4r_lite.model.network import build_model
-
         preset = name[len(FRESH_PREFIX):] or "tiny"
         log(f"warning: using an UNTRAINED {preset} model ({name}); outputs are meaningless except for testing")
         return build_model(preset, device=device, seed=0).eval()
-    from st4r_lite.model import pretrained
 
     if name in pretrained.PRETRAINED:
         try:
@@ -95,7 +103,6 @@ def load_run_model(checkpoint, device: str | torch.device = "cpu", log: Callable
         raise FileNotFoundError(
             f"checkpoint {name!r} is neither a file nor a known name; give a model file (e.g. data/tiny.pt from "
             f"`st4r-lite export`), one of {sorted(pretrained.PRETRAINED)}, or fresh:tiny (untrained)")
-    from st4r_lite.model.checkpoint import load_model
 
     try:
         return load_model(path, device=device).eval()
@@ -115,11 +122,6 @@ def solve_cameras_chunked(recon: torch.Tensor, conf: torch.Tensor, camera_chunk:
     solve takes the previous frame's pose (across chunk borders too).
     Returns (T_world_cam (T, 4, 4), K (3, 3) at full network resolution, status list, notes list).
     """
-    import math
-
-    from st4r_lite.geometry.camera import focal_from_anchor, solve_poses
-    from st4r_lite.geometry.pinhole import intrinsics_matrix
-
     T, H, W, _ = recon.shape
     notes = []
     f = focal_from_anchor(recon[0], conf[0], pp=recon.new_tensor([(W - 1) / 2, (H - 1) / 2]))
@@ -170,8 +172,6 @@ def _atomic_dir(out: Path, overwrite: bool):
 
 
 def _query_grid(H: int, W: int, stride: int) -> torch.Tensor:
-    from st4r_lite.adapt.pseudo_labels import grid_query_pixels
-
     return grid_query_pixels(H, W, stride=stride)
 
 
@@ -200,8 +200,6 @@ def write_outputs(folder: Path, result: RunResult, video: Video, query_stride: i
         extrinsics_w2c=w2c.numpy(), queries_xyt=np.concatenate([q.numpy(), np.zeros((len(q), 1))], 1),
         images_jpeg_bytes=images)  # decoded frames under the official key (worldtrack.load_npz accepts both)
     if view:
-        from st4r_lite.app import views
-
         idx = np.unique(np.linspace(0, T - 1, min(T, view_frames)).round().astype(int))
         valid = result.conf_recon[idx] > torch.quantile(result.conf_recon[idx].flatten().float(), 0.25)
         fig = views.sequence_figure(
@@ -225,17 +223,6 @@ def _adapt(model, video: Video, pred, variant: str, tracker: str, depth: str, st
     Returns (pred, notes): pred with the adapted track and recon. The adaptation back-propagates through all T
     pairs at once, so its memory grows with T: more than ``max_frames`` frames is refused (use --stride).
     """
-    try:
-        from st4r_lite.adapt.loop import AdaptConfig, AdaptVideo, adapt_video
-    except ImportError as err:
-        raise ValueError(f"--adapt {variant}: test-time adaptation (st4r_lite.adapt.loop) is not available in this "
-                         f"installation ({err}); run without --adapt") from None
-    import dataclasses
-    import warnings
-
-    from st4r_lite.adapt.online import make_provider
-    from st4r_lite.adapt.pseudo_labels import grid_query_pixels
-
     T, _, H, W = video.frames.shape
     if T > max_frames:
         raise ValueError(f"--adapt back-propagates through all {T} pairs at once; use at most {max_frames} frames "
@@ -256,8 +243,6 @@ def _adapt(model, video: Video, pred, variant: str, tracker: str, depth: str, st
     res = adapt_video(model, AdaptVideo(Path(video.source).stem, video.frames), labels, cfg)
     adapted = getattr(res, "model", None)
     if adapted is not None:
-        from st4r_lite.model.network import predict_video
-
         return predict_video(adapted, video.frames * 2 - 1, chunk=8, out_device="cpu"), notes
     notes.append("confidences are the unadapted model's (adapt_video returns maps, not the adapted model)")
     return dataclasses.replace(pred, track=res.track.detach().float().cpu(),
@@ -273,9 +258,6 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
     video: a path (file or frame folder) or an already read :class:`~st4r_lite.app.video.Video`;
     checkpoint: see :func:`load_run_model`; out: output folder (must not exist or be empty, unless overwrite).
     """
-    from st4r_lite.model.network import predict_video
-    from st4r_lite.runtime import pick_device
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise ValueError(f"output {str(out)!r} already exists and is not an empty folder; choose another --out "
@@ -336,23 +318,3 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
     log(f"wrote {out}/ (result.npz, tracks.npz{', view.html' if view else ''}, run.json); focal "
         f"{float(K_net[0, 0]):.1f} px at {H}x{W} = {float(result.K_orig[0, 0]):.1f} px in the original video")
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m st4r_lite.app.run memory ...``: the long-video memory measurement (see :mod:`st4r_lite.studies.video_memory`)."""
-    from st4r_lite.studies import video_memory
-
-    return video_memory.main(argv)
-
-
-def __getattr__(name: str):
-    """The memory helpers moved to :mod:`st4r_lite.studies.video_memory`; old imports from here keep working."""
-    if name in ("synthetic_video_frames", "measure_long_video", "default_checkpoint"):
-        from st4r_lite.studies import video_memory
-
-        return getattr(video_memory, name)
-    raise AttributeError(f"module 'st4r_lite.app.run' has no attribute {name!r}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,181 +29,30 @@ be re-encoded first); fewer than ``min_frames`` (default 2) frames is an error.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from st4r_lite.app.frames import (
+    FrameTransform,
+    network_size,
+    plan_transform,
+    transform_frame,
+)
 from st4r_lite.runtime import atomic_write
 
-__all__ = ["FrameTransform", "Video", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "plan_transform", "network_size",
-           "transform_frame", "read_video", "iter_frames", "intrinsics_to_original", "intrinsics_to_network",
-           "write_video", "natural_key", "probe"]
+__all__ = ["Video", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "read_video", "iter_frames", "write_video", "natural_key", "probe"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 # ----------------------------------------------------------------------------------------------- geometry
-@dataclass(frozen=True)
-class FrameTransform:
-    """How original frames (H0, W0) became network frames (H, W): uniform ``scale`` then a crop at (crop_x, crop_y).
-
-    orig_size = (H0, W0), out_size = (H, W); crop_x, crop_y are in scaled pixels (edge coordinates), possibly
-    fractional. u_net = scale (u0 + 0.5) − 0.5 − crop_x (see the module docstring).
-    """
-
-    orig_size: tuple[int, int]
-    out_size: tuple[int, int]
-    scale: float
-    crop_x: float
-    crop_y: float
-
-    def pixels_to_network(self, uv: torch.Tensor) -> torch.Tensor:
-        """(..., 2) original pixels (u0, v0) -> network pixels (u, v)."""
-        off = uv.new_tensor([self.crop_x, self.crop_y])
-        return self.scale * (uv + 0.5) - 0.5 - off
-
-    def pixels_to_original(self, uv: torch.Tensor) -> torch.Tensor:
-        """(..., 2) network pixels -> original pixels; inverse of :meth:`pixels_to_network`."""
-        off = uv.new_tensor([self.crop_x, self.crop_y])
-        return (uv + 0.5 + off) / self.scale - 0.5
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FrameTransform:
-        return cls(orig_size=tuple(int(v) for v in d["orig_size"]), out_size=tuple(int(v) for v in d["out_size"]),
-                   scale=float(d["scale"]), crop_x=float(d["crop_x"]), crop_y=float(d["crop_y"]))
-
-    def as_array(self) -> np.ndarray:
-        """(7,) float64: H0, W0, H, W, scale, crop_x, crop_y (how result.npz stores it)."""
-        return np.array([*self.orig_size, *self.out_size, self.scale, self.crop_x, self.crop_y], np.float64)
-
-    @classmethod
-    def from_array(cls, a) -> FrameTransform:
-        a = np.asarray(a, np.float64).reshape(-1)
-        if a.shape != (7,):
-            raise ValueError(f"a FrameTransform array has 7 numbers (H0 W0 H W scale crop_x crop_y), got {a.shape}")
-        return cls((int(a[0]), int(a[1])), (int(a[2]), int(a[3])), float(a[4]), float(a[5]), float(a[6]))
-
-
-def plan_transform(orig_size: tuple[int, int], out_size: tuple[int, int]) -> FrameTransform:
-    """Uniform scale s = max(H / H0, W / W0) (the scaled frame covers the output) and a centred crop."""
-    H0, W0 = (int(v) for v in orig_size)
-    H, W = (int(v) for v in out_size)
-    if min(H0, W0, H, W) < 1:
-        raise ValueError(f"frame sizes must be positive, got original {orig_size} and output {out_size}")
-    s = max(H / H0, W / W0)
-    return FrameTransform((H0, W0), (H, W), s, (s * W0 - W) / 2, (s * H0 - H) / 2)
-
-
-def network_size(config, orig_size: tuple[int, int], portrait: str = "native") -> tuple[int, int]:
-    """The network input (H, W) for a video of ``orig_size`` (H0, W0).
-
-    config: a ModelConfig, a preset name, or an explicit (H, W). Landscape or square videos get the config's
-    ``img_size``; portrait ones (H0 > W0) get it swapped when ``portrait="native"`` (default) or keep it when
-    ``portrait="crop"``. Both sides must be multiples of the patch size (checked for configs).
-    """
-    if portrait not in ("native", "crop"):
-        raise ValueError(f"portrait must be 'native' (portrait network size) or 'crop', got {portrait!r}")
-    if isinstance(config, (tuple, list)):
-        H, W = (int(v) for v in config)
-        patch = 1
-    else:
-        from st4r_lite.model.config import get_config
-
-        cfg = get_config(config)
-        (H, W), patch = cfg.img_size, cfg.patch_size
-    if H % patch or W % patch:
-        raise ValueError(f"network size {H}x{W} must be multiples of the patch size {patch}")
-    if portrait == "native" and orig_size[0] > orig_size[1] and H < W:
-        return W, H
-    return H, W
-
-
-def intrinsics_to_network(K_orig: torch.Tensor, tf: FrameTransform) -> torch.Tensor:
-    """(..., 3, 3) intrinsics of the original video -> of the network images: f s, s (c + 0.5) − 0.5 − crop."""
-    K = torch.as_tensor(K_orig, dtype=torch.float64).clone()
-    if K.shape[-2:] != (3, 3):
-        raise ValueError(f"K must be (..., 3, 3), got {tuple(K.shape)}")
-    s = tf.scale
-    K[..., 0, 0] *= s
-    K[..., 1, 1] *= s
-    K[..., 0, 2] = s * (K[..., 0, 2] + 0.5) - 0.5 - tf.crop_x
-    K[..., 1, 2] = s * (K[..., 1, 2] + 0.5) - 0.5 - tf.crop_y
-    return K
-
-
-def intrinsics_to_original(K_net: torch.Tensor, tf: FrameTransform) -> torch.Tensor:
-    """(..., 3, 3) intrinsics found on network images -> of the original video: f / s, (c + 0.5 + crop) / s − 0.5."""
-    K = torch.as_tensor(K_net, dtype=torch.float64).clone()
-    if K.shape[-2:] != (3, 3):
-        raise ValueError(f"K must be (..., 3, 3), got {tuple(K.shape)}")
-    s = tf.scale
-    K[..., 0, 0] /= s
-    K[..., 1, 1] /= s
-    K[..., 0, 2] = (K[..., 0, 2] + 0.5 + tf.crop_x) / s - 0.5
-    K[..., 1, 2] = (K[..., 1, 2] + 0.5 + tf.crop_y) / s - 0.5
-    return K
-
-
-def _rgb_channels(frame: np.ndarray) -> np.ndarray:
-    """(H0, W0), (H0, W0, 1|2|3|4) -> (H0, W0, 3) in the same dtype (gray repeated, alpha dropped)."""
-    a = np.asarray(frame)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"a frame must be (H, W) or (H, W, 1..4), got shape {a.shape}")
-    if a.shape[-1] in (2, 4):  # gray+alpha or RGBA: drop alpha
-        a = a[..., :-1]
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return np.ascontiguousarray(a)
-
-
-def _to_float01(a: np.ndarray) -> np.ndarray:
-    """uint8 / uint16 / float -> float32 in [0, 1]."""
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
-    return np.clip(a.astype(np.float32), 0.0, 1.0)
-
-
-def transform_frame(frame: np.ndarray, tf: FrameTransform) -> np.ndarray:
-    """One original frame (H0, W0[, C]) -> (H, W, 3) float32 in [0, 1] by ``tf`` (box pre-filter + exact warp).
-
-    The k x k block average runs in the frame's own dtype (uint8 for videos), so a 4K frame costs ~25 MB, not a
-    float copy of 100 MB; its rounding is at most half a grey level.
-    """
-    import cv2
-
-    rgb = _rgb_channels(frame)
-    if rgb.dtype not in (np.uint8, np.uint16):
-        rgb = _to_float01(rgb)
-    if rgb.shape[:2] != tuple(tf.orig_size):
-        raise ValueError(f"frame is {rgb.shape[0]}x{rgb.shape[1]}, the transform expects {tf.orig_size}")
-    k = max(1, int(math.floor(1.0 / (2.0 * tf.scale))))
-    if k > 1:  # exact k x k block average: pad to a multiple of k (replicate), INTER_AREA at an integer factor
-        H0, W0 = rgb.shape[:2]
-        ph, pw = (-H0) % k, (-W0) % k
-        if ph or pw:
-            rgb = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
-        rgb = cv2.resize(rgb, (rgb.shape[1] // k, rgb.shape[0] // k), interpolation=cv2.INTER_AREA)
-    rgb = _to_float01(rgb)
-    sk = tf.scale * k  # block centres: u0 = k (u_a + 0.5) − 0.5, so u_net = s k (u_a + 0.5) − 0.5 − crop_x
-    M = np.array([[sk, 0.0, 0.5 * sk - 0.5 - tf.crop_x], [0.0, sk, 0.5 * sk - 0.5 - tf.crop_y]])
-    H, W = tf.out_size
-    out = cv2.warpAffine(rgb, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return np.clip(out, 0.0, 1.0)
-
-
 # ----------------------------------------------------------------------------------------------- reading
 def natural_key(name: str) -> list:
     """Sort key where digit runs compare as numbers: 'f2.png' < 'f10.png'."""
@@ -253,8 +102,6 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     """
     path = Path(path)
     if _check_source(path) == "folder":
-        from PIL import Image
-
         files = _frame_files(path)
         for f in files:
             try:
@@ -374,8 +221,6 @@ def write_video(path: str | Path, frames, fps: float = 10.0, codec: str | None =
             raise ValueError(f"frames must be (T, 3, H, W) in [0, 1], got shape {arr.shape}")
         frames = ((np.clip(a.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8) for a in arr)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
-        from PIL import Image
-
         path.mkdir(parents=True, exist_ok=True)
         for i, f in enumerate(frames):
             with atomic_write(path / f"frame_{i:05d}.png", "wb") as h:

@@ -23,12 +23,22 @@ from __future__ import annotations
 
 import torch
 
-from st4r_lite.eval.evaluate import EvalSequence, Prediction, sample_maps
+from st4r_lite.adapt.online import make_provider
+from st4r_lite.adapt.pseudo_labels import PseudoLabels
+from st4r_lite.adapt.sim_labels import SimulatedMonoDepth
+from st4r_lite.eval.evaluate import (
+    EvalSequence,
+    Prediction,
+    evaluate_prediction,
+    mean_results,
+    predict_model,
+    sample_maps,
+)
 from st4r_lite.geometry.pinhole import transform_points, unproject
 from st4r_lite.geometry.track_metrics import static_tracks
 
 __all__ = ["static_prediction", "lift_tracks", "match_depth_scale", "combinational_prediction",
-           "pseudo_tracks", "PEERS"]
+           "pseudo_tracks", "evaluate_peer", "PEERS"]
 
 PEERS = ("static", "combinational")
 
@@ -96,12 +106,9 @@ def pseudo_tracks(seq: EvalSequence, tracker: str = "sim", seed: int = 0):
     """2D pseudo-tracks of the queries: ``"sim"`` (simulated tracker, from ground truth), ``"lk"`` (Lucas–Kanade,
     any video) or ``"gt"`` (exact ground truth, for checks). Returns ``pseudo_labels.PseudoLabels``."""
     if tracker == "gt":
-        from st4r_lite.adapt.pseudo_labels import PseudoLabels
-
         uv, vis = seq.ground_truth().tracks_2d(None)
         return PseudoLabels(tracks_2d=uv.float(), track_valid=vis.bool(), depth=None,
                             query_pixels=seq.query_pixels.float(), source="gt")
-    from st4r_lite.adapt.online import make_provider
 
     provider = make_provider(tracker, "none", ground_truth=seq.ground_truth() if tracker == "sim" else None,
                              seed=seed)
@@ -125,8 +132,6 @@ def combinational_prediction(seq: EvalSequence, pred: Prediction | None, *, trac
             raise ValueError(f"{seq.name!r} has no depth map; use depth='recon'")
         d = seq.depth
     elif depth == "sim":
-        from st4r_lite.adapt.sim_labels import SimulatedMonoDepth
-
         mono = labels.depth
         if mono is None:
             mono = SimulatedMonoDepth(seq.ground_truth(), seed=seed + 1)(seq.video.float())
@@ -144,3 +149,20 @@ def combinational_prediction(seq: EvalSequence, pred: Prediction | None, *, trac
     return Prediction(tracks=tracks, recon=None if pred is None else pred.recon, depth=d.double(),
                       T_world_cam=T_wc, K=K, visible=labels.track_valid.bool(),
                       conf_recon=None if pred is None else pred.conf_recon)
+
+
+def evaluate_peer(model, sequences: list[EvalSequence], peer: str, alignments=("median", "sim3")) -> dict:
+    """Score a peer of ``baselines`` ("static" or "combinational") built on the model's own prediction; the
+    combinational peer uses the simulated tracker and mono-depth when the sequence has a depth map, else LK
+    tracks lifted with the model's recon depth."""
+    results = []
+    for s in sequences:
+        pred = predict_model(model, s)
+        if peer == "static":
+            p = static_prediction(pred, s)
+        elif s.depth is not None:
+            p = combinational_prediction(s, pred, tracker="sim", depth="sim")
+        else:
+            p = combinational_prediction(s, pred, tracker="lk", depth="recon")
+        results.append(evaluate_prediction(s, p, alignments))
+    return {"sequences": results, "mean": mean_results(results)}

@@ -24,7 +24,6 @@ official WorldTrack files) skip recon and depth and say so in ``notes``.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
@@ -32,8 +31,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from st4r_lite.adapt import occlusion
+from st4r_lite.adapt.sim_labels import GroundTruthVideo
 from st4r_lite.eval import benchmark_metrics as eval_metrics
 from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.geometry.camera import solve_cameras
 from st4r_lite.geometry.pinhole import (
     depth_to_pointmap,
     intrinsics_matrix,
@@ -41,10 +43,12 @@ from st4r_lite.geometry.pinhole import (
     project,
     transform_points,
 )
+from st4r_lite.model.network import predict_video
+from st4r_lite.world import worldtrack
 
 __all__ = ["EvalSequence", "Prediction", "sequence_from_clip", "sequence_from_worldtrack", "load_sequences",
            "sample_maps", "occlusion_mask", "predict_model", "evaluate_prediction", "evaluate_model",
-           "mean_results", "flat_metrics", "run_evaluate_cli", "evaluate_peer", "OCCLUSION_TAU"]
+           "mean_results", "flat_metrics", "OCCLUSION_TAU"]
 
 OCCLUSION_TAU = 0.1  # relative depth tolerance of the occlusion test (adapt.AdaptConfig's default)
 
@@ -93,8 +97,6 @@ class EvalSequence:
 
     def ground_truth(self):
         """The same ground truth as a ``sim_labels.GroundTruthVideo`` (sparse: the queries), for simulated labels."""
-        from st4r_lite.adapt.sim_labels import GroundTruthVideo
-
         H, W = self.size
         return GroundTruthVideo(K=self.K.float(), T_world_cam=self.T_world_cam.float(),
                                 depth=None if self.depth is None else self.depth.float(),
@@ -182,8 +184,6 @@ def sequence_from_worldtrack(seq, name: str = "sequence") -> EvalSequence:
 
 def load_sequences(path) -> list[EvalSequence]:
     """All sequences of a folder of ``.npz`` files (sorted by name) or of one ``.npz`` file."""
-    from st4r_lite.world import worldtrack
-
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.npz"))
@@ -222,8 +222,6 @@ def occlusion_mask(tracks: torch.Tensor, recon_depth: torch.Tensor, T_world_cam:
     K (3, 3). x̂ = π(K T_cam_world_t X_t), z^trk its depth in camera t; the test itself is
     ``occlusion.occlusion_mask`` (z^rec read at the nearest pixel), the one the adaptation uses.
     """
-    from st4r_lite.adapt import occlusion
-
     cam = transform_points(invert_pose(T_world_cam.to(tracks.dtype)), tracks)
     front = torch.isfinite(cam).all(-1) & (cam[..., 2] > 1e-6)
     uv = project(torch.where(front[..., None], cam, torch.ones_like(cam)), K.to(tracks.dtype))
@@ -234,8 +232,6 @@ def prediction_from_maps(track_maps: torch.Tensor, recon: torch.Tensor, conf_rec
                          query_pixels: torch.Tensor, *, seed: int = 0) -> Prediction:
     """A :class:`Prediction` from per-pair maps (track, recon (T, H, W, 3), conf_recon (T, H, W)): tracks at the
     query pixels, cameras by ``camera.solve_cameras``, depth in the predicted cameras, occlusion mask."""
-    from st4r_lite.geometry.camera import solve_cameras
-
     track_maps, recon = track_maps.detach().float().cpu(), recon.detach().float().cpu()
     conf = None if conf_recon is None else conf_recon.detach().float().cpu()
     cams = solve_cameras(recon, conf, differentiable=False, seed=seed, warn=False)
@@ -249,8 +245,6 @@ def prediction_from_maps(track_maps: torch.Tensor, recon: torch.Tensor, conf_rec
 
 def predict_model(model, seq: EvalSequence, chunk: int = 8, seed: int = 0) -> Prediction:
     """Run St4RTrack on every pair (0, t) of ``seq`` and build its :class:`Prediction` (see module doc)."""
-    from st4r_lite.model.network import predict_video
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -381,55 +375,3 @@ def format_summary(report: dict) -> str:
         lines.append(f"TAPVid-3D style: APD_3D {tv.apd_3d:.1f} %  3D-AJ {tv.average_jaccard:.1f} %  "
                      f"occlusion accuracy {tv.occlusion_accuracy:.1f} %")
     return "\n".join(lines)
-
-
-def run_evaluate_cli(args) -> str:
-    """``st4r-lite evaluate``: load the model and the sequences, score, optionally write JSON; returns a summary."""
-    from st4r_lite.model.checkpoint import load_model
-    from st4r_lite.runtime import atomic_write, pick_device
-
-    alignments = tuple(a.strip() for a in args.alignment.split(",") if a.strip())
-    bad = [a for a in alignments if a not in metrics.ALIGNMENTS]
-    if bad or not alignments:
-        raise ValueError(f"--alignment must list some of {metrics.ALIGNMENTS}, got {args.alignment!r}")
-    if not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint!r} does not exist")
-    peers = tuple(p.strip() for p in (getattr(args, "peers", "") or "").split(",") if p.strip())
-    bad = [p for p in peers if p not in ("static", "combinational")]
-    if bad:
-        raise ValueError(f"--peers must list some of static, combinational; got {bad}")
-    model = load_model(args.checkpoint, device=pick_device(getattr(args, "device", None)))
-    sequences = load_sequences(args.data)
-    report = evaluate_model(model, sequences, alignments)
-    text = f"{len(sequences)} sequence(s)\n" + format_summary(report)
-    doc = {"checkpoint": str(args.checkpoint), "data": str(args.data), **to_jsonable(report), "peers": {}}
-    for peer in peers:
-        peer_report = evaluate_peer(model, sequences, peer, alignments)
-        doc["peers"][peer] = to_jsonable(peer_report)
-        text += f"\n--- peer: {peer} ---\n" + format_summary(peer_report)
-    for r in report["sequences"]:
-        for note in r["notes"]:
-            print(f"note ({r['name']}): {note}")
-    if args.json:
-        with atomic_write(args.json, "w") as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
-    return text
-
-
-def evaluate_peer(model, sequences: list[EvalSequence], peer: str, alignments=("median", "sim3")) -> dict:
-    """Score a peer of ``baselines`` ("static" or "combinational") built on the model's own prediction; the
-    combinational peer uses the simulated tracker and mono-depth when the sequence has a depth map, else LK
-    tracks lifted with the model's recon depth."""
-    from st4r_lite.eval import baselines
-
-    results = []
-    for s in sequences:
-        pred = predict_model(model, s)
-        if peer == "static":
-            p = baselines.static_prediction(pred, s)
-        elif s.depth is not None:
-            p = baselines.combinational_prediction(s, pred, tracker="sim", depth="sim")
-        else:
-            p = baselines.combinational_prediction(s, pred, tracker="lk", depth="recon")
-        results.append(evaluate_prediction(s, p, alignments))
-    return {"sequences": results, "mean": mean_results(results)}

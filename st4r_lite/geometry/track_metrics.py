@@ -33,6 +33,8 @@ from dataclasses import dataclass, fields
 import torch
 from einops import rearrange, repeat
 
+from st4r_lite.geometry.pinhole import umeyama_sim3
+
 THRESHOLDS = (0.1, 0.3, 0.5, 1.0)
 DYNAMIC_MIN_DISPLACEMENT = 0.05
 ALIGNMENTS = ("median", "sim3", "none")
@@ -80,8 +82,6 @@ def align(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = Non
     elif alignment == "median":
         out = p * median_scale(pred, gt, valid)
     else:
-        from st4r_lite.geometry.pinhole import umeyama_sim3
-
         if int(ok.sum()) < 3:
             raise ValueError(f"sim3 alignment needs at least 3 valid points, got {int(ok.sum())}")
         s, R, t = umeyama_sim3(p[ok], g[ok])

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from st4r_lite.model.blocks import Block, DecoderBlock, PatchEmbed, RoPE2D
 from st4r_lite.model.config import PRESETS, ModelConfig, get_config
@@ -235,8 +236,6 @@ def predict_video(
     out_device = video.device if out_device is None else out_device
     starts = range(0, T, chunk)
     if progress:
-        from tqdm.auto import tqdm
-
         starts = tqdm(starts, desc="pairs", unit="chunk")
     parts = []
     with torch.no_grad():

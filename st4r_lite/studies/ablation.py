@@ -2,7 +2,7 @@
 
 Dimension letters: T frames, H, W image rows / columns, N tracked points, S sequences, K seeds.
 
-Rows: the adaptation variants of ``adapt.VARIANTS`` (none, baseline, mask, sigma, robust = the proposal,
+Rows: the adaptation variants of ``VARIANTS`` (none, baseline, mask, sigma, robust = the proposal,
 oracle_mask, conf_sigma) and the peers of ``baselines`` (static, combinational). Every row runs on the same
 videos (the ``wild`` part of a named benchmark, the held-out domain shift) with the same pseudo-labels per
 (sequence, seed): seed k fixes the simulated tracker's and mono-depth's noise and the adaptation's sampling.
@@ -24,26 +24,23 @@ predictions before / after adaptation, for ``st4r-lite report``).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from st4r_lite.studies.ablation_stats import (  # noqa: F401  (re-exported: the ablation's public API)
-    KEY_METRICS,
-    CheckResult,
-    check_against_reference,
-    load_results,
-    markdown_table,
-    paired_differences,
-    summarize,
-    t_quantile_975,
-)
+from st4r_lite.adapt import loop as adapt
+from st4r_lite.adapt.config import AdaptConfig
+from st4r_lite.adapt.online import make_provider
+from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.eval import baselines
 from st4r_lite.eval.evaluate import (
     EvalSequence,
     Prediction,
@@ -55,7 +52,21 @@ from st4r_lite.eval.evaluate import (
     to_jsonable,
 )
 from st4r_lite.geometry.pinhole import invert_pose, transform_points
+from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model.network import build_model
 from st4r_lite.runtime import atomic_write, ensure_writable_dir, repo_data_dir
+from st4r_lite.studies.ablation_stats import (  # noqa: F401  (re-exported: the ablation's public API)
+    KEY_METRICS,
+    CheckResult,
+    check_against_reference,
+    load_results,
+    markdown_table,
+    paired_differences,
+    summarize,
+    t_quantile_975,
+)
+from st4r_lite.studies.report import ablation_plots_png
+from st4r_lite.world import benchmarks
 
 __all__ = ["AblationConfig", "run_ablation", "summarize", "paired_differences", "t_quantile_975",
            "markdown_table", "check_against_reference", "CheckResult", "DEFAULT_VARIANTS", "KEY_METRICS",
@@ -68,7 +79,7 @@ RECON_VIEW_ROWS = ("none", "baseline", "robust")   # rows whose reconstructions 
 
 @dataclass
 class AblationConfig:
-    """What to run. benchmark: a named benchmark (``worldtrack.BENCHMARKS``) or a folder / .npz path;
+    """What to run. benchmark: a named benchmark (``benchmarks.BENCHMARKS``) or a folder / .npz path;
     domain: the part of a named benchmark to use; max_seqs / frames: use only the first sequences / frames;
     tracker: "sim" or "lk" pseudo 2D tracks; depth: pseudo mono-depth ("sim", "sim-affine", "none");
     checkpoint: model file (default data/tiny.pt; a fresh untrained tiny model when absent, noted);
@@ -96,17 +107,15 @@ class AblationConfig:
 
 # ----------------------------------------------------------------------------------------------- inputs
 def _load_benchmark(cfg: AblationConfig, workdir: Path) -> list[EvalSequence]:
-    from st4r_lite.world import worldtrack
-
-    if cfg.benchmark in worldtrack.BENCHMARKS:
-        spec = worldtrack.BENCHMARKS[cfg.benchmark]
+    if cfg.benchmark in benchmarks.BENCHMARKS:
+        spec = benchmarks.BENCHMARKS[cfg.benchmark]
         parts = [p for p in spec.parts if p[0] == cfg.domain]
         if not parts:
             raise ValueError(f"benchmark {cfg.benchmark!r} has no {cfg.domain!r} part; it has "
                              f"{[p[0] for p in spec.parts]}")
         domain, n, seed = parts[0]
         n = n if cfg.max_seqs is None else min(n, cfg.max_seqs)
-        worldtrack.write_benchmark(workdir, domain=domain, num_seqs=n, frames=spec.frames, height=spec.height,
+        benchmarks.write_benchmark(workdir, domain=domain, num_seqs=n, frames=spec.frames, height=spec.height,
                                    width=spec.width, seed=seed)
         seqs = load_sequences(workdir)
     else:
@@ -118,8 +127,6 @@ def _load_benchmark(cfg: AblationConfig, workdir: Path) -> list[EvalSequence]:
 
 
 def _first_frames(seq: EvalSequence, frames: int) -> EvalSequence:
-    from dataclasses import replace
-
     f = min(frames, seq.num_frames)
     return replace(seq, video=seq.video[:f], T_world_cam=seq.T_world_cam[:f], gt_tracks=seq.gt_tracks[:f],
                    gt_visible=seq.gt_visible[:f], is_dynamic=None if seq.is_dynamic is None else seq.is_dynamic,
@@ -128,13 +135,8 @@ def _first_frames(seq: EvalSequence, frames: int) -> EvalSequence:
 
 
 def _load_model(cfg: AblationConfig):
-    from st4r_lite.model.checkpoint import load_model
-    from st4r_lite.model.network import build_model
-
     path = Path(cfg.checkpoint) if cfg.checkpoint else repo_data_dir() / "tiny.pt"
     if path.is_file():
-        import hashlib
-
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         name = "data/tiny.pt" if not cfg.checkpoint else str(path)
         return load_model(path).float().eval(), f"{name} (sha256 {digest})"
@@ -159,8 +161,6 @@ def prediction_from_adapt(res, seq: EvalSequence) -> Prediction:
 # ----------------------------------------------------------------------------------------------- running
 def _hardware() -> dict:
     """What the numbers were measured on: CPU model, cores, torch threads, load average (shared machines)."""
-    import os
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -205,13 +205,9 @@ def _view_arrays(seq: EvalSequence, preds: dict[str, Prediction], max_tracks: in
 
 def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=print) -> dict:
     """Run every row of ``cfg`` on every (sequence, seed), write the outputs into ``out``, return results.json."""
-    from st4r_lite.adapt import loop as adapt
-    from st4r_lite.eval import baselines
-    from st4r_lite.adapt.online import make_provider
-
-    unknown = [v for v in cfg.variants if v not in adapt.VARIANTS]
+    unknown = [v for v in cfg.variants if v not in VARIANTS]
     if unknown or not cfg.variants:
-        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(adapt.VARIANTS)}")
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     bad_peers = [p for p in cfg.peers if p not in PEER_ROWS]
     if bad_peers:
         raise ValueError(f"unknown peer(s) {bad_peers}; choose from {PEER_ROWS}")
@@ -269,7 +265,6 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
     if views is not None:
         with atomic_write(out / "views.npz", "wb") as f:
             np.savez_compressed(f, **views)
-    from st4r_lite.studies.report import ablation_plots_png
 
     ablation_plots_png(doc, out)
     return doc
@@ -277,8 +272,6 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
 
 def _adapt_config(cfg: AblationConfig, variant: str, seed: int):
     """The ``adapt.AdaptConfig`` of one run: adapt's defaults, overridden by what ``cfg`` sets."""
-    from st4r_lite.adapt import loop as adapt
-
     over = {"variant": variant, "seed": seed, "query_stride": cfg.query_stride}
     if cfg.steps is not None:
         over["steps"] = cfg.steps
@@ -286,7 +279,7 @@ def _adapt_config(cfg: AblationConfig, variant: str, seed: int):
         over["lr"] = cfg.lr
     if cfg.pairs_per_step is not None:
         over["pairs_per_step"] = cfg.pairs_per_step or None
-    return adapt.AdaptConfig(**over)
+    return AdaptConfig(**over)
 
 
 def _run_record(seq: EvalSequence, seed: int, row: str, pred: Prediction, seconds: float, loss: list) -> dict:

@@ -11,14 +11,29 @@ recorded measurement (``data/adapt_variants_quick.json``); ``run_adapt_cli`` is 
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import math
+import shlex
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from st4r_lite.adapt.loop import VARIANTS, AdaptConfig, AdaptVideo, adapt_video, jsonable
-from st4r_lite.runtime import atomic_write
+import torch
+
+from st4r_lite.adapt.config import AdaptConfig
+from st4r_lite.adapt.loop import AdaptVideo, PairRunner, adapt_video, cameras_from_prediction, jsonable
+from st4r_lite.adapt.occlusion import mask_quality, occlusion_mask, sample_map
+from st4r_lite.adapt.online import make_provider
+from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
+from st4r_lite.adapt.sim_labels import SimTrackerConfig
+from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.geometry.pinhole import project, transform_points
+from st4r_lite.model.checkpoint import load_model
+from st4r_lite.runtime import atomic_write, ensure_writable_dir, repo_data_dir
+from st4r_lite.world.render import generate_clips
 
 __all__ = ["compare_variants", "load_videos", "measure_quick", "mask_tau_sweep", "sensitivity", "run_adapt_cli",
            "format_table", "QUICK_SEEDS", "SENSITIVITY"]
@@ -36,8 +51,6 @@ def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 9
         return [AdaptVideo.from_npz(f) for f in files]
     parts = data.split(":")
     if len(parts) in (2, 3) and parts[0] in ("wild", "pretrain") and all(p.isdigit() for p in parts[1:]):
-        from st4r_lite.world.render import generate_clips
-
         count = int(parts[2]) if len(parts) == 3 else 1
         clip = generate_clips(count, frames=frames, height=height, width=width, domain=parts[0],
                               seed=int(parts[1]))
@@ -58,9 +71,6 @@ def compare_variants(videos: list[AdaptVideo], model, *, variants=tuple(VARIANTS
     video), "mean": {tracker: {variant: mean metrics}}}. Means of: APD / EPE (median and sim3; all and
     dynamic), mask precision / recall, seconds.
     """
-    from st4r_lite.adapt.online import make_provider
-    from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
-
     cfg = config or AdaptConfig()
     rows, pl_stats = [], {}
     for tracker in trackers:
@@ -112,10 +122,6 @@ def _nanmean(values: list[float]) -> float:
 
 def run_adapt_cli(args) -> str:
     """``st4r-lite adapt``: adapt a checkpoint to each video of --data with one or more variants."""
-    from st4r_lite.model.checkpoint import load_model
-    from st4r_lite.adapt.online import make_provider
-    from st4r_lite.runtime import ensure_writable_dir, repo_data_dir
-
     variants = list(VARIANTS) if args.variant == "all" else [v.strip() for v in args.variant.split(",")]
     for v in variants:
         if v not in VARIANTS:
@@ -156,8 +162,6 @@ def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, fram
 
     Writes ``out_json`` (atomically) when given; returns the :func:`compare_variants` dict plus timing.
     """
-    from st4r_lite.world.render import generate_clips
-
     start = time.perf_counter()
     videos = []
     for s in seeds:
@@ -181,12 +185,6 @@ def mask_tau_sweep(videos: list[AdaptVideo], model, taus=(0.0, 0.05, 0.1, 0.3, 1
     the same test on exact geometry (true track points, depth and cameras; τ = 0.05): what limits the mask, the
     test or the pointmaps it reads? Returns {label: mean precision / recall / occluded_rejected / kept_fraction}.
     """
-    import torch
-
-    from st4r_lite.adapt.loop import PairRunner, cameras_from_prediction
-    from st4r_lite.geometry.pinhole import project, transform_points
-    from st4r_lite.adapt.occlusion import mask_quality, occlusion_mask, sample_map
-
     rows: dict[str, list[dict]] = {}
     for vid in videos:
         q = vid.queries(stride)
@@ -247,17 +245,11 @@ def format_table(result: dict) -> str:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def main(argv=None) -> int:
     """``python -m st4r_lite.studies.adapt_compare [--checkpoint CKPT] [--out JSON] [--steps N] ...``: the recorded run."""
-    import argparse
-    import shlex
-    import sys
-
     p = argparse.ArgumentParser(prog="python -m st4r_lite.studies.adapt_compare", description=measure_quick.__doc__)
     p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
     p.add_argument("--out", default=None, help="JSON to write (default: data/adapt_variants_quick.json)")
@@ -275,9 +267,6 @@ def main(argv=None) -> int:
     p.add_argument("--harsh", action="store_true",
                    help="simulated tracker that never flags occlusion (every occluded label marked valid)")
     args = p.parse_args(argv)
-    from st4r_lite.model.checkpoint import load_model
-    from st4r_lite.runtime import repo_data_dir
-
     ckpt = Path(args.checkpoint) if args.checkpoint else repo_data_dir() / "tiny.pt"
     model = load_model(ckpt)
     cfg = AdaptConfig(steps=args.steps, lr=args.lr, pairs_per_step=args.pairs_per_step, params=args.params,
@@ -286,12 +275,8 @@ def main(argv=None) -> int:
     command = "python -m st4r_lite.studies.adapt_compare " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     options = None
     if args.harsh:
-        from st4r_lite.adapt.sim_labels import SimTrackerConfig
-
         options = {"sim_tracker_config": SimTrackerConfig(occluded_marked_visible_prob=1.0)}
     if args.sensitivity:
-        from st4r_lite.world.render import generate_clips
-
         start = time.perf_counter()
         videos = [AdaptVideo.from_clip(generate_clips(1, frames=16, height=64, width=96, domain="wild",
                                                       seed=int(s)), 0) for s in args.seeds.split(",")]

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from st4r_lite.model.config import get_config
-from st4r_lite.train.losses import PairTargets, PretrainLoss
 from st4r_lite.model.network import build_model, count_parameters
+from st4r_lite.train.losses import PairTargets, PretrainLoss
 
 DEFAULT_BATCH = {"tiny": 8, "small": 4, "full": 2, "full_linear": 2}
 

@@ -30,11 +30,16 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from einops import rearrange
 
 from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model.network import predict_video
+from st4r_lite.train.heldout import HELDOUT_SEED, write_eval_json
+from st4r_lite.world.render import generate_clips
 
 LOG_AMBIGUITIES = (0.0, 0.1, 0.2, 0.3, 0.4)  # a: log f ~ U(-a, a); 0.39 = the sphere-size prior of the world
 DRAWS = 4                                   # random draws of the factors per clip and a (averaged)
@@ -126,8 +131,6 @@ def model_diagnostics(model, clip, chunk: int = 8) -> dict:
       tracks and t ≥ 1 (< 1: the predicted motion beats predicting no motion; 0: perfect);
     - apd_dyn, static_apd_dyn, gap: the quality-bar numbers on these clips.
     """
-    from st4r_lite.model.network import predict_video
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -160,14 +163,9 @@ def ceiling_report(model_path=None, frames=(8, 16), num_clips: int = 16, seed: i
                    height: int = 64, width: int = 96) -> dict:
     """The table for each clip length (pretrain domain, the held-out seeds) and, with ``model_path``, the
     model's diagnostics on the same clips. Returns a JSON-able dict."""
-    from st4r_lite.train.heldout import HELDOUT_SEED
-    from st4r_lite.world.render import generate_clips
-
     seed = HELDOUT_SEED if seed is None else seed
     model = None
     if model_path is not None:
-        from st4r_lite.model.checkpoint import load_model
-
         model = load_model(model_path).float()
         height, width = model.config.img_size
     report = {"command": "python -m st4r_lite.studies.ceiling" + (f" --model {model_path}" if model_path else ""),
@@ -220,10 +218,6 @@ def main(argv=None) -> int:
         report["command"] = (f"python -m st4r_lite.studies.ceiling --model {args.model} --frames "
                              f"{' '.join(map(str, args.frames))} --num-clips {args.num_clips}")
     if args.json:
-        from pathlib import Path
-
-        from st4r_lite.train.heldout import write_eval_json
-
         write_eval_json(report, Path(args.json))
     print(format_report(report))
     return 0

@@ -22,18 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from st4r_lite.app import views
+from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.runtime import atomic_write
+from st4r_lite.studies.ablation_stats import KEY_METRICS, _fmt, load_results
 
 __all__ = ["ablation_plots_png", "summary_figure", "paired_figure", "loss_figure", "view_figures",
            "build_report", "table_html"]
 
 
 def _key_metrics():
-    from st4r_lite.studies.ablation_stats import KEY_METRICS
-
     return KEY_METRICS
 
 
@@ -148,10 +149,6 @@ def loss_figure(doc: dict) -> go.Figure:
 # ----------------------------------------------------------------------------------------------- 3D views
 def _scaled(v: dict, name: str) -> dict:
     """A prediction's arrays from views.npz, median-scaled to the ground truth (see module doc)."""
-    import torch
-
-    from st4r_lite.geometry.track_metrics import median_scale
-
     tracks = v[f"{name}/tracks"].astype(np.float64)
     s = median_scale(torch.from_numpy(tracks), torch.from_numpy(v["gt_tracks"].astype(np.float64)))
     out = {"tracks": s * tracks, "scale": s}
@@ -236,8 +233,6 @@ def view_figures(v: dict, after: str | None = None, max_trails: int = 80,
 # ----------------------------------------------------------------------------------------------- HTML
 def table_html(doc: dict) -> str:
     """The summary and paired tables as HTML (same numbers as results.md)."""
-    from st4r_lite.studies.ablation_stats import _fmt
-
     km = _key_metrics()
     head = "".join(f"<th>{html.escape(lab)}{f' ({u})' if u else ''}</th>" for _, lab, u, _ in km)
     body = []
@@ -276,8 +271,6 @@ _CSS = ("body{font-family:sans-serif;margin:1.5em;max-width:1500px} table{border
 def build_report(ablation_dir, out=None) -> Path:
     """Write the self-contained report of an ablation folder; returns the HTML path (default DIR/report.html)."""
     from plotly.offline import get_plotlyjs
-
-    from st4r_lite.studies.ablation_stats import load_results
 
     folder = Path(ablation_dir)
     doc = load_results(folder)

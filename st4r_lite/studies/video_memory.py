@@ -1,5 +1,5 @@
 """Peak memory of ``run_video`` against video length: ``python -m st4r_lite.studies.video_memory`` (also reachable as
-``python -m st4r_lite.app.run memory``), the numbers in ``data/long_video_memory.json``.
+``python -m st4r_lite.studies.video_memory``), the numbers in ``data/long_video_memory.json``.
 
 Each measured video is written here (a panning random texture with a moving disc, H.264) and run in a fresh
 subprocess, so that the process's high-water mark (``ru_maxrss``) belongs to that video alone; a 20 ms sampling
@@ -8,8 +8,10 @@ thread over /proc/self/statm gives a second reading. Memory is bounded by the pa
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -20,6 +22,8 @@ import numpy as np
 import torch
 
 from st4r_lite.app.run import FRESH_PREFIX, run_video
+from st4r_lite.app.video import write_video
+from st4r_lite.runtime import atomic_write, repo_data_dir
 
 __all__ = ["synthetic_video_frames", "measure_long_video", "default_checkpoint", "main"]
 
@@ -77,8 +81,6 @@ def _measure_one(video_path: str, checkpoint: str, chunk: int) -> dict:
 
 def default_checkpoint() -> str:
     """The shipped tiny model (data/tiny.pt) when present, else an untrained one (``fresh:tiny``)."""
-    from st4r_lite.runtime import repo_data_dir
-
     path = repo_data_dir() / "tiny.pt"
     return str(path) if path.is_file() else f"{FRESH_PREFIX}tiny"
 
@@ -93,10 +95,7 @@ def measure_long_video(frame_counts=(50, 100, 200, 400), *, height: int = 360, w
     imports included) and a 20 ms sampling thread over /proc/self/statm during the run; ``rss_before_run_mb``
     is after imports. The slope (MB per frame) is a least-squares fit of ru_maxrss against frames.
     """
-    import platform
     import subprocess
-
-    from st4r_lite.app.video import write_video
 
     checkpoint = checkpoint or default_checkpoint()
 
@@ -117,7 +116,7 @@ def measure_long_video(frame_counts=(50, 100, 200, 400), *, height: int = 360, w
     x = np.array([r["frames"] for r in rows], float)
     y = np.array([r["ru_maxrss_mb"] for r in rows], float)
     slope = round(float(np.polyfit(x, y, 1)[0]), 3) if len(rows) > 1 else None
-    doc = {"command": "python -m st4r_lite.app.run memory " + " ".join(
+    doc = {"command": "python -m st4r_lite.studies.video_memory " + " ".join(
         [f"--frames {','.join(map(str, frame_counts))}", f"--height {height}", f"--width {width}",
          f"--checkpoint {checkpoint}", f"--chunk {chunk}"] + ([f"--out {out}"] if out else [])),
            "video": f"synthetic H.264 {height}x{width}, written by the measurement",
@@ -127,8 +126,6 @@ def measure_long_video(frame_counts=(50, 100, 200, 400), *, height: int = 360, w
            "cpu_count": os.cpu_count(), "torch": torch.__version__, "rows": rows,
            "slope_mb_per_frame": slope}
     if out:
-        from st4r_lite.runtime import atomic_write
-
         with atomic_write(out, "w") as f:
             f.write(json.dumps(doc, indent=1) + "\n")
         log(f"wrote {out} (slope {slope} MB per frame)")
@@ -136,9 +133,7 @@ def measure_long_video(frame_counts=(50, 100, 200, 400), *, height: int = 360, w
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m st4r_lite.app.run memory [--frames 50,100,200,400] [--out FILE]`` (and the internal _measure_one)."""
-    import argparse
-
+    """``python -m st4r_lite.studies.video_memory [--frames 50,100,200,400] [--out FILE]`` (and the internal _measure_one)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_measure_one"]:
         print(json.dumps(_measure_one(argv[1], argv[2], int(argv[3]))))

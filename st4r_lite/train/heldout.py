@@ -17,7 +17,6 @@ pair (0, 0) (the anchor's own reconstruction) for every frame. Metrics come from
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -28,6 +27,11 @@ import torch
 from einops import rearrange
 
 from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model.network import predict_video
+from st4r_lite.runtime import atomic_write
+from st4r_lite.train.checkpoint import load_train_checkpoint
+from st4r_lite.world.render import generate_clips
 
 HELDOUT_SEED = 900_000
 HELDOUT_CLIPS = 4
@@ -39,8 +43,6 @@ QUALITY_MARGIN = 10.0  # the project's bar: dynamic tracking APD ≥ static base
 def heldout_clips(config, num_clips: int = HELDOUT_CLIPS, frames: int = HELDOUT_FRAMES,
                   domain: str = "pretrain", seed: int = HELDOUT_SEED, frame_gap: float = 1.0, device="cpu"):
     """The fixed held-out clips at the model's input size (config.img_size): a ``world.Clip``."""
-    from st4r_lite.world.render import generate_clips
-
     H, W = config.img_size
     return generate_clips(num_clips, frames=frames, height=H, width=W, domain=domain, seed=seed,
                           frame_gap=frame_gap, device=device)
@@ -92,8 +94,6 @@ def oracle_motion_tracks(anchor_points: torch.Tensor, gt_tracks: torch.Tensor) -
 @torch.no_grad()
 def evaluate_clips(model, clip, chunk: int = 8, alignments: tuple[str, ...] = ("median", "sim3")) -> dict:
     """Evaluate ``model`` on a ``world.Clip`` (dense queries: every anchor pixel). See evaluate_predictions."""
-    from st4r_lite.model.network import predict_video
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -146,8 +146,6 @@ def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS,
     Returns {"checkpoint", "heldout": settings, "headline": {median, sim3}, "quality_bar": quality_bar(...),
     "result": evaluate_clips(...), "training": steps / wall time / pairs per second / command / hardware (from ``train_ckpt`` if given)}.
     """
-    from st4r_lite.model.checkpoint import load_model
-
     path = Path(path)
     model = load_model(path, device=device).float()
     clips = heldout_clips(model.config, num_clips=num_clips, frames=frames, seed=seed, device=device)
@@ -164,8 +162,6 @@ def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS,
         "result": result, "eval_wall_s": round(time.perf_counter() - t0, 2),
     }
     if train_ckpt is not None:
-        from st4r_lite.train.loop import load_train_checkpoint
-
         blob = load_train_checkpoint(train_ckpt)
         st, cfg = blob["state"], blob["train_config"]
         report["training"] = {
@@ -178,31 +174,8 @@ def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS,
 
 def write_eval_json(report: dict, path) -> Path:
     """Write a report of :func:`evaluate_checkpoint` as indented JSON (atomically)."""
-    from st4r_lite.runtime import atomic_write
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
         f.write(json.dumps(report, indent=1) + "\n")
     return path
-
-
-def main(argv=None) -> int:
-    """``python -m st4r_lite.train.heldout data/tiny.pt --json data/tiny_eval.json [--train-ckpt runs/tiny_train.pt]``."""
-    ap = argparse.ArgumentParser(prog="python -m st4r_lite.train.heldout", description=main.__doc__)
-    ap.add_argument("checkpoint")
-    ap.add_argument("--json", default=None, help="write the report here (default: print the headline)")
-    ap.add_argument("--train-ckpt", default=None, help="training checkpoint (adds wall time, command, hardware)")
-    ap.add_argument("--num-clips", type=int, default=REPORT_CLIPS)
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args(argv)
-    report = evaluate_checkpoint(args.checkpoint, train_ckpt=args.train_ckpt, num_clips=args.num_clips,
-                                 device=args.device)
-    if args.json:
-        write_eval_json(report, args.json)
-    print(json.dumps(report["headline"], indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

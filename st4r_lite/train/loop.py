@@ -35,9 +35,12 @@ Tracking motion needs far more pairs (GPU; ``--device cuda`` uses bf16 autocast,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -45,19 +48,23 @@ from pathlib import Path
 import torch
 from einops import rearrange, repeat
 from torch import nn
+from tqdm.auto import tqdm
 
+from st4r_lite.model.checkpoint import save_checkpoint
+from st4r_lite.model.config import ModelConfig
+from st4r_lite.model.network import St4RTrack, build_model
+from st4r_lite.runtime import atomic_write
+from st4r_lite.train import heldout
+from st4r_lite.train.checkpoint import TRAIN_FORMAT, load_train_checkpoint
 from st4r_lite.train.distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed
 from st4r_lite.train.losses import PairTargets, PretrainLoss
-from st4r_lite.runtime import atomic_write
 from st4r_lite.train.schedule import frame_gap_at, make_optimizer
+from st4r_lite.world.render import generate_clips
 
 # Clip seeds: training clips use TRAIN_SEED_BASE + seed · TRAIN_SEED_STRIDE + counter. The named benchmarks
 # (worldtrack.BENCHMARKS) and the held-out set (heldout.HELDOUT_SEED) use seeds below 10^6.
 TRAIN_SEED_BASE = 10_000_000
 TRAIN_SEED_STRIDE = 1_000_000_000
-TRAIN_FORMAT = "st4r_lite-train-v1"
-
-
 @dataclass
 class TrainConfig:
     """Everything that defines a pretraining run (stored in its checkpoint; a resume must match it)."""
@@ -179,9 +186,6 @@ def save_train_checkpoint(path: str | Path, model: nn.Module, opt, sched, state:
 
 def run_meta(device: torch.device) -> dict:
     """Where and how the run was made (stored in checkpoints, copied into evaluation reports)."""
-    import platform
-    import sys
-
     hw = f"{platform.machine()} {platform.processor() or platform.system()}, {torch.get_num_threads()} torch threads"
     if device.type == "cuda":
         hw = f"{torch.cuda.get_device_name(device)} (CUDA), " + hw
@@ -190,26 +194,8 @@ def run_meta(device: torch.device) -> dict:
             "hardware": hw, "torch": str(torch.__version__), "cpu_count": os.cpu_count()}
 
 
-def load_train_checkpoint(path: str | Path) -> dict:
-    """Read a training checkpoint written by :func:`save_train_checkpoint` (on CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no training checkpoint at {str(path)!r}; drop --resume to start a new run")
-    # TorchVersion (a str subclass) is allowed: early checkpoints stored torch.__version__ unconverted
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != TRAIN_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a st4r_lite training checkpoint (no optimiser state); "
-                         "resume needs the file written by `st4r-lite pretrain --out`")
-    return blob
-
-
 def export_weights(train_ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
     """Write the shippable model file (weights only, cast to ``dtype``) from a training checkpoint."""
-    from st4r_lite.model.checkpoint import save_checkpoint
-    from st4r_lite.model.config import ModelConfig
-    from st4r_lite.model.network import St4RTrack
-
     blob = load_train_checkpoint(train_ckpt)
     model = St4RTrack(ModelConfig.from_dict(blob["config"]))
     model.load_state_dict(blob["model"])
@@ -236,10 +222,6 @@ def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device:
     last step (the summary's "eval"); eval_clips: number of held-out clips (default heldout.HELDOUT_CLIPS). The summary's "weights_digest" (sha256 of the parameters) lets
     processes of a DDP run check that they hold identical weights.
     """
-    from st4r_lite.train import heldout
-    from st4r_lite.model.network import build_model
-    from st4r_lite.world.render import generate_clips
-
     env = init_distributed(device)
     out, log_path = Path(out), (Path(log_path) if log_path else None)
     stop = cfg.steps if stop_at is None else min(int(stop_at), cfg.steps)
@@ -290,8 +272,6 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         if env.is_main and (eval_every or final_eval) else None
     bar = None
     if progress and env.is_main:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=stop, initial=state.step, desc="pretrain", unit="step", dynamic_ncols=True)
     window: dict[str, list[float]] = {}
     t_window, pairs_window, result = time.perf_counter(), 0, {}
@@ -347,8 +327,6 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
 
 def weights_digest(model: nn.Module) -> str:
     """sha256 of every parameter and buffer (name, dtype, bytes), in state_dict order: equal iff bit-identical."""
-    import hashlib
-
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
@@ -360,33 +338,3 @@ def weights_digest(model: nn.Module) -> str:
 def _nanmean(values: list[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return float(sum(finite) / len(finite)) if finite else math.nan
-
-
-def run_pretrain_cli(args) -> str:
-    """``st4r-lite pretrain``: build the TrainConfig from the arguments (unset ones keep their defaults)."""
-    overrides = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "frames": args.frames,
-                 "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed,
-                 "dynamic_factor": getattr(args, "dynamic_factor", None)}
-    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
-    res = pretrain(cfg, args.out, resume=args.resume, device=args.device, log_path=log,
-                   eval_every=args.eval_every, save_every=args.save_every, progress=not args.no_progress)
-    from st4r_lite.train.heldout import headline
-
-    head = headline(res["eval"]) if res.get("eval") else {}
-    return (f"rank {res['rank']}/{res['world_size']}: step {res['step']}, {res['elapsed_s']:.0f} s of training; "
-            f"checkpoint {res['checkpoint']}, log {log}; weights sha256 {res['weights_digest'][:16]}; "
-            f"held-out (median): {head}")
-
-
-def run_export_cli(args) -> str:
-    """``st4r-lite export``: weights-only file, optionally with its held-out evaluation as JSON."""
-    out = export_weights(args.train_ckpt, args.out, dtype=getattr(torch, args.dtype))
-    msg = f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.dtype})"
-    if args.eval:
-        from st4r_lite.train.heldout import evaluate_checkpoint, write_eval_json
-
-        report = evaluate_checkpoint(out, train_ckpt=args.train_ckpt)
-        write_eval_json(report, args.eval)
-        msg += f"; held-out evaluation in {args.eval}: {report['headline']}"
-    return msg

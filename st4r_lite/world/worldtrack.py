@@ -15,13 +15,12 @@ and a track in the world is x_world = T_world_cam_t x_cam_t.
 
 Our synthetic benchmark files are written deterministically (same arguments -> same bytes: fixed zip
 timestamps, fixed JPEG settings) and atomically (``runtime.atomic_write``).
-``python -m st4r_lite.world.worldtrack stats --out data/world_stats.json`` records the world's occlusion statistics
+``python -m st4r_lite.studies.world_stats --out data/world_stats.json`` records the world's occlusion statistics
 and generation speed.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -33,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from einops import rearrange
+from PIL import Image
 
-from st4r_lite.runtime import atomic_write, ensure_writable_dir
+from st4r_lite.runtime import atomic_write
 
 DYNAMIC_MIN_MOTION = 0.05  # metres, the dynamic-track rule of DESIGN §7 when a file has no is_dynamic key
 MAX_TRACKS = 8192          # default cap of tracks per synthetic sequence (an even pixel grid beyond it)
@@ -95,16 +95,12 @@ class WorldTrackSequence:
 
 # --------------------------------------------------------------------------------------------- writing
 def _encode_jpeg(image: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
     return buf.getvalue()
 
 
 def _decode_image(data) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(io.BytesIO(bytes(data))) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -332,111 +328,3 @@ def clip_to_sequence(clip, b: int = 0, max_tracks: int = MAX_TRACKS) -> WorldTra
         is_dynamic=clip.track_dynamic[b].detach().cpu().reshape(-1)[idx].numpy(),
         meta=meta,
     )
-
-
-def write_benchmark(out, *, domain: str, num_seqs: int, frames: int, height: int, width: int, seed: int,
-                    max_tracks: int = MAX_TRACKS) -> list[Path]:
-    """Write ``num_seqs`` synthetic sequences (seeds seed, seed + 1, ...) as ``{domain}_seed{s}.npz`` in ``out``.
-
-    Deterministic (same arguments -> same bytes). Arguments are checked before anything is written; if a
-    sequence fails, the files this call wrote are removed again (each file is written atomically)."""
-    from st4r_lite.world import render as world
-
-    if isinstance(num_seqs, bool) or not isinstance(num_seqs, int) or num_seqs < 1:
-        raise ValueError(f"num_seqs must be a positive whole number, got {num_seqs!r}")
-    world._check_args(1, frames, height, width, domain, seed, 1.0)
-    out = ensure_writable_dir(out)
-    written: list[Path] = []
-    try:
-        for i in range(num_seqs):
-            clip = world.generate_clips(1, frames=frames, height=height, width=width, domain=domain, seed=seed + i)
-            written.append(save_npz(out / f"{domain}_seed{seed + i}.npz", clip_to_sequence(clip, 0, max_tracks)))
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
-    return written
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """A named fixed benchmark: parts (domain, number of sequences, first seed) at one clip size."""
-
-    parts: tuple[tuple[str, int, int], ...]
-    frames: int
-    height: int
-    width: int
-    description: str = ""
-
-
-# Seeds below 10^6 (training clips start at train.TRAIN_SEED_BASE = 10^7) and away from heldout.HELDOUT_SEED
-# (900 000 ...), so no benchmark sequence is ever a training or held-out clip.
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "worldtrack-lite": BenchmarkSpec(
-        parts=(("pretrain", 4, 500_000), ("wild", 4, 600_000)), frames=16, height=64, width=96,
-        description="4 pretrain + 4 wild sequences, 16 frames, 64x96, every anchor pixel a query (CPU, seconds)"),
-    "worldtrack-128": BenchmarkSpec(
-        parts=(("pretrain", 8, 510_000), ("wild", 8, 610_000)), frames=24, height=128, width=192,
-        description="8 pretrain + 8 wild sequences, 24 frames, 128x192, 8192 grid queries (for GPU-trained models)"),
-}
-
-
-def write_named_benchmark(name: str, out) -> list[Path]:
-    """Write the named benchmark ``BENCHMARKS[name]`` into ``out`` (pretrain files first, then wild), plus a
-    manifest ``{name}.json`` (files, domains, seeds, sizes, sha256). Returns the ``.npz`` paths."""
-    import hashlib
-
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}")
-    spec = BENCHMARKS[name]
-    paths: list[Path] = []
-    try:
-        for domain, n, seed in spec.parts:
-            paths += write_benchmark(out, domain=domain, num_seqs=n, frames=spec.frames, height=spec.height,
-                                     width=spec.width, seed=seed)
-        manifest = {"name": name, "description": spec.description, "frames": spec.frames,
-                    "height": spec.height, "width": spec.width,
-                    "sequences": [{"file": p.name, "domain": p.name.split("_seed")[0],
-                                   "seed": int(p.stem.split("_seed")[1]),
-                                   "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths]}
-        with atomic_write(Path(out) / f"{name}.json", "w") as f:
-            f.write(json.dumps(manifest, indent=1) + "\n")
-    except BaseException:
-        for p in paths:
-            p.unlink(missing_ok=True)
-        raise
-    return paths
-
-
-def main(argv=None) -> int:
-    """``python -m st4r_lite.world.worldtrack stats --out data/world_stats.json``: occlusion statistics and clips/s."""
-    ap = argparse.ArgumentParser(prog="python -m st4r_lite.world.worldtrack", description=main.__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("stats", help="measure the synthetic world's occlusion statistics and speed")
-    st.add_argument("--out", required=True, help="JSON file to write")
-    st.add_argument("--num-clips", type=int, default=16)
-    st.add_argument("--seed", type=int, default=0)
-    st.add_argument("--device", default="cpu")
-    st.add_argument("--sizes", default="64x96,128x192", help="image sizes of the speed measurement")
-    st.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    args = ap.parse_args(argv)
-    from st4r_lite.world import render as world
-
-    if args.threads:
-        torch.set_num_threads(args.threads)  # a command-line process: setting global state is fine here
-
-    sizes = tuple(tuple(int(x) for x in s.split("x")) for s in args.sizes.split(","))
-    stats = world.world_statistics(num_clips=args.num_clips, seed=args.seed, speed_sizes=sizes,
-                                   device=args.device)
-    stats["command"] = ("python -m st4r_lite.world.worldtrack stats --out " + args.out
-                        + f" --num-clips {args.num_clips} --seed {args.seed} --device {args.device}"
-                        + f" --sizes {args.sizes}" + (f" --threads {args.threads}" if args.threads else ""))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out, "w") as f:
-        f.write(json.dumps(stats, indent=1) + "\n")
-    print(json.dumps(stats, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""``st4r-lite adapt``: test-time adaptation of a checkpoint to videos with pseudo-labels."""
+
+from __future__ import annotations
+
+import argparse
+
+from st4r_lite.cli.args import nonneg_int, positive_int
+from st4r_lite.studies import adapt_compare
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="test-time adaptation of a checkpoint to videos with pseudo-labels (baseline / occlusion mask / sigma^2)",
+        description="Adapt a model to each video of --data (a WorldTrack .npz, a folder of them, or DOMAIN:SEED[:COUNT] "
+        "for synthetic clips, e.g. wild:600000:4) with 2D-track and mono-depth pseudo-labels (DESIGN §6). Variants: "
+        "none, baseline, mask, sigma, robust (mask + sigma^2, the course's proposal), oracle_mask, conf_sigma; a "
+        "comma list or 'all'. Writes <video>_<variant>.npz (track/recon maps, cameras, mask) and .json (losses, "
+        "metrics when ground truth exists) into --out.",
+    )
+    p.add_argument("--data", required=True, help="NPZ file, folder of NPZ files, or DOMAIN:SEED[:COUNT]")
+    p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
+    p.add_argument("--variant", default="robust", help="variant name, comma list, or 'all'")
+    p.add_argument("--tracker", default="sim", choices=("sim", "lk", "cotracker"),
+                   help="2D pseudo-labels: sim (synthetic ground truth + tracker errors), lk, cotracker (online)")
+    p.add_argument("--depth", default="sim", choices=("sim", "none", "moge"), help="mono-depth pseudo-labels")
+    p.add_argument("--steps", type=nonneg_int, default=None, help="optimiser steps per video (default 15)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-5)")
+    p.add_argument("--pairs-per-step", type=positive_int, default=None,
+                   help="pairs (0, j) per step: pair 0 + random others (default 8; all with a large number)")
+    p.add_argument("--params", default="track", choices=("track", "all_but_encoder"), help="what adapts")
+    p.add_argument("--tau", type=float, default=0.1, help="occlusion mask tolerance (relative depth)")
+    p.add_argument("--sigma-form", default="laplace", choices=("laplace", "gaussian"), help="sigma^2 loss form")
+    p.add_argument("--frames", type=positive_int, default=16, help="frames of generated clips (DOMAIN:SEED)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_run_adapt)
+
+
+def _run_adapt(args: argparse.Namespace) -> None:
+    print(adapt_compare.run_adapt_cli(args))

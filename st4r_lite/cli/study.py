@@ -1,0 +1,31 @@
+"""``st4r-lite study NAME ...``: run one of the studies (the same as ``python -m st4r_lite.studies.NAME ...``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from st4r_lite.studies import adapt_compare, ceiling, label_stats, video_memory, world_stats
+
+# name -> the study's own command line (its main(argv)); each module also runs as python -m st4r_lite.studies.NAME
+STUDIES = {
+    "adapt_compare": adapt_compare.main,
+    "ceiling": ceiling.main,
+    "label_stats": label_stats.main,
+    "video_memory": video_memory.main,
+    "world_stats": world_stats.main,
+}
+
+
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study", help="run a study behind the course's recorded numbers: " + ", ".join(STUDIES),
+        description="Run one study with its own arguments (`st4r-lite study NAME --help`); the same as "
+        "`python -m st4r_lite.studies.NAME ...`. The ablation, bench and report have their own commands.",
+    )
+    p.add_argument("name", choices=sorted(STUDIES), help="which study")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the study's own arguments")
+    p.set_defaults(func=_run_study)
+
+
+def _run_study(args: argparse.Namespace) -> None:
+    STUDIES[args.name](args.args)

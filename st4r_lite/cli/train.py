@@ -1,0 +1,160 @@
+"""``st4r-lite pretrain``, ``export``, ``heldout`` and ``bench``: pretraining and what measures it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from st4r_lite.cli.args import UserError, nonneg_int, positive_int
+from st4r_lite.runtime import atomic_write, pick_device
+from st4r_lite.studies import bench
+from st4r_lite.train import heldout
+from st4r_lite.train.loop import TrainConfig, export_weights, pretrain
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a model on the synthetic 4D world (resumable; torchrun for several processes)",
+        description="Pretrain St4RTrack on pairs (anchor 0, k) of on-the-fly synthetic clips (DESIGN §4). Writes a "
+        "training checkpoint (model + optimiser + schedule + RNG states) to --out, a metrics log (JSON lines) "
+        "beside it and a held-out evaluation at the end. Several processes: `torchrun --nproc_per_node K "
+        "-m st4r_lite.cli pretrain ...`.",
+    )
+    p.add_argument("--preset", default="tiny", help="model preset (tiny, small, full, full_linear)")
+    p.add_argument("--steps", type=positive_int, required=True, help="total optimiser steps of the schedule")
+    p.add_argument("--out", required=True, help="training checkpoint to write (and to read with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out (same settings)")
+    p.add_argument("--batch", type=positive_int, default=None, help="clips per step and per process")
+    p.add_argument("--frames", type=positive_int, default=None, help="frames per clip (= pairs per clip)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--warmup", type=nonneg_int, default=None, help="warm-up steps")
+    p.add_argument("--max-frame-gap", type=float, default=None, help="largest frame gap of the curriculum")
+    p.add_argument("--eval-every", type=nonneg_int, default=0,
+                   help="evaluate on the held-out clips every N steps (0 = only at the end)")
+    p.add_argument("--save-every", type=nonneg_int, default=0, help="also checkpoint every N steps")
+    p.add_argument("--log", default=None, help="metrics log (JSON lines); default: --out with .jsonl")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="training seed (clips, init)")
+    p.add_argument("--dynamic-factor", type=float, default=None,
+                   help="dynamic reweighting of the tracking loss (default 5, the released code's; 0 = off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_pretrain)
+
+
+def _run_pretrain(args: argparse.Namespace) -> None:
+    summary = run_pretrain_cli(args)
+    print(summary)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the small shippable model file (float16 weights) from a training checkpoint",
+        description="Export the weights of a `pretrain` checkpoint to a file that `checkpoint.load_model` reads. "
+        "With --eval JSON, also evaluate the exported file on the held-out clips (vs the static baseline).",
+    )
+    p.add_argument("train_ckpt", help="training checkpoint written by `st4r-lite pretrain --out`")
+    p.add_argument("out", help="model file to write (e.g. data/tiny.pt)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    p.add_argument("--eval", default=None, metavar="JSON", help="write the held-out evaluation here")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    print(run_export_cli(args))
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure training and inference pairs/s and peak memory of model presets",
+        description="Time forward+backward+AdamW steps (pretraining loss) and no-grad forward passes of a model "
+        "preset at its own resolution on random data, and report peak memory. Results vary with the machine "
+        "and its load; the JSON records the command and the hardware.",
+    )
+    p.add_argument("--preset", nargs="+", default=["tiny"], help="one or more presets (tiny small full ...)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--steps", type=positive_int, default=5, help="timed steps per phase")
+    p.add_argument("--batch", type=positive_int, default=None, help="pairs per step (default: per preset)")
+    p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed steps before timing")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="write the results as JSON to OUT (or to stdout when OUT is left out)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as err:
+        raise UserError(str(err)) from None
+    results = []
+    for preset in args.preset:
+        r = bench.benchmark(preset, device, steps=args.steps, batch=args.batch, warmup=args.warmup)
+        print(bench.format_result(r), file=sys.stderr if args.json == "-" else sys.stdout)
+        results.append(r)
+    if args.json is None:
+        return
+    command = (f"st4r-lite bench --preset {' '.join(args.preset)} --device {args.device} --steps {args.steps} "
+               f"--warmup {args.warmup}" + (f" --batch {args.batch}" if args.batch else "") + " --json"
+               + ("" if args.json == "-" else f" {args.json}"))
+    doc = {"command": command, "hardware": bench.hardware_info(device), "results": results}
+    text = json.dumps(doc, indent=1)
+    if args.json == "-":
+        print(text)
+    else:
+        with atomic_write(args.json, "w") as f:
+            f.write(text + "\n")
+        print(f"wrote {args.json}")
+
+
+def _add_heldout(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "heldout", help="the held-out report of a model file (what data/tiny_eval.json holds)",
+        description="Evaluate a model file on held-out pretrain-domain clips against the static baseline and print "
+        "the headline; with --json, write the whole report (e.g. data/tiny_eval.json).",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--json", default=None, help="write the report here (default: print the headline)")
+    p.add_argument("--train-ckpt", default=None, help="training checkpoint (adds wall time, command, hardware)")
+    p.add_argument("--num-clips", type=positive_int, default=heldout.REPORT_CLIPS)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_heldout)
+
+
+def _run_heldout(args: argparse.Namespace) -> None:
+    report = heldout.evaluate_checkpoint(args.checkpoint, train_ckpt=args.train_ckpt, num_clips=args.num_clips,
+                                         device=args.device)
+    if args.json:
+        heldout.write_eval_json(report, args.json)
+    print(json.dumps(report["headline"], indent=1))
+
+
+def run_pretrain_cli(args) -> str:
+    """``st4r-lite pretrain``: build the TrainConfig from the arguments (unset ones keep their defaults)."""
+    overrides = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "frames": args.frames,
+                 "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed,
+                 "dynamic_factor": getattr(args, "dynamic_factor", None)}
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
+    res = pretrain(cfg, args.out, resume=args.resume, device=args.device, log_path=log,
+                   eval_every=args.eval_every, save_every=args.save_every, progress=not args.no_progress)
+    head = heldout.headline(res["eval"]) if res.get("eval") else {}
+    return (f"rank {res['rank']}/{res['world_size']}: step {res['step']}, {res['elapsed_s']:.0f} s of training; "
+            f"checkpoint {res['checkpoint']}, log {log}; weights sha256 {res['weights_digest'][:16]}; "
+            f"held-out (median): {head}")
+
+
+def run_export_cli(args) -> str:
+    """``st4r-lite export``: weights-only file, optionally with its held-out evaluation as JSON."""
+    out = export_weights(args.train_ckpt, args.out, dtype=getattr(torch, args.dtype))
+    msg = f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.dtype})"
+    if args.eval:
+        report = heldout.evaluate_checkpoint(out, train_ckpt=args.train_ckpt)
+        heldout.write_eval_json(report, args.eval)
+        msg += f"; held-out evaluation in {args.eval}: {report['headline']}"
+    return msg

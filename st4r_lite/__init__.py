@@ -5,26 +5,26 @@ camera's frame (the world):
   - ``track`` = ¹X¹_j: where every anchor pixel is at time j (head 1),
   - ``recon`` = ¹Xʲ_j: frame j's visible geometry at time j (head 2).
 
-Modules (one concept each; import what you need, nothing heavy happens at import time), in the order a
-student meets them:
+Subpackages, in the order of the pipeline (video → pairs → pointmaps → cameras → losses → metrics → report;
+docs/architecture.md). A module imports only its own layer and the ones above it in this list, never a later one;
+nothing heavy happens at import time:
   runtime        quick mode, devices, data paths, atomic file writes
-  geometry       camera conventions: project/unproject, poses, focal (Weiszfeld), Umeyama Sim(3)
-  world          the synthetic 4D world and its dense ground truth (scene, raycast, textures: its parts)
-  worldtrack     WorldTrack / TAPVid-3D ``.npz`` reader and writer, named benchmarks
-  views          Plotly 3D views (pointmaps, time sliders, track trails, frustums)
-  config, blocks, heads, model   the St4RTrack / DUSt3R network, its presets and parts
-  checkpoint, pretrained         our checkpoints, released DUSt3R-family weights (parity-tested)
-  losses, schedule, train, distributed   pretraining (DESIGN §4), resumable, DDP
-  bench          pairs/s and peak memory of a preset
-  metrics, heldout, ceiling      APD / EPE, the held-out quality bar, and how far any model can beat 'static'
-  camera, pnp    cameras from pointmaps (DESIGN §5)
-  pseudo_labels, sim_labels, lk_tracker, online   pseudo-label providers for adaptation
-  occlusion, adapt_losses, adapt, adapt_compare   test-time adaptation and the course's proposal (DESIGN §6)
-  evaluate, eval_metrics, baselines              world-frame evaluation and the peers (DESIGN §7)
-  ablation, ablation_stats, report               the reproducible ablation and its HTML report
-  video, run, video_memory                       your own video
-  demo, slides, notebook_sync                    the whole pipeline, the decks, the notebooks' twins
-  cli            the ``st4r-lite`` command line
+  geometry/      pinhole (project/unproject, poses, focal, Umeyama Sim(3)), camera + pnp (cameras from
+                 pointmaps, DESIGN §5), track_metrics (APD / EPE after median or Sim(3) alignment)
+  model/         config, blocks, heads, network: the St4RTrack / DUSt3R network; checkpoint, pretrained
+  world/         the synthetic 4D world: scene, raycast, textures, render (clips + dense ground truth);
+                 worldtrack (the WorldTrack / TAPVid-3D ``.npz`` format), benchmarks (named sets)
+  train/         losses, schedule, loop (pretraining, DESIGN §4, resumable), distributed (DDP), checkpoint
+                 (the training file), heldout (the held-out quality bar)
+  adapt/         pseudo_labels (the provider interface), sim_labels, lk_tracker, online (providers), occlusion,
+                 variants, config, losses, loop: test-time adaptation and the course's proposal (DESIGN §6)
+  eval/          evaluate (world-frame evaluation, DESIGN §7), benchmark_metrics, baselines (the peers)
+  app/           your own video: video (reading), frames (network size), run, views + sequence_view (Plotly 3D)
+  studies/       ablation (+ ablation_stats, report), adapt_compare, ceiling, bench, video_memory, label_stats,
+                 world_stats: the measurements behind the course's numbers (``python -m st4r_lite.studies.NAME``)
+  demo           the whole pipeline on the embedded default (``make demo``)
+  cli/           the ``st4r-lite`` command line, one module per command group
+The course's own tooling (slides, notebook_sync, the vendored reveal.js) lives in ``course/`` beside the package.
 """
 
 __version__ = "0.1.0"

@@ -42,6 +42,7 @@ import torch
 from st4r_lite.world.raycast import INTERSECT, KINDS, intersect_room, local_normals, room_normals
 from st4r_lite.world.scene import (
     DOMAIN_CONFIGS,
+    WORLD_VERSION,
     SceneSpec,
     camera_poses,
     light_at,
@@ -297,7 +298,7 @@ def _one_clip(seed: int, domain: str, frames: int, H: int, W: int, frame_gap: fl
         "object_id": buf["ids"].reshape(frames, H, W), "K": K, "T_world_cam": Twc,
         "track_world": track_world.reshape(frames, H, W, 3), "track_visible": visible.reshape(frames, H, W),
         "track_dynamic": ((ids0 > 0) & (moved > DYNAMIC_MIN_MOTION)).reshape(H, W),
-        "info": {"camera": spec.camera_kind, "num_objects": len(spec.kind), "focal": f,
+        "info": {"camera": spec.camera_kind, "num_objects": len(spec.kind), "focal": f, "world_version": WORLD_VERSION,
                  "kinds": [KINDS[k] for k in spec.kind.tolist()]},
     }
 

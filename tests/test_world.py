@@ -239,3 +239,62 @@ def test_cast_rays_checks_its_inputs():
         world.cast_rays(0, torch.zeros(2, 5, 3), torch.arange(2), height=16, width=24)
     with pytest.raises(ValueError, match="domain"):
         world.cast_rays(0, torch.zeros(2, 5, 2), torch.arange(2), height=16, width=24, domain="x")
+
+
+def _object_surface_extremes(spec, tau: torch.Tensor):
+    """Lowest scene y (largest, y points down) of every object's surface at times tau, sampled densely."""
+    from st4r_lite.scene import object_motion
+
+    R, c, s = object_motion(spec, tau)  # (T, K, 3, 3), (T, K, 3), (T, K, 3)
+    dirs = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    local = dirs / dirs.abs().amax(-1, keepdim=True)  # on the unit box surface; projected below per kind
+    sphere = dirs / dirs.norm(dim=-1, keepdim=True)
+    cyl = torch.cat([dirs[:, :2] / dirs[:, :2].norm(dim=-1, keepdim=True), dirs[:, 2:].clamp(-1, 1)], -1)
+    cyl[:, 2] = torch.where(torch.arange(4000) % 2 == 0, 1.0, -1.0)  # points on the rims of both caps
+    shapes = {0: sphere, 1: local, 2: cyl}
+    lows = []
+    for k, kind in enumerate(spec.kind.tolist()):
+        pts = torch.einsum("tij,pj->tpi", R[:, k] * s[:, k, None, :], shapes[kind]) + c[:, k, None]
+        lows.append(pts[..., 1].amax(-1))
+    return torch.stack(lows, -1)  # (T, K)
+
+
+@pytest.mark.parametrize("domain", world.DOMAINS)
+def test_world_v2_objects_rest_on_the_floor_with_class_sizes(domain):
+    """World v2: every object touches the floor (y = room_hi[1]) at all times and has its class's size."""
+    from st4r_lite.scene import OBJECT_CLASSES
+
+    tau = torch.arange(16, dtype=torch.float64) * 2.0
+    for seed in range(6):
+        spec = sample_scene(seed, DOMAIN_CONFIGS[domain], 64, 96)
+        lows = _object_surface_extremes(spec, tau)
+        torch.testing.assert_close(lows, torch.full_like(lows, float(spec.room_hi[1])), atol=2e-3, rtol=0)
+        for k, kind in enumerate(spec.kind.tolist()):
+            name, size = OBJECT_CLASSES[kind], spec.s0[k]
+            if name == "ball":
+                assert 0.22 <= float(size[0]) <= 0.30 and torch.allclose(size, size[0].expand(3))
+            elif name == "box":
+                assert bool(((size >= 0.22) & (size <= 0.30)).all())
+            else:
+                assert 0.80 <= float(size[2]) <= 0.90 and 0.20 <= float(size[0]) <= 0.25  # 1.6-1.8 m tall
+
+
+def test_world_v2_balls_roll_without_slipping():
+    """The contact point of a rolling ball is at rest: c(t + h) + R(t + h) R(t)^T (p - c(t)) ≈ p for the
+    bottom point p = c(t) + r · down."""
+    from st4r_lite.scene import object_motion
+
+    for seed in range(40):
+        spec = sample_scene(seed, DOMAIN_CONFIGS["pretrain"], 64, 96)
+        balls = (spec.kind == 0).nonzero().flatten()
+        if len(balls):
+            break
+    k = int(balls[0])
+    tau = torch.tensor([3.0, 3.0 + 1e-4], dtype=torch.float64)
+    R, c, s = object_motion(spec, tau)
+    p = c[0, k] + torch.tensor([0.0, float(s[0, k, 0]), 0.0], dtype=torch.float64)
+    local = R[0, k].T @ (p - c[0, k])
+    moved = c[1, k] + R[1, k] @ local
+    speed_contact = float((moved - p).norm() / 1e-4)
+    speed_centre = float((c[1, k] - c[0, k]).norm() / 1e-4)
+    assert speed_centre > 0.01 and speed_contact < 1e-3 * speed_centre + 1e-6

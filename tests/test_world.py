@@ -16,7 +16,7 @@ from einops import rearrange
 from st4r_lite.geometry import pinhole as geometry
 from st4r_lite.studies import world_stats
 from st4r_lite.world import render as world
-from st4r_lite.world.scene import CAMERA_KINDS, DOMAIN_CONFIGS, sample_scene
+from st4r_lite.world.scene import CAMERA_KINDS, DOMAIN_CONFIGS, OBJECT_CLASSES, object_motion, sample_scene
 from st4r_lite.world.textures import FAMILIES
 
 SIZE = dict(frames=8, height=24, width=32)
@@ -243,8 +243,6 @@ def test_cast_rays_checks_its_inputs():
 
 def _object_surface_extremes(spec, tau: torch.Tensor):
     """Lowest scene y (largest, y points down) of every object's surface at times tau, sampled densely."""
-    from st4r_lite.scene import object_motion
-
     R, c, s = object_motion(spec, tau)  # (T, K, 3, 3), (T, K, 3), (T, K, 3)
     dirs = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     local = dirs / dirs.abs().amax(-1, keepdim=True)  # on the unit box surface; projected below per kind
@@ -262,8 +260,6 @@ def _object_surface_extremes(spec, tau: torch.Tensor):
 @pytest.mark.parametrize("domain", world.DOMAINS)
 def test_world_v2_objects_rest_on_the_floor_with_class_sizes(domain):
     """World v2: every object touches the floor (y = room_hi[1]) at all times and has its class's size."""
-    from st4r_lite.scene import OBJECT_CLASSES
-
     tau = torch.arange(16, dtype=torch.float64) * 2.0
     for seed in range(6):
         spec = sample_scene(seed, DOMAIN_CONFIGS[domain], 64, 96)
@@ -282,8 +278,6 @@ def test_world_v2_objects_rest_on_the_floor_with_class_sizes(domain):
 def test_world_v2_balls_roll_without_slipping():
     """The contact point of a rolling ball is at rest: c(t + h) + R(t + h) R(t)^T (p - c(t)) ≈ p for the
     bottom point p = c(t) + r · down."""
-    from st4r_lite.scene import object_motion
-
     for seed in range(40):
         spec = sample_scene(seed, DOMAIN_CONFIGS["pretrain"], 64, 96)
         balls = (spec.kind == 0).nonzero().flatten()

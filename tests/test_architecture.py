@@ -6,7 +6,7 @@ from __future__ import annotations
 from tools.module_graph import cycles, edges, scan
 
 # Bottom to top: a module may import its own layer and the layers before it, never a later one.
-LAYERS = ["runtime", "geometry", "model", "world", "train", "adapt", "eval", "app", "studies", "demo", "cli"]
+LAYERS = ["errors", "runtime", "geometry", "model", "world", "train", "adapt", "eval", "app", "studies", "demo", "cli"]
 MAX_LINES = 400
 
 MODULES = scan()

@@ -4,7 +4,8 @@ Glossary of dimension letters: T frames, H, W image rows / columns, N tracks (qu
 
 File keys (the TAPVid-3D layout plus the WorldTrack extras; ours also carry ``is_dynamic`` and ``meta_json``):
 - ``images_jpeg_bytes`` (T,)  one encoded image per frame (ours: JPEG quality 95, 4:4:4, as a fixed-width byte
-  string array so it loads without pickle; the official release uses an object array of ``bytes``);
+  string array so it loads without pickle; the official release uses an object array of ``bytes``, which
+  ``world.npy_bytes`` parses without unpickling: this package never unpickles a file);
 - ``tracks_XYZ`` (T, N, 3) each track's point in the camera coordinates of frame t (metres, OpenCV);
 - ``visibility`` (T, N) bool; ``fx_fy_cx_cy`` (4,); ``extrinsics_w2c`` (T, 4, 4) world -> camera of frame t;
 - ``depth_map`` (T, H, W) z-depth (optional); ``queries_xyt`` (N, 3) query pixel (x, y) and frame t (optional).
@@ -34,7 +35,9 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from st4r_lite.errors import InputError
 from st4r_lite.runtime import atomic_write
+from st4r_lite.world.npy_bytes import read_bytes_array
 
 DYNAMIC_MIN_MOTION = 0.05  # metres, the dynamic-track rule of DESIGN §7 when a file has no is_dynamic key
 MAX_TRACKS = 8192          # default cap of tracks per synthetic sequence (an even pixel grid beyond it)
@@ -159,14 +162,22 @@ def save_npz(path, seq: WorldTrackSequence) -> Path:
 
 # --------------------------------------------------------------------------------------------- reading
 def _read_key(path: Path, data, key: str):
+    """``data[key]`` loaded without ever unpickling: object arrays are refused (InputError naming the key), except
+    frames stored the official way (an object array of ``bytes``), parsed by ``npy_bytes`` without running it."""
     try:
         return data[key]
     except ValueError as err:
         if "allow_pickle" not in str(err):
-            raise ValueError(f"{path}: key {key!r} cannot be read: {err}") from err
-    # the official release stores the frames as a pickled object array of bytes (only load files you trust)
-    with np.load(path, allow_pickle=True) as trusted:
-        return trusted[key]
+            raise InputError(f"{path}: key {key!r} cannot be read: {err}") from err
+    if key == "images_jpeg_bytes":  # the official release: an object array of JPEG bytes
+        with data.zip.open(f"{key}.npy") as stream:
+            try:
+                return read_bytes_array(stream, key)
+            except InputError as err:
+                raise InputError(f"{path}: {err}") from None
+    raise InputError(f"{path}: {key} is a pickled object array; st4r-lite never unpickles files (a pickle can "
+                     f"run code). A WorldTrack file stores {key} as a plain numeric array: re-save it with "
+                     f"np.asarray(value, dtype=np.float32) in an environment you trust")
 
 
 def load_npz(path) -> WorldTrackSequence:
@@ -174,7 +185,7 @@ def load_npz(path) -> WorldTrackSequence:
 
     Accepts frames as a byte-string array or an object array of ``bytes`` (or already decoded (T, H, W, 3)
     uint8); ``extrinsics_w2c`` as (T, 4, 4) or (T, 3, 4) (missing: identity, i.e. tracks stay in each frame's
-    camera); ``depth_map`` (T, H, W[, 1]) and ``queries_xyt`` optional. Raises ValueError naming the missing or
+    camera); ``depth_map`` (T, H, W[, 1]) and ``queries_xyt`` optional. Raises InputError naming the missing or
     malformed key, FileNotFoundError for a missing file."""
     path = Path(path)
     if not path.is_file():
@@ -182,40 +193,48 @@ def load_npz(path) -> WorldTrackSequence:
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path} is not a readable .npz file ({err}); expected a WorldTrack / TAPVid-3D "
+        raise InputError(f"{path} is not a readable .npz file ({err}); expected a WorldTrack / TAPVid-3D "
                          f"file with keys {', '.join(REQUIRED_KEYS)}") from err
     if not hasattr(data, "files"):
-        raise ValueError(f"{path} holds a single array, not an .npz archive with keys {', '.join(REQUIRED_KEYS)}")
+        raise InputError(f"{path} holds a single array, not an .npz archive with keys {', '.join(REQUIRED_KEYS)}")
     with contextlib.closing(data):
         missing = [k for k in REQUIRED_KEYS if k not in data.files]
         if missing:
-            raise ValueError(f"{path} is missing the key(s) {', '.join(missing)} (it has: "
+            raise InputError(f"{path} is missing the key(s) {', '.join(missing)} (it has: "
                              f"{', '.join(sorted(data.files)) or 'none'}); a WorldTrack file needs "
                              f"{', '.join(REQUIRED_KEYS)}")
+        raw = _read_key(path, data, "images_jpeg_bytes")
         try:
-            raw = _read_key(path, data, "images_jpeg_bytes")
             if raw.dtype == np.uint8 and raw.ndim == 4:
                 images = raw
             else:
                 images = np.stack([_decode_image(b) for b in raw.reshape(-1)])
         except Exception as err:  # any decoding failure is a malformed file
-            raise ValueError(f"{path}: images_jpeg_bytes could not be decoded as images ({err})") from err
+            raise InputError(f"{path}: images_jpeg_bytes could not be decoded as images ({err})") from err
         T = images.shape[0]
         tracks = np.asarray(_read_key(path, data, "tracks_XYZ"), dtype=np.float32)
         vis = np.asarray(_read_key(path, data, "visibility"))
         if tracks.ndim != 3 or tracks.shape[0] != T or tracks.shape[2] != 3:
-            raise ValueError(f"{path}: tracks_XYZ has shape {tracks.shape}, expected (T={T}, N, 3)")
+            raise InputError(f"{path}: tracks_XYZ has shape {tracks.shape}, expected (T={T}, N, 3)")
+        if tracks.shape[1] == 0:
+            raise InputError(f"{path}: tracks_XYZ holds no tracks (N = 0); a WorldTrack file needs at least one "
+                             "track to score")
         if vis.shape != tracks.shape[:2]:
-            raise ValueError(f"{path}: visibility has shape {vis.shape}, expected {tracks.shape[:2]} (T, N)")
+            raise InputError(f"{path}: visibility has shape {vis.shape}, expected {tracks.shape[:2]} (T, N)")
         intr = np.asarray(_read_key(path, data, "fx_fy_cx_cy"), dtype=np.float64).reshape(-1)
         if intr.shape != (4,) or not np.isfinite(intr).all() or intr[0] <= 0 or intr[1] <= 0:
-            raise ValueError(f"{path}: fx_fy_cx_cy must be 4 finite numbers with fx, fy > 0; got {intr}")
+            raise InputError(f"{path}: fx_fy_cx_cy must be 4 finite numbers with fx, fy > 0; got {intr}")
         if "extrinsics_w2c" in data.files:
             E = np.asarray(_read_key(path, data, "extrinsics_w2c"), dtype=np.float64)
             if E.ndim == 3 and E.shape[1:] == (3, 4):
                 E = np.concatenate([E, np.broadcast_to(np.array([[[0, 0, 0, 1.0]]]), (E.shape[0], 1, 4))], 1)
             if E.shape != (T, 4, 4) or not np.isfinite(E).all():
-                raise ValueError(f"{path}: extrinsics_w2c has shape {E.shape}, expected ({T}, 4, 4) finite")
+                raise InputError(f"{path}: extrinsics_w2c has shape {E.shape}, expected ({T}, 4, 4) finite")
+            singular = np.flatnonzero(np.abs(np.linalg.det(E[:, :3, :3])) < 1e-6)
+            if singular.size:
+                raise InputError(f"{path}: extrinsics_w2c of frame(s) {singular[:5].tolist()} are singular (the "
+                                 "3x3 rotation block has determinant ~0); each must be an invertible world->camera "
+                                 "pose")
         else:
             E = np.broadcast_to(np.eye(4), (T, 4, 4)).copy()
         depth = None
@@ -224,18 +243,27 @@ def load_npz(path) -> WorldTrackSequence:
             if depth.ndim == 4 and depth.shape[-1] == 1:
                 depth = depth[..., 0]
             if depth.shape != images.shape[:3]:
-                raise ValueError(f"{path}: depth_map has shape {depth.shape}, expected {images.shape[:3]}")
+                raise InputError(f"{path}: depth_map has shape {depth.shape}, expected {images.shape[:3]}")
         queries = dyn = None
         if "queries_xyt" in data.files:
             queries = np.asarray(_read_key(path, data, "queries_xyt"), dtype=np.float32)
             if queries.shape != (tracks.shape[1], 3):
-                raise ValueError(f"{path}: queries_xyt has shape {queries.shape}, expected ({tracks.shape[1]}, 3)")
+                raise InputError(f"{path}: queries_xyt has shape {queries.shape}, expected ({tracks.shape[1]}, 3)")
         if "is_dynamic" in data.files:
             dyn = np.asarray(_read_key(path, data, "is_dynamic")).astype(bool)
             if dyn.shape != (tracks.shape[1],):
-                raise ValueError(f"{path}: is_dynamic has shape {dyn.shape}, expected ({tracks.shape[1]},)")
-        meta = json.loads(str(data["meta_json"])) if "meta_json" in data.files else None
+                raise InputError(f"{path}: is_dynamic has shape {dyn.shape}, expected ({tracks.shape[1]},)")
+        meta = _read_meta(path, data) if "meta_json" in data.files else None
     return WorldTrackSequence(images, tracks, vis.astype(bool), intr, E, depth, queries, dyn, meta)
+
+
+def _read_meta(path: Path, data) -> dict | None:
+    """Our ``meta_json`` key: one JSON string (an object); anything else is ignored."""
+    try:
+        meta = json.loads(str(_read_key(path, data, "meta_json")))
+    except json.JSONDecodeError:
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 # --------------------------------------------------------------------------------------------- tensors

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from st4r_lite.errors import InputError
+from st4r_lite.studies.results_schema import validate_results
+
 __all__ = ["KEY_METRICS", "t_quantile_975", "summarize", "paired_differences", "markdown_table", "CheckResult",
            "load_results", "check_against_reference"]
 
@@ -156,12 +159,16 @@ class CheckResult:
 
 
 def load_results(path) -> dict:
-    """Read a results.json (or the results.json inside a folder)."""
+    """Read a results.json (or the results.json inside a folder), checked against ``results_schema``."""
     path = Path(path)
     path = path / "results.json" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no ablation results at {str(path)!r}; run `st4r-lite ablation --out DIR` first")
-    return json.loads(path.read_text())
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path} is not a JSON file ({err}); expected the results.json of `st4r-lite ablation`")
+    return validate_results(doc, str(path))
 
 
 def check_against_reference(results, reference, atol_percent: float = 1.0, atol_metres: float = 0.01,

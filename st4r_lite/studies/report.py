@@ -234,7 +234,7 @@ def view_figures(v: dict, after: str | None = None, max_trails: int = 80,
 def table_html(doc: dict) -> str:
     """The summary and paired tables as HTML (same numbers as results.md)."""
     km = _key_metrics()
-    head = "".join(f"<th>{html.escape(lab)}{f' ({u})' if u else ''}</th>" for _, lab, u, _ in km)
+    head = "".join(f"<th>{html.escape(lab)}{f' ({html.escape(u)})' if u else ''}</th>" for _, lab, u, _ in km)
     body = []
     for row in doc["rows"]:
         cells = []
@@ -244,7 +244,7 @@ def table_html(doc: dict) -> str:
             sd = m.get("std_seeds")
             if sd is not None and math.isfinite(sd):
                 txt += f" ± {_fmt(sd, unit)}"
-            cells.append(f"<td>{txt}</td>")
+            cells.append(f"<td>{html.escape(txt)}</td>")
         body.append(f"<tr><th>{html.escape(row)}</th>{''.join(cells)}</tr>")
     out = [f"<table><tr><th>row</th>{head}</tr>{''.join(body)}</table>"]
     if doc.get("paired"):
@@ -256,9 +256,9 @@ def table_html(doc: dict) -> str:
                 txt = _fmt(d.get("mean_diff"), unit)
                 if d.get("ci_low") is not None:
                     txt += f" [{_fmt(d['ci_low'], unit)}, {_fmt(d['ci_high'], unit)}]"
-                cells.append(f"<td>{txt}</td>")
+                cells.append(f"<td>{html.escape(txt)}</td>")
             body.append(f"<tr><th>{html.escape(row)}</th>{''.join(cells)}</tr>")
-        out.append(f"<h3>Paired difference to baseline: mean [95% CI] ({html.escape(doc.get('ci_method', ''))})"
+        out.append(f"<h3>Paired difference to baseline: mean [95% CI] ({html.escape(str(doc.get('ci_method', '')))})"
                    f"</h3><table><tr><th>row</th>{head}</tr>{''.join(body)}</table>")
     return "\n".join(out)
 
@@ -285,8 +285,9 @@ def build_report(ablation_dir, out=None) -> Path:
 
     parts = [f"<h1>st4r_lite ablation report</h1><p>Command: <code>{html.escape(doc['command'])}</code><br>"
              f"Model: {html.escape(str(doc['model']))}; sequences: {html.escape(', '.join(doc['sequences']))}; "
-             f"seeds {doc['config']['seeds']}; wall time {doc['wall_time_s']} s on "
-             f"{html.escape(str(doc['hardware'].get('processor')))} ({doc['hardware'].get('cpu_threads')} threads)"
+             f"seeds {html.escape(str(doc['config']['seeds']))}; wall time {html.escape(str(doc['wall_time_s']))} s "
+             f"on {html.escape(str(doc['hardware'].get('processor')))} "
+             f"({html.escape(str(doc['hardware'].get('cpu_threads')))} threads)"
              "</p>"]
     parts += [f"<p><b>Note:</b> {html.escape(n)}</p>" for n in doc["config"].get("notes", [])]
     parts += ["<h2>Results (mean ± std across seeds)</h2>", table_html(doc),
@@ -299,13 +300,13 @@ def build_report(ablation_dir, out=None) -> Path:
     if any(r.get("loss") for r in doc["runs"]):
         parts.append(div(loss_figure(doc)))
     for png in sorted(base.glob("ablation_*.png")):
-        parts.append(f'<p><img alt="{png.name}" src="data:image/png;base64,'
+        parts.append(f'<p><img alt="{html.escape(png.name, quote=True)}" src="data:image/png;base64,'
                      f'{base64.b64encode(png.read_bytes()).decode()}"></p>')
     vfile = base / "views.npz"
     if vfile.is_file():
         with np.load(vfile) as data:
             v = {k: data[k] for k in data.files}
-        parts.append(f"<h2>3D views of {html.escape(str(v['name']))} (seed {doc['config']['seeds'][0]})</h2>")
+        parts.append(f"<h2>3D views of {html.escape(str(v['name']))} (seed {html.escape(str(doc['config']['seeds'][0]))})</h2>")
         for title, figs in view_figures(v):
             parts.append(f"<h3>{html.escape(title)}</h3><div class='row'>"
                          + "".join(f"<div>{div(f)}</div>" for f in figs) + "</div>")

@@ -24,7 +24,7 @@ from st4r_lite.eval import evaluate
 from st4r_lite.eval.baselines import static_prediction
 from st4r_lite.model.checkpoint import load_model
 from st4r_lite.model.network import build_model
-from st4r_lite.runtime import ensure_writable_dir, repo_data_dir
+from st4r_lite.runtime import check_output_folder, removed_on_failure, repo_data_dir
 from st4r_lite.studies import ablation, report
 from st4r_lite.world import benchmarks
 
@@ -35,8 +35,14 @@ def _step(i: int, n: int, text: str) -> None:
 
 def run_demo(out: str | Path, *, seed: int = 0, full: bool = False, checkpoint: str | Path | None = None
              ) -> dict[str, Path]:
-    """Run the demo pipeline into ``out``; returns the paths it wrote by name."""
-    out = ensure_writable_dir(out)
+    """Run the demo pipeline into ``out``; returns the paths it wrote by name (a failure removes a new ``out``)."""
+    out = check_output_folder(out)
+    with removed_on_failure(out):
+        return _run_demo(out, seed=seed, full=full, checkpoint=checkpoint)
+
+
+def _run_demo(out: Path, *, seed: int, full: bool, checkpoint: str | Path | None) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     start = time.perf_counter()
     n = 4

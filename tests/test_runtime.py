@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from st4r_lite import runtime
+from st4r_lite.errors import InputError
 
 
 def test_quick_mode_follows_env(monkeypatch):
@@ -56,7 +57,7 @@ def test_pick_device_cpu_and_missing_cuda():
     import torch
 
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA"):
+        with pytest.raises(InputError, match="no CUDA"):
             runtime.pick_device("cuda")
 
 

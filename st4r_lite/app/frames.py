@@ -3,6 +3,7 @@ network size for a video, and the intrinsics between the original video and the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 
@@ -12,7 +13,7 @@ import torch
 from st4r_lite.model.config import get_config
 
 __all__ = ["FrameTransform", "plan_transform", "network_size", "intrinsics_to_network", "intrinsics_to_original",
-           "transform_frame"]
+           "transform_frame", "sequence_to_network"]
 
 
 @dataclass(frozen=True)
@@ -166,3 +167,37 @@ def transform_frame(frame: np.ndarray, tf: FrameTransform) -> np.ndarray:
     H, W = tf.out_size
     out = cv2.warpAffine(rgb, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return np.clip(out, 0.0, 1.0)
+
+
+def sequence_to_network(seq, config, portrait: str = "native"):
+    """A WorldTrack sequence brought to the network size the way ``run`` brings a video (scale + centre crop).
+
+    seq: a ``worldtrack.WorldTrackSequence`` with images (T, H0, W0, 3); config: as :func:`network_size`.
+    Returns (seq', tf): images (T, H, W, 3) uint8, fx_fy_cx_cy mapped by :func:`intrinsics_to_network`, depth
+    (T, H, W) sampled at the nearest original pixel, queries mapped by ``tf``, and visibility cleared where a
+    point falls outside the cropped image; 3D tracks and poses are unchanged (the camera is the same)."""
+    T, H0, W0, _ = seq.images.shape
+    tf = plan_transform((H0, W0), network_size(config, (H0, W0), portrait))
+    H, W = tf.out_size
+    if (H, W) == (H0, W0):
+        return seq, tf
+    images = np.stack([(transform_frame(im, tf) * 255 + 0.5).astype(np.uint8) for im in seq.images])
+    fx, fy, cx, cy = (float(v) for v in seq.fx_fy_cx_cy)
+    K = intrinsics_to_network(torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), tf).numpy()
+    intr = np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], dtype=np.float64)
+    depth = None
+    if seq.depth_map is not None:
+        v0 = np.clip(np.round((np.arange(H) + 0.5 + tf.crop_y) / tf.scale - 0.5).astype(int), 0, H0 - 1)
+        u0 = np.clip(np.round((np.arange(W) + 0.5 + tf.crop_x) / tf.scale - 0.5).astype(int), 0, W0 - 1)
+        depth = np.ascontiguousarray(seq.depth_map[:, v0][:, :, u0])
+    queries = seq.queries_xyt
+    if queries is not None:
+        queries = queries.copy()
+        queries[:, :2] = tf.pixels_to_network(torch.from_numpy(queries[:, :2]).double()).numpy()
+    xyz = seq.tracks_XYZ.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = intr[0] * xyz[..., 0] / xyz[..., 2] + intr[2]
+        v = intr[1] * xyz[..., 1] / xyz[..., 2] + intr[3]
+    inside = (xyz[..., 2] > 0) & (u >= -0.5) & (u <= W - 0.5) & (v >= -0.5) & (v <= H - 0.5)
+    return dataclasses.replace(seq, images=images, fx_fy_cx_cy=intr, depth_map=depth, queries_xyt=queries,
+                               visibility=seq.visibility & inside), tf

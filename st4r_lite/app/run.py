@@ -23,13 +23,9 @@ for the tiny preset). ``measure_long_video`` measures it (``python -m st4r_lite.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -45,12 +41,13 @@ from st4r_lite.adapt.pseudo_labels import grid_query_pixels
 from st4r_lite.app import views
 from st4r_lite.app.frames import FrameTransform, intrinsics_to_original
 from st4r_lite.app.video import Video, probe, read_video
+from st4r_lite.errors import InputError
 from st4r_lite.geometry.camera import focal_from_anchor, solve_poses
 from st4r_lite.geometry.pinhole import intrinsics_matrix
 from st4r_lite.model import pretrained
 from st4r_lite.model.checkpoint import load_model
 from st4r_lite.model.network import St4RTrack, build_model, predict_video
-from st4r_lite.runtime import pick_device
+from st4r_lite.runtime import check_output_folder, pick_device, staged_dir
 
 __all__ = ["RunResult", "load_run_model", "run_video", "solve_cameras_chunked", "write_outputs",
            "FRESH_PREFIX"]
@@ -146,31 +143,6 @@ def solve_cameras_chunked(recon: torch.Tensor, conf: torch.Tensor, camera_chunk:
 
 
 # ----------------------------------------------------------------------------------------------- outputs
-@contextlib.contextmanager
-def _atomic_dir(out: Path, overwrite: bool):
-    """Yield a temporary folder beside ``out``; rename it to ``out`` on success, delete it on any error."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        for p in [tmp, *tmp.iterdir()]:  # mkdtemp / mkstemp make private files; give them the usual modes
-            p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
-        if out.exists():
-            if not overwrite and any(out.iterdir()):
-                raise ValueError(f"output folder {str(out)!r} appeared while running; nothing was overwritten")
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _query_grid(H: int, W: int, stride: int) -> torch.Tensor:
     return grid_query_pixels(H, W, stride=stride)
 
@@ -258,7 +230,7 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
     video: a path (file or frame folder) or an already read :class:`~st4r_lite.app.video.Video`;
     checkpoint: see :func:`load_run_model`; out: output folder (must not exist or be empty, unless overwrite).
     """
-    out = Path(out)
+    out = check_output_folder(out, inputs=[video, checkpoint], overwrite=overwrite)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise ValueError(f"output {str(out)!r} already exists and is not an empty folder; choose another --out "
                          "or pass --overwrite")
@@ -277,6 +249,9 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
                            portrait=portrait)
     timings["read_video"] = time.perf_counter() - t0
     T, _, H, W = video.frames.shape
+    if adapt and T > adapt_max_frames:  # checked before predicting every pair, not after
+        raise InputError(f"--adapt back-propagates through all {T} pairs at once; use at most {adapt_max_frames} "
+                         "frames (--max-frames, --stride) or run without --adapt")
     log(f"video {video.source}: {T} frames {video.transform.orig_size[0]}x{video.transform.orig_size[1]} -> "
         f"{H}x{W} (scale {video.transform.scale:.4g}, crop {video.transform.crop_x:.1f}, "
         f"{video.transform.crop_y:.1f})")
@@ -309,7 +284,7 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
                     start=start, max_frames=max_frames, chunk=chunk, device=str(dev), portrait=portrait,
                     adapt_steps=adapt_steps)
     t0 = time.perf_counter()
-    with _atomic_dir(out, overwrite) as tmp:
+    with staged_dir(out, replace=True) as tmp:
         write_outputs(tmp, result, video, query_stride=query_stride, view=view, settings=settings)
     timings["write"] = time.perf_counter() - t0
     result.out_dir = out

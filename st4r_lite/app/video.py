@@ -30,6 +30,7 @@ be re-encoded first); fewer than ``min_frames`` (default 2) frames is an error.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from st4r_lite.app.frames import (
     plan_transform,
     transform_frame,
 )
+from st4r_lite.errors import InputError
 from st4r_lite.runtime import atomic_write
 
 __all__ = ["Video", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "read_video", "iter_frames", "write_video", "natural_key", "probe"]
@@ -121,18 +123,35 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     try:
         container = av.open(str(path))
     except _av_errors(av) as err:
-        raise ValueError(f"cannot open video {str(path)!r} (not a video, or damaged): {err}") from err
+        raise InputError(f"cannot open video {str(path)!r} (not a video, or damaged; an .mp4 cut short loses "
+                         f"its index, so no frame can be decoded): {err}") from err
     with container:
         if not container.streams.video:
             raise ValueError(f"{str(path)!r} has no video stream")
+        expected = _declared_frames(container)
         n = 0
         try:
             for frame in container.decode(video=0):
                 yield frame.to_ndarray(format="rgb24")
                 n += 1
         except _av_errors(av) as err:
-            raise ValueError(f"decoding {str(path)!r} failed after {n} frame(s) (truncated or damaged file?): "
+            raise InputError(f"decoding {str(path)!r} failed after {n} frame(s)"
+                             f"{f' of {expected} declared' if expected else ''} (truncated or damaged file?): "
                              f"{err}") from err
+        if expected and n < expected - 1:  # one frame of slack: durations are rounded
+            warnings.warn(f"{str(path)!r} ended early: {n} frame(s) decoded of the {expected} its header "
+                          "declares (truncated file?); using the frames that were decoded", stacklevel=2)
+
+
+def _declared_frames(container) -> int:
+    """Frames the container says the video has (its frame count, else duration x frame rate); 0 if unknown."""
+    stream = container.streams.video[0]
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate
+    if container.duration and rate:
+        return int(round(container.duration / 1_000_000 * float(rate)))
+    return 0
 
 
 def probe(path: str | Path) -> tuple[tuple[int, int], float | None]:

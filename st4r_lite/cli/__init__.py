@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from st4r_lite.cli import adapt, app, eval, study, train, world
 from st4r_lite.cli.args import UserError
+from st4r_lite.runtime import sigterm_as_interrupt
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     world._add_generate,
@@ -52,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        with sigterm_as_interrupt():  # kill / a scheduler's SIGTERM cleans up like Ctrl-C
+            args.func(args)
     except (UserError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError,
             IsADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)

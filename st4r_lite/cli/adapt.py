@@ -33,6 +33,11 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma-form", default="laplace", choices=("laplace", "gaussian"), help="sigma^2 loss form")
     p.add_argument("--frames", type=positive_int, default=16, help="frames of generated clips (DOMAIN:SEED)")
     p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--resize", default="model", choices=("model", "none"),
+                   help="bring the frames to the model's size like `run` does (scale + centre crop, intrinsics "
+                   "mapped; default), or keep the file's size (a 540x960 file then runs for hours on a CPU)")
+    p.add_argument("--portrait", default="native", choices=("native", "crop"),
+                   help="portrait videos: portrait network size (native) or crop a landscape band")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run_adapt)
 

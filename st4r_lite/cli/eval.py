@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from st4r_lite.app.frames import sequence_to_network
 from st4r_lite.cli.args import UserError, nonneg_int, positive_int
 from st4r_lite.eval import baselines, evaluate
 from st4r_lite.geometry import track_metrics
 from st4r_lite.model.checkpoint import load_model
-from st4r_lite.runtime import atomic_write, pick_device
+from st4r_lite.runtime import atomic_write, check_writable, pick_device
 from st4r_lite.studies import ablation, report
 
 
@@ -29,6 +30,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alignment", default="median,sim3", help="comma-separated: median, sim3, none")
     p.add_argument("--peers", default="", help="also score peers on the same data: static,combinational")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--resize", default="model", choices=("model", "none"),
+                   help="bring the frames to the model's size like `run` does (scale + centre crop, intrinsics "
+                   "mapped; default), or keep the file's size (a 540x960 file then runs for hours on a CPU)")
+    p.add_argument("--portrait", default="native", choices=("native", "crop"),
+                   help="portrait videos: portrait network size (native) or crop a landscape band")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -99,12 +105,19 @@ def run_evaluate_cli(args) -> str:
         raise ValueError(f"--alignment must list some of {track_metrics.ALIGNMENTS}, got {args.alignment!r}")
     if not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint!r} does not exist")
+    if args.json:
+        check_writable(args.json, what="--json")
+    device = pick_device(getattr(args, "device", None))
     peers = tuple(p.strip() for p in (getattr(args, "peers", "") or "").split(",") if p.strip())
     bad = [p for p in peers if p not in ("static", "combinational")]
     if bad:
         raise ValueError(f"--peers must list some of static, combinational; got {bad}")
-    model = load_model(args.checkpoint, device=pick_device(getattr(args, "device", None)))
-    sequences = evaluate.load_sequences(args.data)
+    model = load_model(args.checkpoint, device=device)
+    prepare = None
+    if getattr(args, "resize", "model") == "model":
+        def prepare(seq):
+            return sequence_to_network(seq, model.config, getattr(args, "portrait", "native"))[0]
+    sequences = evaluate.load_sequences(args.data, prepare=prepare)
     report = evaluate.evaluate_model(model, sequences, alignments)
     text = f"{len(sequences)} sequence(s)\n" + evaluate.format_summary(report)
     doc = {"checkpoint": str(args.checkpoint), "data": str(args.data), **evaluate.to_jsonable(report), "peers": {}}

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from st4r_lite.cli.args import UserError, nonneg_int, positive_int
-from st4r_lite.runtime import atomic_write, pick_device
+from st4r_lite.errors import InputError
+from st4r_lite.runtime import atomic_write, check_writable, pick_device
 from st4r_lite.studies import bench
 from st4r_lite.train import heldout
 from st4r_lite.train.loop import TrainConfig, export_weights, pretrain
@@ -36,7 +37,12 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frame-gap", type=float, default=None, help="largest frame gap of the curriculum")
     p.add_argument("--eval-every", type=nonneg_int, default=0,
                    help="evaluate on the held-out clips every N steps (0 = only at the end)")
-    p.add_argument("--save-every", type=nonneg_int, default=0, help="also checkpoint every N steps")
+    p.add_argument("--save-every", type=nonneg_int, default=100,
+                   help="also checkpoint every N steps, so an interrupt keeps the progress (default 100; 0 = only "
+                   "at the end)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run over an existing --out (its log is erased); without it an existing --out "
+                   "needs --resume")
     p.add_argument("--log", default=None, help="metrics log (JSON lines); default: --out with .jsonl")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     p.add_argument("--seed", type=nonneg_int, default=None, help="training seed (clips, init)")
@@ -127,6 +133,9 @@ def _add_heldout(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_heldout(args: argparse.Namespace) -> None:
+    pick_device(args.device)
+    if args.json:
+        check_writable(args.json, what="--json")
     report = heldout.evaluate_checkpoint(args.checkpoint, train_ckpt=args.train_ckpt, num_clips=args.num_clips,
                                          device=args.device)
     if args.json:
@@ -141,6 +150,13 @@ def run_pretrain_cli(args) -> str:
                  "dynamic_factor": getattr(args, "dynamic_factor", None)}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
+    check_writable(args.out)
+    check_writable(log, what="--log")
+    pick_device(args.device)  # a missing GPU fails here, not after building the model
+    existing = [str(p) for p in (Path(args.out), log) if p.exists()]
+    if existing and not args.resume and not getattr(args, "overwrite", False):
+        raise InputError(f"{' and '.join(existing)} already exist(s): pass --resume to continue that run, or "
+                         "--overwrite to start a new one (erases its log), or choose another --out")
     res = pretrain(cfg, args.out, resume=args.resume, device=args.device, log_path=log,
                    eval_every=args.eval_every, save_every=args.save_every, progress=not args.no_progress)
     head = heldout.headline(res["eval"]) if res.get("eval") else {}
@@ -151,7 +167,16 @@ def run_pretrain_cli(args) -> str:
 
 def run_export_cli(args) -> str:
     """``st4r-lite export``: weights-only file, optionally with its held-out evaluation as JSON."""
-    out = export_weights(args.train_ckpt, args.out, dtype=getattr(torch, args.dtype))
+    check_writable(args.out, what="the output model file")
+    if args.eval:
+        check_writable(args.eval, what="--eval")
+    try:
+        out = export_weights(args.train_ckpt, args.out, dtype=getattr(torch, args.dtype))
+    except RuntimeError as err:  # weights that do not fit the architecture the checkpoint names
+        if "state_dict" not in str(err):
+            raise
+        raise InputError(f"{args.train_ckpt!r}: its weights do not fit the model its config describes "
+                         f"({str(err).splitlines()[0]}); expected the file written by `st4r-lite pretrain`") from None
     msg = f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.dtype})"
     if args.eval:
         report = heldout.evaluate_checkpoint(out, train_ckpt=args.train_ckpt)

@@ -6,6 +6,7 @@ import argparse
 
 from st4r_lite.app import sequence_view
 from st4r_lite.cli.args import nonneg_int, positive_int
+from st4r_lite.runtime import check_writable
 from st4r_lite.world import benchmarks
 
 
@@ -57,6 +58,7 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_view(args: argparse.Namespace) -> None:
+    check_writable(args.out)
     path = sequence_view.write_sequence_html(
         args.out, npz=args.npz, domain=args.domain, frames=args.frames, height=args.height,
         width=args.width, seed=args.seed,

@@ -182,8 +182,11 @@ def sequence_from_worldtrack(seq, name: str = "sequence") -> EvalSequence:
                         gt_points=gt_points, notes=notes)
 
 
-def load_sequences(path) -> list[EvalSequence]:
-    """All sequences of a folder of ``.npz`` files (sorted by name) or of one ``.npz`` file."""
+def load_sequences(path, prepare=None) -> list[EvalSequence]:
+    """All sequences of a folder of ``.npz`` files (sorted by name) or of one ``.npz`` file.
+
+    prepare: optional function applied to each ``worldtrack.WorldTrackSequence`` first (e.g. resizing it to the
+    network size, ``app.frames.sequence_to_network``)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.npz"))
@@ -193,7 +196,8 @@ def load_sequences(path) -> list[EvalSequence]:
         files = [path]
     else:
         raise FileNotFoundError(f"--data {str(path)!r} is neither a folder of .npz files nor an .npz file")
-    return [sequence_from_worldtrack(worldtrack.load_npz(f), name=f.stem) for f in files]
+    prepare = prepare or (lambda seq: seq)
+    return [sequence_from_worldtrack(prepare(worldtrack.load_npz(f)), name=f.stem) for f in files]
 
 
 # ----------------------------------------------------------------------------------------------- predictions

@@ -54,7 +54,7 @@ from st4r_lite.eval.evaluate import (
 from st4r_lite.geometry.pinhole import invert_pose, transform_points
 from st4r_lite.model.checkpoint import load_model
 from st4r_lite.model.network import build_model
-from st4r_lite.runtime import atomic_write, ensure_writable_dir, repo_data_dir
+from st4r_lite.runtime import atomic_write, check_output_folder, repo_data_dir, staged_dir
 from st4r_lite.studies.ablation_stats import (  # noqa: F401  (re-exported: the ablation's public API)
     KEY_METRICS,
     CheckResult,
@@ -215,7 +215,7 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
         raise ValueError(f"--tracker must be 'sim' or 'lk', got {cfg.tracker!r}")
     if not cfg.seeds or (cfg.steps is not None and cfg.steps < 0):
         raise ValueError(f"need at least one seed and steps >= 0; got seeds {cfg.seeds}, steps {cfg.steps}")
-    out = ensure_writable_dir(out)
+    out = check_output_folder(out, inputs=[cfg.benchmark])
     start = time.perf_counter()
     load_start = _hardware()["load_avg_1_5_15min"]
     model, model_source = _load_model(cfg)
@@ -258,15 +258,15 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
            "ci_method": "Student-t 95% interval over (sequence, seed) pairs of paired differences to 'baseline'",
            "summary": summary, "paired": paired_differences(runs, rows), "runs": runs}
     doc = to_jsonable(doc)
-    with atomic_write(out / "results.json", "w") as f:
-        f.write(json.dumps(doc, indent=1) + "\n")
-    with atomic_write(out / "results.md", "w") as f:
-        f.write(markdown_table(doc) + "\n")
-    if views is not None:
-        with atomic_write(out / "views.npz", "wb") as f:
-            np.savez_compressed(f, **views)
-
-    ablation_plots_png(doc, out)
+    with staged_dir(out) as stage:  # all outputs appear together, or none (a failure leaves no partial --out)
+        with atomic_write(stage / "results.json", "w") as f:
+            f.write(json.dumps(doc, indent=1) + "\n")
+        with atomic_write(stage / "results.md", "w") as f:
+            f.write(markdown_table(doc) + "\n")
+        if views is not None:
+            with atomic_write(stage / "views.npz", "wb") as f:
+                np.savez_compressed(f, **views)
+        ablation_plots_png(doc, stage)
     return doc
 
 

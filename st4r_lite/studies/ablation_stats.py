@@ -167,7 +167,7 @@ def load_results(path) -> dict:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path} is not a JSON file ({err}); expected the results.json of `st4r-lite ablation`")
+        raise InputError(f"{path} is not a JSON file ({err}); expected the results.json of `st4r-lite ablation`") from None
     return validate_results(doc, str(path))
 
 

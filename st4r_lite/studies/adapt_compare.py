@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from st4r_lite.adapt.config import AdaptConfig
@@ -28,27 +29,39 @@ from st4r_lite.adapt.loop import AdaptVideo, PairRunner, adapt_video, cameras_fr
 from st4r_lite.adapt.occlusion import mask_quality, occlusion_mask, sample_map
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
-from st4r_lite.adapt.sim_labels import SimTrackerConfig
+from st4r_lite.adapt.sim_labels import GroundTruthVideo, SimTrackerConfig
 from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.app.frames import sequence_to_network
 from st4r_lite.geometry.pinhole import project, transform_points
 from st4r_lite.model.checkpoint import load_model
-from st4r_lite.runtime import atomic_write, ensure_writable_dir, repo_data_dir
+from st4r_lite.runtime import atomic_write, check_output_folder, repo_data_dir, staged_dir
+from st4r_lite.world import worldtrack
 from st4r_lite.world.render import generate_clips
 
 __all__ = ["compare_variants", "load_videos", "measure_quick", "mask_tau_sweep", "sensitivity", "run_adapt_cli",
            "format_table", "QUICK_SEEDS", "SENSITIVITY"]
 
 
-def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 96) -> list[AdaptVideo]:
-    """Videos from an .npz file, a folder of .npz files, or ``DOMAIN:SEED[:COUNT]`` (synthetic clips)."""
+def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 96, resize: bool = True,
+                portrait: str = "native") -> list[AdaptVideo]:
+    """Videos from an .npz file, a folder of .npz files, or ``DOMAIN:SEED[:COUNT]`` (synthetic clips).
+
+    Files are brought to the network size (height, width) like ``run`` does (``frames.sequence_to_network``:
+    scale + centre crop, K mapped) unless ``resize=False``; ``frames`` is the length of synthetic clips."""
     path = Path(data)
-    if path.is_file():
-        return [AdaptVideo.from_npz(path)]
-    if path.is_dir():
-        files = sorted(path.glob("*.npz"))
+    if path.is_file() or path.is_dir():
+        files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
         if not files:
             raise FileNotFoundError(f"no .npz file in folder {str(path)!r}")
-        return [AdaptVideo.from_npz(f) for f in files]
+        videos = []
+        for f in files:
+            seq = worldtrack.load_npz(f)
+            if resize:
+                seq, _ = sequence_to_network(seq, (height, width), portrait)
+            video = torch.from_numpy(np.ascontiguousarray(seq.images)).permute(0, 3, 1, 2).float() / 255.0
+            gt = GroundTruthVideo.from_sequence(seq, height=video.shape[2], width=video.shape[3])
+            videos.append(AdaptVideo(f.stem, video, gt))
+        return videos
     parts = data.split(":")
     if len(parts) in (2, 3) and parts[0] in ("wild", "pretrain") and all(p.isdigit() for p in parts[1:]):
         count = int(parts[2]) if len(parts) == 3 else 1
@@ -126,27 +139,30 @@ def run_adapt_cli(args) -> str:
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; choose from {list(VARIANTS)} or 'all'")
-    out = ensure_writable_dir(args.out)
+    out = check_output_folder(args.out, inputs=[args.data])
     ckpt = Path(args.checkpoint) if args.checkpoint else repo_data_dir() / "tiny.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {str(ckpt)!r} not found; pass --checkpoint (e.g. one written by "
                                 "`st4r-lite export`)")
     model = load_model(ckpt)
     H, W = model.config.img_size
-    videos = load_videos(args.data, frames=args.frames, height=H, width=W)
+    videos = load_videos(args.data, frames=args.frames, height=H, width=W,
+                         resize=getattr(args, "resize", "model") == "model", portrait=getattr(args, "portrait", "native"))
     given = {"steps": args.steps, "lr": args.lr, "pairs_per_step": getattr(args, "pairs_per_step", None)}
     cfg = AdaptConfig(params=args.params, seed=args.seed, tau=args.tau, sigma_form=args.sigma_form,
                       **{k: v for k, v in given.items() if v is not None})
     lines = []
-    for vid in videos:
-        provider = make_provider(args.tracker, args.depth, ground_truth=vid.gt, seed=args.seed, fallback=True)
-        labels = provider(vid.video, vid.queries(cfg.query_stride))
-        for variant in variants:
-            res = adapt_video(model, vid, labels, replace(cfg, variant=variant))
-            npz, js = res.save(out)
-            m = res.metrics.get("tracking", {}).get("median")
-            score = f"APD {m['apd']:.1f} / dyn {m['apd_dynamic']:.1f}, EPE {m['epe']:.3f}" if m else "no ground truth"
-            lines.append(f"{vid.name} {variant}: {score} ({res.seconds:.0f} s) -> {npz.name}, {js.name}")
+    with staged_dir(out) as stage:  # the outputs appear when every video is done; a failure leaves none
+        for vid in videos:
+            provider = make_provider(args.tracker, args.depth, ground_truth=vid.gt, seed=args.seed, fallback=True)
+            labels = provider(vid.video, vid.queries(cfg.query_stride))
+            for variant in variants:
+                res = adapt_video(model, vid, labels, replace(cfg, variant=variant))
+                npz, js = res.save(stage)
+                m = res.metrics.get("tracking", {}).get("median")
+                score = (f"APD {m['apd']:.1f} / dyn {m['apd_dynamic']:.1f}, EPE {m['epe']:.3f}" if m
+                         else "no ground truth")
+                lines.append(f"{vid.name} {variant}: {score} ({res.seconds:.0f} s) -> {out / npz.name}, {js.name}")
     return "\n".join(lines)
 
 

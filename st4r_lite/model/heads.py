@@ -87,7 +87,11 @@ class SigmaHead(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------- DPT
 class ResidualConvUnit(nn.Module):
-    """x + conv2(relu(conv1(relu(x)))), 3x3 convs keeping F channels: (B, F, h, w) -> (B, F, h, w)."""
+    """x + conv2(relu(conv1(relu(x)))), 3x3 convs keeping F channels: (B, F, h, w) -> (B, F, h, w).
+
+    Memory: the inner ReLU and the residual sum run in place on fresh conv outputs (a conv's backward keeps
+    its input, not its output, so gradients are unchanged); only relu(x) needs a copy, x is the residual.
+    """
 
     def __init__(self, features: int):
         super().__init__()
@@ -95,7 +99,8 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        out = self.conv2(F.relu(self.conv1(F.relu(x)), inplace=True))
+        return out.add_(x)
 
 
 class FusionBlock(nn.Module):
@@ -167,10 +172,14 @@ class _DPT(nn.Module):
         path = s.refinenet3(path, layers[2])
         path = s.refinenet2(path, layers[1])
         path = s.refinenet1(path, layers[0])  # 8x the token grid: H/2 for p = 16, H for p = 8
+        del layers  # free the skip maps (4x the grid is the largest) before the full-resolution stage
         x = self.head[0](path)
+        del path
         if tuple(x.shape[-2:]) != tuple(image_hw):
             x = F.interpolate(x, size=tuple(image_hw), mode="bilinear", align_corners=True)
-        return self.head[4](self.head[3](self.head[2](x)))
+        # head[3] is the ReLU, applied in place on the fresh conv output (full resolution, last_dim channels).
+        x = F.relu(self.head[2](x), inplace=True)
+        return self.head[4](x)
 
 
 class DPTHead(nn.Module):

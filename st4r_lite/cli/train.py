@@ -12,7 +12,7 @@ import torch
 from st4r_lite.cli.args import UserError, nonneg_int, positive_int
 from st4r_lite.errors import InputError
 from st4r_lite.runtime import atomic_write, check_writable, pick_device
-from st4r_lite.studies import bench
+from st4r_lite.studies import bench, reference_compare
 from st4r_lite.train import heldout
 from st4r_lite.train.loop import TrainConfig, export_weights, pretrain
 
@@ -90,6 +90,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed steps before timing")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                    help="write the results as JSON to OUT (or to stdout when OUT is left out)")
+    p.add_argument("--compare-reference", default=None, metavar="PATH",
+                   help="instead: time our no-grad forward against the reference DUSt3R code checked out at PATH "
+                   "(naver/dust3r with its croco submodule), same weights, and report the time and memory ratios "
+                   "(--steps repeats, --batch pairs, default 1)")
+    p.add_argument("--size", type=positive_int, nargs=2, default=None, metavar=("H", "W"),
+                   help="input size for --compare-reference (default: the preset's)")
     p.set_defaults(func=_run_bench)
 
 
@@ -98,6 +104,8 @@ def _run_bench(args: argparse.Namespace) -> None:
         device = pick_device(args.device)
     except RuntimeError as err:
         raise UserError(str(err)) from None
+    if args.compare_reference:
+        return _run_compare(args, device)
     results = []
     for preset in args.preset:
         r = bench.benchmark(preset, device, steps=args.steps, batch=args.batch, warmup=args.warmup)
@@ -110,6 +118,32 @@ def _run_bench(args: argparse.Namespace) -> None:
                + ("" if args.json == "-" else f" {args.json}"))
     doc = {"command": command, "hardware": bench.hardware_info(device), "results": results}
     text = json.dumps(doc, indent=1)
+    if args.json == "-":
+        print(text)
+    else:
+        with atomic_write(args.json, "w") as f:
+            f.write(text + "\n")
+        print(f"wrote {args.json}")
+
+
+def _run_compare(args: argparse.Namespace, device: torch.device) -> None:
+    """``bench --compare-reference PATH``: one comparison per preset, JSON with the command and the hardware."""
+    if args.json not in (None, "-"):
+        check_writable(args.json, what="--json")
+    results = []
+    for preset in args.preset:
+        r = reference_compare.compare_reference(args.compare_reference, preset, img_hw=args.size,
+                                                batch=args.batch or 1, repeats=args.steps, warmup=args.warmup,
+                                                device=device)
+        print(reference_compare.format_comparison(r), file=sys.stderr if args.json == "-" else sys.stdout)
+        results.append(r)
+    if args.json is None:
+        return
+    command = (f"st4r-lite bench --preset {' '.join(args.preset)} --compare-reference {args.compare_reference}"
+               + (f" --size {args.size[0]} {args.size[1]}" if args.size else "") + f" --batch {args.batch or 1}"
+               f" --steps {args.steps} --warmup {args.warmup} --device {args.device} --json"
+               + ("" if args.json == "-" else f" {args.json}"))
+    text = json.dumps({"command": command, "hardware": bench.hardware_info(device), "results": results}, indent=1)
     if args.json == "-":
         print(text)
     else:

@@ -61,15 +61,26 @@ def test_occlusion_metrics_hand_computed():
     assert math.isnan(eval_metrics.occlusion_metrics(gt | True, gt | True).occluded_recall)
 
 
-def test_tapvid3d_metrics_hand_computed():
-    gt = torch.tensor([[[0.0, 0.0, 10.0], [1.0, 0.0, 10.0]]], dtype=torch.float64)
-    pred = gt.clone()
-    pred[0, 0, 0] += 0.3          # thresholds δ_px z / f = 0.1, 0.2, 0.4, 0.8, 1.6 m: within 3 of 5
-    vis = torch.ones(1, 2, dtype=torch.bool)
-    m = eval_metrics.tapvid3d_metrics(pred, gt, vis, vis, focal=100.0)
-    assert m.apd_3d == pytest.approx(100 * (0.5 + 0.5 + 1 + 1 + 1) / 5)
-    assert m.average_jaccard == pytest.approx(100 * (1 / 3 + 1 / 3 + 1 + 1 + 1) / 5)
-    assert m.occlusion_accuracy == pytest.approx(100.0)
+def test_tapvid3d_metrics_follow_the_official_protocol_hand_computed():
+    # Official (tapnet tapvid3d): camera-frame tracks, one median scale over points visible in both, K rescaled
+    # to a 256-pixel short side: f = 25 px at 64x96 -> f_256 = 100 px, thresholds δ_px z / f_256 = 0.1 .. 1.6 m.
+    gt = torch.tensor([[[0.0, 0.0, 10.0], [0.0, 0.0, 20.0], [0.0, 0.0, 30.0]]], dtype=torch.float64)
+    pred = gt / 2                 # the prediction's own scale: the median scale (20 / 10) undoes it
+    pred[0, 0, 0] += 0.15         # 0.3 m off after scaling: within 3 of 5 thresholds at z = 10
+    vis = torch.ones(1, 3, dtype=torch.bool)
+    m = eval_metrics.tapvid3d_metrics(pred, gt, vis, vis, fx_fy=(25.0, 25.0), image_hw=(64, 96))
+    assert m.scale == pytest.approx(2.0) and m.focal_256 == pytest.approx(100.0)
+    assert m.apd_3d == pytest.approx(100 * (2 / 3 + 2 / 3 + 1 + 1 + 1) / 5)
+    assert m.average_jaccard == pytest.approx(100 * (2 / 4 + 2 / 4 + 1 + 1 + 1) / 5)  # TP / (gt visible + FP)
+    assert m.occlusion_accuracy == pytest.approx(100.0) and "official" in m.protocol
+    # The same K at 256 px short side gives the same thresholds: the metric does not depend on the eval size.
+    same = eval_metrics.tapvid3d_metrics(pred, gt, vis, vis, fx_fy=(100.0, 100.0), image_hw=(256, 384))
+    assert same.apd_3d == pytest.approx(m.apd_3d)
+    # Points not visible in both are left out of the scale: hide the far point, the median becomes (10+20)/2.
+    pv = torch.tensor([[True, True, False]])
+    hidden = eval_metrics.tapvid3d_metrics(pred, gt, pv, vis, fx_fy=(25.0, 25.0), image_hw=(64, 96))
+    pn = pred[0, :2].norm(dim=-1)
+    assert hidden.scale == pytest.approx(15.0 / float(pn.mean()))
 
 
 def test_alignments_scaled_and_sim3_gt():

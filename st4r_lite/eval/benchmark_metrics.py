@@ -16,11 +16,20 @@ Occlusion masks. A mask says per (t, n) "visible, trust this point" (True) or "o
 ground-truth visibility we report accuracy and, for the *occluded* class (the one the mask exists to find),
 precision = |pred occl ∧ gt occl| / |pred occl| and recall = |pred occl ∧ gt occl| / |gt occl|.
 
-TAPVid-3D style (optional, Koppula et al. 2024): thresholds that grow with depth, δ_3D = δ_px · z*/f for
-δ_px ∈ {1, 2, 4, 8, 16} (a pixel-sized error at the point's depth), and per threshold the Jaccard
-TP / (TP + FP + FN) with TP = pred visible ∧ gt visible ∧ within δ, FP = pred visible ∧ ¬(gt visible ∧ within),
-FN = gt visible ∧ ¬(pred visible ∧ within); 3D-AJ = mean over thresholds. APD_3D = mean over thresholds of
-the fraction of gt-visible points within δ_3D.
+TAPVid-3D (optional, Koppula et al. 2024), following the official protocol of google-deepmind/tapnet
+(``tapvid3d/evaluation``: ``compute_tapvid3d_metrics`` with ``scaling='median'`` as called by
+``evaluate_model.py``), re-implemented here:
+  - tracks are compared in each frame's own camera (x, y, z), not in a shared world;
+  - one global scale per sequence, s = median ‖X*‖ / median ‖X̂‖ over the (t, n) that are visible in both the
+    ground truth and the prediction (norms = distances from the frame's camera); X̂ ← s X̂ (no shift);
+  - K is rescaled to a 256-pixel short side first (f ← f · 256 / min(H, W): the metric resolution of the paper,
+    whatever the evaluation resolution) and the focal is the mean √(fx fy);
+  - thresholds grow with depth: δ_3D = δ_px · z* / f₂₅₆ for δ_px ∈ {1, 2, 4, 8, 16};
+  - per threshold, APD = fraction of gt-visible points within δ_3D (visibility prediction ignored) and
+    Jaccard = TP / (gt visible + FP), TP = gt visible ∧ pred visible ∧ within, FP = pred visible ∧ (gt occluded
+    ∨ not within); 3D-AJ and APD_3D are their means; occlusion accuracy over every (t, n).
+Before this protocol the module used K at the evaluation resolution and world-frame distances (4x looser
+thresholds at 64x96); those numbers are not comparable with published ones and are no longer computed.
 """
 
 from __future__ import annotations
@@ -33,9 +42,12 @@ import torch
 from st4r_lite.geometry.pinhole import rotation_angle_deg, umeyama_sim3
 
 TAPVID3D_PIXEL_THRESHOLDS = (1.0, 2.0, 4.0, 8.0, 16.0)
+TAPVID3D_METRIC_SHORT_SIDE = 256  # the official metric resolution: K is rescaled to this short side
+TAPVID3D_PROTOCOL = "tapnet tapvid3d official: camera-frame tracks, median scaling, K at 256-px short side"
 
 __all__ = ["CameraMetrics", "OcclusionMetrics", "TapVid3DMetrics", "camera_metrics", "occlusion_metrics",
-           "tapvid3d_metrics", "TAPVID3D_PIXEL_THRESHOLDS"]
+           "tapvid3d_metrics", "TAPVID3D_PIXEL_THRESHOLDS",
+           "TAPVID3D_METRIC_SHORT_SIDE", "TAPVID3D_PROTOCOL"]
 
 
 @dataclass
@@ -62,11 +74,15 @@ class OcclusionMetrics:
 
 @dataclass
 class TapVid3DMetrics:
-    """TAPVid-3D style scores (%): depth-adaptive APD, occlusion accuracy and 3D average Jaccard."""
+    """TAPVid-3D scores (%) under the official protocol (:data:`TAPVID3D_PROTOCOL`): depth-adaptive APD,
+    occlusion accuracy, 3D average Jaccard; ``scale`` the median scale applied, ``focal_256`` the focal used."""
 
     apd_3d: float
     occlusion_accuracy: float
     average_jaccard: float
+    scale: float = math.nan
+    focal_256: float = math.nan
+    protocol: str = TAPVID3D_PROTOCOL
 
 
 def _check_poses(T: torch.Tensor, name: str) -> torch.Tensor:
@@ -128,34 +144,43 @@ def occlusion_metrics(pred_visible: torch.Tensor, gt_visible: torch.Tensor,
 
 
 def tapvid3d_metrics(pred_tracks_cam: torch.Tensor, gt_tracks_cam: torch.Tensor, pred_visible: torch.Tensor,
-                     gt_visible: torch.Tensor, focal: float,
+                     gt_visible: torch.Tensor, fx_fy: tuple[float, float], image_hw: tuple[int, int],
                      pixel_thresholds: tuple[float, ...] = TAPVID3D_PIXEL_THRESHOLDS) -> TapVid3DMetrics:
-    """TAPVid-3D style scores (see module doc) of tracks already aligned and expressed in each frame's camera.
+    """TAPVid-3D scores under the official protocol (module doc) of tracks in each frame's own camera.
 
-    pred_tracks_cam, gt_tracks_cam: (T, N, 3) (the depth z* of a point is its gt z in frame t's camera);
-    pred_visible, gt_visible: (T, N) bool; focal: pixels (f of K). Non-finite predictions count as misses.
+    pred_tracks_cam, gt_tracks_cam: (T, N, 3), each frame's points in that frame's camera (the prediction in
+    its own scale: the median scaling happens here); pred_visible, gt_visible: (T, N) bool; fx_fy: focal
+    lengths (pixels) of K at ``image_hw`` = (H, W), the resolution K belongs to (it is rescaled to a 256-pixel
+    short side). Non-finite predictions count as misses and are left out of the scale.
     """
     if pred_tracks_cam.shape != gt_tracks_cam.shape or pred_tracks_cam.ndim != 3:
         raise ValueError(f"pred and gt tracks must both be (T, N, 3), got {tuple(pred_tracks_cam.shape)} and "
                          f"{tuple(gt_tracks_cam.shape)}")
     if pred_visible.shape != pred_tracks_cam.shape[:2] or gt_visible.shape != pred_tracks_cam.shape[:2]:
         raise ValueError("pred_visible and gt_visible must be (T, N) like the tracks")
-    if not focal > 0:
-        raise ValueError(f"focal must be > 0 pixels, got {focal}")
+    fx, fy = (float(f) for f in fx_fy)
+    if not (fx > 0 and fy > 0 and min(image_hw) > 0):
+        raise ValueError(f"need positive focal lengths and image size, got fx_fy={fx_fy}, image_hw={image_hw}")
+    focal = math.sqrt(fx * fy) * TAPVID3D_METRIC_SHORT_SIDE / min(image_hw)
     p, g = pred_tracks_cam.detach().double().cpu(), gt_tracks_cam.detach().double().cpu()
     pv, gv = pred_visible.bool().cpu(), gt_visible.bool().cpu()
-    dist = (p - g).norm(dim=-1).nan_to_num(math.inf)
-    z = g[..., 2].abs()
+    finite = torch.isfinite(p).all(-1)
+    both = pv & gv & finite
+    scale = math.nan
+    if both.any():
+        pn, gn = p.norm(dim=-1)[both].clamp(min=1e-6), g.norm(dim=-1)[both].clamp(min=1e-6)
+        scale = float(gn.quantile(0.5) / pn.quantile(0.5))  # the mean of the middle two when even
+    dist = (p * (scale if math.isfinite(scale) else 1.0) - g).norm(dim=-1).nan_to_num(math.inf)
     apds, ajs = [], []
     for d_px in pixel_thresholds:
-        within = dist < d_px * z / focal
+        within = dist < d_px * g[..., 2] / focal
         if gv.any():
             apds.append(float(within[gv].double().mean()))
         tp = int((pv & gv & within).sum())
         fp = int((pv & ~(gv & within)).sum())
-        fn = int((gv & ~(pv & within)).sum())
-        ajs.append(tp / (tp + fp + fn) if tp + fp + fn else math.nan)
+        denom = int(gv.sum()) + fp
+        ajs.append(tp / denom if denom else math.nan)
     apd3 = 100.0 * sum(apds) / len(apds) if apds else math.nan
     aj = 100.0 * sum(ajs) / len(ajs) if not any(math.isnan(a) for a in ajs) else math.nan
     return TapVid3DMetrics(apd_3d=apd3, occlusion_accuracy=100.0 * float((pv == gv).double().mean()),
-                           average_jaccard=aj)
+                           average_jaccard=aj, scale=scale, focal_256=focal)

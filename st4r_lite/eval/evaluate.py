@@ -17,8 +17,8 @@ m = 1[z^trk ≤ (1 + τ) z^rec(x̂)] with x̂ the track reprojected into frame t
 :func:`evaluate_prediction` scores every part against ground truth with ``metrics`` / ``eval_metrics``:
 tracking APD (δ ∈ {0.1, 0.3, 0.5, 1.0} m) and EPE on all and on moving tracks, after "median" or "sim3"
 alignment; recon APD / EPE; depth Abs Rel and δ<1.25 (median scaling per sequence); camera ATE / RPE after
-Sim(3); occlusion-mask precision / recall against ground-truth visibility; and, optionally, TAPVid-3D style
-depth-adaptive APD, occlusion accuracy and 3D-AJ (median-aligned tracks in each ground-truth camera). Files without a depth map (e.g.
+Sim(3); occlusion-mask precision / recall against ground-truth visibility; and, optionally, TAPVid-3D
+depth-adaptive APD, occlusion accuracy and 3D-AJ under the official protocol (``eval_metrics.TAPVID3D_PROTOCOL``). Files without a depth map (e.g.
 official WorldTrack files) skip recon and depth and say so in ``notes``.
 """
 
@@ -287,12 +287,16 @@ def evaluate_prediction(seq: EvalSequence, pred: Prediction, alignments=("median
     out["tapvid3d"] = None
     if pred.visible is not None:
         out["occlusion"] = eval_metrics.occlusion_metrics(pred.visible[1:], seq.gt_visible[1:])
-        # TAPVid-3D style scores: median-aligned tracks seen from each ground-truth camera
-        aligned = metrics.align(pred.tracks.double(), seq.gt_tracks.double(), None, "median")
-        T_cam_world = invert_pose(seq.T_world_cam.double())
+        # TAPVid-3D, official protocol: each side's tracks in its own cameras (the prediction's cameras when it
+        # has them), median scaling and K at a 256-pixel short side inside tapvid3d_metrics.
+        if pred.T_world_cam is None:
+            notes.append("TAPVid-3D: the prediction has no cameras; its tracks are seen from the ground-truth ones")
+        T_pred = (seq.T_world_cam if pred.T_world_cam is None else pred.T_world_cam).double()
         out["tapvid3d"] = eval_metrics.tapvid3d_metrics(
-            transform_points(T_cam_world, aligned), transform_points(T_cam_world, seq.gt_tracks.double()),
-            pred.visible.bool(), seq.gt_visible.bool(), focal=float(seq.K[0, 0]))
+            transform_points(invert_pose(T_pred), pred.tracks.double()),
+            transform_points(invert_pose(seq.T_world_cam.double()), seq.gt_tracks.double()),
+            pred.visible.bool(), seq.gt_visible.bool(), fx_fy=(float(seq.K[0, 0]), float(seq.K[1, 1])),
+            image_hw=tuple(seq.video.shape[-2:]))
     out["notes"] = notes
     return out
 
@@ -376,6 +380,7 @@ def format_summary(report: dict) -> str:
                      f" recall {o.occluded_recall:.1f} %")
     if m.get("tapvid3d") is not None:
         tv = m["tapvid3d"]
-        lines.append(f"TAPVid-3D style: APD_3D {tv.apd_3d:.1f} %  3D-AJ {tv.average_jaccard:.1f} %  "
+        lines.append(f"TAPVid-3D ({eval_metrics.TAPVID3D_PROTOCOL}): APD_3D {tv.apd_3d:.1f} %  "
+                     f"3D-AJ {tv.average_jaccard:.1f} %  "
                      f"occlusion accuracy {tv.occlusion_accuracy:.1f} %")
     return "\n".join(lines)

@@ -277,3 +277,28 @@ def test_estimate_focal_is_differentiable():
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_umeyama_scale_under_reflection_is_the_textbook_one():
+    """dst is a mirror image of src (z -> -z), scaled by 2: the best orthogonal map is a reflection. R stays a
+    rotation and s = tr(D S) / σ² (smallest singular value with a minus sign), not tr(D) / σ² = 2."""
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(30, 3, generator=g, dtype=torch.float64) * torch.tensor([3.0, 2.0, 0.5], dtype=torch.float64)
+    dst = 2.0 * src * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64) + 1.0
+    s, R, t = G.umeyama_sim3(src, dst)
+    assert float(torch.linalg.det(R)) == pytest.approx(1.0)
+    xc, yc = src - src.mean(0), dst - dst.mean(0)
+    cov, var = yc.T @ xc / len(src), (xc * xc).sum(-1).mean()
+    U, D, Vh = torch.linalg.svd(cov)
+    assert float(torch.det(U @ Vh)) < 0  # the unconstrained optimum is a reflection
+    textbook = float((D[0] + D[1] - D[2]) / var)
+    assert float(s) == pytest.approx(textbook, rel=1e-9)
+    assert textbook < float(D.sum() / var) == pytest.approx(2.0)
+
+    def residual(scale):
+        return float(((scale * src @ R.T + (dst.mean(0) - scale * R @ src.mean(0)) - dst) ** 2).sum())
+
+    # For this R, the textbook scale is the least-squares one: the sign-blind scale and nearby ones do worse.
+    assert residual(float(s)) < residual(float(D.sum() / var))
+    assert residual(float(s)) <= min(residual(float(s) * 1.01), residual(float(s) * 0.99))
+    torch.testing.assert_close(t, dst.mean(0) - s * R @ src.mean(0))

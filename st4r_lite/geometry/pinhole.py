@@ -286,6 +286,12 @@ def umeyama_sim3(src: Tensor, dst: Tensor, weights: Tensor | None = None,
     the variance σ_x² = Σ_i w_i ‖x_i - μ_x‖² / Σ w:
         R = U diag(1, 1, det(U Vᵀ)) Vᵀ  where U D Vᵀ = svd(Σ_xy)   (roma.special_procrustes)
         s = tr(Rᵀ Σ_xy) / σ_x²   (1 if with_scale is False),      t = μ_y - s R μ_x.
+    Scale convention: Umeyama's textbook one, s = tr(D S) / σ_x² with S = diag(1, 1, det(U Vᵀ)) (his eq. 42;
+    tr(Rᵀ Σ_xy) = tr(D S)). When the best orthogonal map would be a reflection (det(U Vᵀ) = -1), R stays a
+    rotation and the smallest singular value enters the scale with a minus sign: s is then the least-squares
+    scale for that R. The other convention seen in code, s = tr(D) / σ_x² (all singular values added, the sign
+    ignored), gives a larger scale in that case and a larger residual. roma 1.8 (``rigid_points_registration``,
+    which the reference DUSt3R code calls) uses tr(D S) too, so ours and the reference agree.
     src, dst: (..., N, 3), N >= 3 non-collinear; weights: (..., N) >= 0 or None.
     Returns scale (...), R (..., 3, 3), t (..., 3).
     >>> x = torch.randn(10, 3, dtype=torch.float64)

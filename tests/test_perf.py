@@ -15,8 +15,12 @@ from st4r_lite.cli import main as cli_main
 from st4r_lite.errors import InputError
 from st4r_lite.model.blocks import RoPE2D, patch_positions
 from st4r_lite.model.network import build_model
-from st4r_lite.studies.reference_compare import (TensorMemoryTracker, compare_reference, peak_forward_bytes,
-                                                 reference_kwargs)
+from st4r_lite.studies.reference_compare import (
+    TensorMemoryTracker,
+    compare_reference,
+    peak_forward_bytes,
+    reference_kwargs,
+)
 
 
 def _uncached(rope: RoPE2D, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

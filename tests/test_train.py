@@ -321,3 +321,16 @@ def test_heldout_baselines_on_ground_truth():
     assert head["static_apd_dyn"] < 100.0 - 1.0                      # nothing moves: wrong where things move
     st = res["static"]["median"]
     assert st["apd"] > st["apd_dynamic"]                              # static tracks are right off the objects
+
+
+def test_cli_stop_at_stops_inside_the_schedule(tmp_path):
+    """`pretrain --steps 3 --stop-at 1` writes a step-1 checkpoint whose schedule still spans 3 steps."""
+    from st4r_lite import cli
+    from st4r_lite.train.checkpoint import load_train_checkpoint
+
+    out = tmp_path / "run.pt"
+    rc = cli.main(["pretrain", "--preset", "tiny", "--steps", "3", "--stop-at", "1", "--batch", "1", "--frames",
+                   "2", "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    blob = load_train_checkpoint(out)
+    assert blob["state"]["step"] == 1 and blob["train_config"]["steps"] == 3

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from st4r_lite.studies import adapt_compare, ceiling, label_stats, video_memory, world_stats
+from st4r_lite.studies import adapt_compare, ceiling, label_stats, scorecard, video_memory, world_stats
 
 # name -> the study's own command line (its main(argv)); each module also runs as python -m st4r_lite.studies.NAME
 STUDIES = {
     "adapt_compare": adapt_compare.main,
     "ceiling": ceiling.main,
     "label_stats": label_stats.main,
+    "scorecard": scorecard.main,
     "video_memory": video_memory.main,
     "world_stats": world_stats.main,
 }

@@ -37,6 +37,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frame-gap", type=float, default=None, help="largest frame gap of the curriculum")
     p.add_argument("--eval-every", type=nonneg_int, default=0,
                    help="evaluate on the held-out clips every N steps (0 = only at the end)")
+    p.add_argument("--stop-at", type=positive_int, default=None,
+                   help="stop after this step (the schedule still spans --steps; continue later with --resume, "
+                   "bit for bit as if never stopped)")
     p.add_argument("--save-every", type=nonneg_int, default=100,
                    help="also checkpoint every N steps, so an interrupt keeps the progress (default 100; 0 = only "
                    "at the end)")
@@ -192,7 +195,8 @@ def run_pretrain_cli(args) -> str:
         raise InputError(f"{' and '.join(existing)} already exist(s): pass --resume to continue that run, or "
                          "--overwrite to start a new one (erases its log), or choose another --out")
     res = pretrain(cfg, args.out, resume=args.resume, device=args.device, log_path=log,
-                   eval_every=args.eval_every, save_every=args.save_every, progress=not args.no_progress)
+                   eval_every=args.eval_every, save_every=args.save_every, stop_at=args.stop_at,
+                   progress=not args.no_progress)
     head = heldout.headline(res["eval"]) if res.get("eval") else {}
     return (f"rank {res['rank']}/{res['world_size']}: step {res['step']}, {res['elapsed_s']:.0f} s of training; "
             f"checkpoint {res['checkpoint']}, log {log}; weights sha256 {res['weights_digest'][:16]}; "

@@ -52,3 +52,37 @@ def test_view_figures_compose_before_after(ablation_dir):
 def test_report_refuses_missing_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="ablation"):
         report.build_report(tmp_path)
+
+
+
+def _with_pairs(doc, n, rows=("none", "robust", "static", "combinational")):
+    """doc with paired differences of n pairs for rows (the fixture has no baseline row to pair with)."""
+    from st4r_lite.studies.ablation_stats import KEY_METRICS
+
+    doc = dict(doc, paired={r: {k: {"mean_diff": 0.5 * i, "ci_low": 0.5 * i - 1.0, "ci_high": 0.5 * i + 2.0,
+                                    "n": n} for k, *_ in KEY_METRICS} for i, r in enumerate(rows)})
+    doc["config"] = dict(doc["config"], peers=["static", "combinational"])
+    return doc
+
+
+def test_report_says_one_seed_and_hides_intervals_under_three_pairs(ablation_dir):
+    doc = _with_pairs(ablation.load_results(ablation_dir), n=2)
+    assert doc["config"]["seeds"] == [0]
+    assert "one seed" in report._spread_phrase(doc) and "±" not in report._spread_phrase(doc)
+    page = report.table_html(doc)
+    assert "n = 2" in page and "[" not in page.split("Paired difference")[1].split("<table>")[1]
+    fig = report.paired_figure(doc)
+    assert fig.data and all(set(t.error_x.array) == {0.0} for t in fig.data)
+    assert "n = 2" in fig.layout.title.text
+
+
+def test_paired_figure_gives_peers_their_own_axes_and_intervals_from_three_pairs(ablation_dir):
+    doc = _with_pairs(ablation.load_results(ablation_dir), n=3)
+    doc["config"]["seeds"] = [0, 1, 2]
+    fig = report.paired_figure(doc)
+    rows = {t.yaxis: set(t.y) for t in fig.data}
+    assert {"none", "robust"} in rows.values() and {"static", "combinational"} in rows.values()
+    assert len(rows) == 4                                                 # 2 groups x (APD, EPE)
+    assert all(list(t.error_x.array) == [2.0] * len(t.y) for t in fig.data)
+    assert "[" in report.table_html(doc).split("Paired difference")[1]
+    assert "across 3 seeds" in report._spread_phrase(doc)

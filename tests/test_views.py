@@ -243,3 +243,18 @@ def test_cli_view_writes_html_and_rejects_a_folder(tmp_path, capsys):
     _assert_self_contained(out.read_text(encoding="utf-8"))
     assert cli.main(["view", "--out", str(tmp_path), "--frames", "2", "--height", "12", "--width", "16"]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_sequence_figure_legend_swatches_and_controls_do_not_clash():
+    points, _, poses, K, tracks = _scene()
+    fig = views.sequence_figure(points, T_world_cam=poses, K=K, tracks=tracks, title="t")
+    for trace in fig.frames[1].data:
+        line_color = getattr(getattr(trace, "line", None), "color", None)
+        if trace.showlegend is not False and trace.mode == "lines":
+            assert isinstance(line_color, str), trace.name   # a list draws a black swatch in the legend
+    assert [d.name for d in fig.data if d.showlegend is False] == ["trails"]
+    menu, slider = fig.layout.updatemenus[0], fig.layout.sliders[0]
+    # buttons above, slider below them at full width: never side by side, whatever the figure's width
+    assert (menu.x, menu.yanchor, slider.x, slider.len, slider.yanchor) == (0.0, "top", 0.0, 1.0, "top")
+    assert slider.pad.t > menu.pad.t + 30
+    assert fig.layout.legend.x == 0.0 and fig.layout.legend.y == 1.0   # top left, away from the modebar

@@ -115,9 +115,14 @@ def _polylines(paths: list[np.ndarray], colors: list[str]) -> tuple[list, list, 
 
 
 def _lines_trace(paths: list[np.ndarray], colors: list[str], name: str, width: float = 3.0) -> go.Scatter3d:
+    """One line trace of many polylines. One colour for all -> a plain colour and a legend entry; several
+    colours -> per-vertex colours and no legend entry (a legend swatch cannot show a colour list: Plotly
+    draws it black and warns "Invalid color specifier")."""
     xs, ys, zs, cs = _polylines(paths, colors)
-    return go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line=dict(color=cs, width=width), name=name,
-                        hoverinfo="skip")
+    uniform = len(set(colors)) <= 1
+    color = (colors[0] if colors else "#444444") if uniform else cs
+    return go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line=dict(color=color, width=width), name=name,
+                        hoverinfo="skip", showlegend=uniform)
 
 
 def _scene(ranges: np.ndarray | None = None) -> dict:
@@ -306,14 +311,22 @@ def sequence_figure(points=None, colors=None, T_world_cam=None, K=None, tracks=N
     play = dict(mode="immediate", frame=dict(duration=300, redraw=True), transition=dict(duration=0),
                 fromcurrent=True)
     still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+    # Buttons and slider stacked under the scene (buttons first, slider below them at full width), so they
+    # never overlap however narrow the figure is; the legend sits inside the scene's top-left corner, away
+    # from the modebar (top right).
+    # The title sits just above the scene, below the modebar's strip (top right), so narrow panels keep both.
     fig.update_layout(
-        title=title, scene=_scene(_robust_ranges(chunks)), margin=dict(l=0, r=0, t=40 if title else 0, b=0),
+        title=dict(text=title, x=0.01, xanchor="left", y=1.0, yref="paper", yanchor="bottom", pad=dict(b=4),
+                   font=dict(size=14)),
+        scene=_scene(_robust_ranges(chunks)), margin=dict(l=0, r=0, t=64 if title else 30, b=0),
+        legend=dict(x=0.0, y=1.0, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.7)",
+                    font=dict(size=11)),
         updatemenus=[dict(type="buttons", direction="left", x=0.0, y=0.0, xanchor="left", yanchor="top",
-                          pad=dict(t=40, r=10), showactive=False,
+                          pad=dict(t=4, r=4), showactive=False,
                           buttons=[dict(label="▶ play", method="animate", args=[None, play]),
                                    dict(label="❚❚ pause", method="animate", args=[[None], still])])],
-        sliders=[dict(active=0, x=0.15, len=0.85, y=0.0, yanchor="top", pad=dict(t=30),
-                      currentvalue=dict(prefix="frame t = "),
+        sliders=[dict(active=0, x=0.0, len=1.0, y=0.0, xanchor="left", yanchor="top", pad=dict(t=42, b=0),
+                      currentvalue=dict(prefix="frame t = ", font=dict(size=12)),
                       steps=[dict(label=str(t), method="animate", args=[[str(t)], still])
                              for t in range(T)])],
     )

@@ -42,6 +42,46 @@ def _val(x) -> float:
     return math.nan if x is None else float(x)
 
 
+# A 95 % t interval from fewer pairs is too wide / unstable to read (t_{0.975, 1} = 12.7): show the mean and n only.
+MIN_PAIRS_FOR_CI = 3
+
+
+def _spread_phrase(doc: dict) -> str:
+    """How the table's ± reads: 'mean ± std across 3 seeds', or, with one seed, that there is no spread."""
+    k = len(doc["config"].get("seeds") or [])
+    return f"mean ± std across {k} seeds" if k > 1 else "mean over runs; one seed, so no spread across seeds"
+
+
+def _pair_counts(doc: dict) -> list[int]:
+    """Sorted distinct numbers of (sequence, seed) pairs behind the paired differences."""
+    return sorted({int(d["n"]) for per in (doc.get("paired") or {}).values() for d in per.values()
+                   if d and d.get("n")})
+
+
+def _has_ci(d: dict) -> bool:
+    """Whether a paired-difference entry has an interval worth showing (n >= MIN_PAIRS_FOR_CI, finite)."""
+    return (int(d.get("n") or 0) >= MIN_PAIRS_FOR_CI and d.get("ci_low") is not None
+            and math.isfinite(_val(d.get("ci_low"))) and math.isfinite(_val(d.get("ci_high"))))
+
+
+def _paired_phrase(doc: dict) -> str:
+    """'95 % t interval over n = 9 pairs', or why there is none."""
+    ns = _pair_counts(doc)
+    n_txt = "n = " + "/".join(map(str, ns)) if ns else "n = 0"
+    if ns and min(ns) >= MIN_PAIRS_FOR_CI:
+        return f"mean [95% t interval] over {n_txt} (sequence, seed) pairs"
+    return (f"mean over {n_txt} (sequence, seed) pairs; intervals shown only from {MIN_PAIRS_FOR_CI} pairs "
+            "on (fewer cannot tell a difference from noise)")
+
+
+def _row_groups(doc: dict, names: list[str]) -> list[tuple[str, list[str]]]:
+    """Rows split into adaptation variants and peers (other methods), each group non-empty."""
+    peers = set(doc["config"].get("peers") or [])
+    groups = [("adaptation variants", [n for n in names if n not in peers]),
+              ("peers (other methods)", [n for n in names if n in peers])]
+    return [(g, ns) for g, ns in groups if ns]
+
+
 # ----------------------------------------------------------------------------------------------- PNG plots
 def ablation_plots_png(doc: dict, out) -> list[Path]:
     """Write ablation_apd.png (APD and EPE per row: mean, std across seeds, every run as a dot) and, when a
@@ -60,33 +100,40 @@ def ablation_plots_png(doc: dict, out) -> list[Path]:
         means = [_val(summ[r].get(key, {}).get("mean")) for r in rows]
         stds = [_val(summ[r].get(key, {}).get("std_seeds")) for r in rows]
         x = np.arange(len(rows))
-        ax.bar(x, means, yerr=np.nan_to_num(stds), capsize=3, color="#8fb3d9")
+        several_seeds = len(doc["config"].get("seeds") or []) > 1
+        ax.bar(x, means, yerr=np.nan_to_num(stds) if several_seeds else None, capsize=3, color="#8fb3d9")
         for i, r in enumerate(rows):
             pts = [_val(run["metrics"].get(key)) for run in doc["runs"] if run["row"] == r]
             jitter = np.linspace(-0.2, 0.2, len(pts)) if len(pts) > 1 else np.zeros(len(pts))
             ax.plot(i + jitter, pts, "k.", ms=3)
         ax.set_xticks(x, rows, rotation=30, ha="right")
         ax.set_ylabel(f"{label} ({unit})")
-        ax.set_title(f"{label}: mean ± std across seeds, dots = runs")
+        ax.set_title(f"{label}: {_spread_phrase(doc).split(';')[0]}, dots = runs", fontsize=10)
     fig.tight_layout()
     with atomic_write(out / "ablation_apd.png", "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     written.append(out / "ablation_apd.png")
     if doc.get("paired"):
-        names = list(doc["paired"])
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-        for ax, key, label in zip(axes, ("track_apd_median", "track_epe_median"), ("Δ APD (%)", "Δ EPE (m)")):
-            d = [doc["paired"][n].get(key, {}) for n in names]
-            m = np.array([_val(x.get("mean_diff")) for x in d])
-            lo = np.array([_val(x.get("ci_low")) for x in d])
-            hi = np.array([_val(x.get("ci_high")) for x in d])
-            y = np.arange(len(names))
-            ax.errorbar(m, y, xerr=np.nan_to_num([m - lo, hi - m]), fmt="o", capsize=3)
-            ax.axvline(0, color="grey", lw=1)
-            ax.set_yticks(y, names)
-            ax.set_xlabel(f"{label}, row − baseline")
-            ax.set_title("paired difference, 95% t interval")
+        groups = _row_groups(doc, list(doc["paired"]))
+        sizes = [len(ns) for _, ns in groups]
+        fig, axes = plt.subplots(len(groups), 2, figsize=(11, 1.2 + 0.45 * sum(sizes) + 0.9 * len(groups)),
+                                 squeeze=False, gridspec_kw=dict(height_ratios=sizes))
+        for (group, names), ax_row in zip(groups, axes):
+            for ax, key, label in zip(ax_row, ("track_apd_median", "track_epe_median"),
+                                      ("Δ APD (%)", "Δ EPE (m)")):
+                d = [doc["paired"][n].get(key, {}) for n in names]
+                m = np.array([_val(x.get("mean_diff")) for x in d])
+                half = np.array([[m_ - _val(x["ci_low"]), _val(x["ci_high"]) - m_] if _has_ci(x) else [0, 0]
+                                 for x, m_ in zip(d, m)]).T.reshape(2, len(names))
+                y = np.arange(len(names))
+                ax.errorbar(m, y, xerr=half, fmt="o", capsize=3)
+                ax.axvline(0, color="grey", lw=1)
+                ax.set_yticks(y, names)
+                ax.set_ylim(-0.6, len(names) - 0.4)
+                ax.set_xlabel(f"{label}, row − baseline")
+                ax.set_title(f"{group}: paired difference", fontsize=10)
+        fig.suptitle(_paired_phrase(doc), fontsize=9)
         fig.tight_layout()
         with atomic_write(out / "ablation_paired.png", "wb") as f:
             fig.savefig(f, format="png", dpi=110)
@@ -97,36 +144,48 @@ def ablation_plots_png(doc: dict, out) -> list[Path]:
 
 # ----------------------------------------------------------------------------------------------- plotly plots
 def summary_figure(doc: dict) -> go.Figure:
-    """Bars (mean ± std across seeds) of APD, dynamic APD and EPE per row, runs as dots."""
+    """Bars (mean ± std across seeds; no bar error with one seed) of APD, dynamic APD and EPE per row, runs as
+    dots."""
     rows, summ = doc["rows"], doc["summary"]
     fig = make_subplots(1, 3, subplot_titles=("tracking APD (%)", "dynamic APD (%)", "tracking EPE (m)"))
     for c, key in enumerate(("track_apd_median", "track_apd_dyn_median", "track_epe_median"), start=1):
         fig.add_trace(go.Bar(x=rows, y=[_val(summ[r].get(key, {}).get("mean")) for r in rows], name=key,
-                             error_y=dict(type="data", array=[_val(summ[r].get(key, {}).get("std_seeds"))
-                                                              for r in rows]),
+                             error_y=dict(type="data", visible=len(doc["config"].get("seeds") or []) > 1,
+                                          array=[_val(summ[r].get(key, {}).get("std_seeds")) for r in rows]),
                              marker_color="#8fb3d9", showlegend=False), 1, c)
         xs = [run["row"] for run in doc["runs"]]
         ys = [_val(run["metrics"].get(key)) for run in doc["runs"]]
         text = [f"{run['sequence']} seed {run['seed']}" for run in doc["runs"]]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(color="black", size=4), text=text,
                                  showlegend=False, name="runs"), 1, c)
-    fig.update_layout(height=380, margin=dict(l=40, r=10, t=40, b=80))
+    fig.update_layout(height=400, margin=dict(l=40, r=10, t=60, b=80),
+                      title=dict(text=f"per row: {_spread_phrase(doc)}; dots = runs", font=dict(size=13)))
     return fig
 
 
 def paired_figure(doc: dict) -> go.Figure:
-    """Paired differences to baseline (mean and 95 % t interval) of APD and EPE."""
-    names = list(doc.get("paired") or {})
-    fig = make_subplots(1, 2, subplot_titles=("Δ APD (%) vs baseline", "Δ EPE (m) vs baseline"))
-    for c, key in enumerate(("track_apd_median", "track_epe_median"), start=1):
-        d = [doc["paired"][n].get(key, {}) for n in names]
-        m = [_val(x.get("mean_diff")) for x in d]
-        fig.add_trace(go.Scatter(
-            x=m, y=names, mode="markers", showlegend=False, marker=dict(size=9),
-            error_x=dict(type="data", symmetric=False, array=[_val(x.get("ci_high")) - v for x, v in zip(d, m)],
-                         arrayminus=[v - _val(x.get("ci_low")) for x, v in zip(d, m)])), 1, c)
-        fig.add_vline(x=0, line_color="grey", row=1, col=c)
-    fig.update_layout(height=320, margin=dict(l=100, r=10, t=40, b=40))
+    """Paired differences to baseline of APD and EPE: the mean, and the 95 % t interval when it rests on at
+    least ``MIN_PAIRS_FOR_CI`` pairs. Adaptation variants and peers get separate x axes (a peer that differs by
+    10 points would squash the variants' differences of tenths into a dot)."""
+    groups = _row_groups(doc, list(doc.get("paired") or {}))
+    sizes = [len(ns) for _, ns in groups] or [1]
+    titles = [f"{lab} vs baseline: {g}" for g, _ in groups for lab in ("Δ APD (%)", "Δ EPE (m)")]
+    fig = make_subplots(max(len(groups), 1), 2, subplot_titles=titles, row_heights=sizes,
+                        vertical_spacing=1.1 / (2 + sum(sizes)) if len(groups) > 1 else 0.0,
+                        horizontal_spacing=0.16)
+    for r, (_, names) in enumerate(groups, start=1):
+        for c, key in enumerate(("track_apd_median", "track_epe_median"), start=1):
+            d = [doc["paired"][n].get(key, {}) for n in names]
+            m = [_val(x.get("mean_diff")) for x in d]
+            hi = [_val(x["ci_high"]) - v if _has_ci(x) else 0.0 for x, v in zip(d, m)]
+            lo = [v - _val(x["ci_low"]) if _has_ci(x) else 0.0 for x, v in zip(d, m)]
+            text = [f"n = {x.get('n')}" + ("" if _has_ci(x) else " (no interval)") for x in d]
+            fig.add_trace(go.Scatter(x=m, y=names, mode="markers", showlegend=False, marker=dict(size=9),
+                                     text=text, error_x=dict(type="data", symmetric=False, array=hi,
+                                                             arrayminus=lo)), r, c)
+            fig.add_vline(x=0, line_color="grey", row=r, col=c)
+    fig.update_layout(height=140 + 34 * sum(sizes) + 60 * len(groups), margin=dict(l=110, r=10, t=70, b=40),
+                      title=dict(text=_paired_phrase(doc), font=dict(size=13)))
     return fig
 
 
@@ -224,7 +283,7 @@ def view_figures(v: dict, after: str | None = None, max_trails: int = 80,
                                      zmin=0, zmax=1, showscale=False), 1, c)
             fig.update_xaxes(title_text="frame t", row=1, col=c)
         fig.update_yaxes(title_text="track n (dynamic first)", row=1, col=1)
-        fig.update_layout(height=420, margin=dict(l=60, r=10, t=40, b=40),
+        fig.update_layout(height=440, margin=dict(l=60, r=10, t=80, b=40),
                           title="green = visible / kept, red = occluded / masked out")
         sections.append(("The occlusion mask next to ground-truth visibility", [fig]))
     return sections
@@ -254,18 +313,26 @@ def table_html(doc: dict) -> str:
             for key, _, unit, _ in km:
                 d = per.get(key) or {}
                 txt = _fmt(d.get("mean_diff"), unit)
-                if d.get("ci_low") is not None:
+                if _has_ci(d):
                     txt += f" [{_fmt(d['ci_low'], unit)}, {_fmt(d['ci_high'], unit)}]"
                 cells.append(f"<td>{html.escape(txt)}</td>")
             body.append(f"<tr><th>{html.escape(row)}</th>{''.join(cells)}</tr>")
-        out.append(f"<h3>Paired difference to baseline: mean [95% CI] ({html.escape(str(doc.get('ci_method', '')))})"
-                   f"</h3><table><tr><th>row</th>{head}</tr>{''.join(body)}</table>")
+        out.append(f"<h3>Paired difference to baseline (row − baseline): {html.escape(_paired_phrase(doc))}</h3>"
+                   + (f"<p>{html.escape(str(doc.get('ci_method', '')))}</p>" if min(_pair_counts(doc) or [0])
+                      >= MIN_PAIRS_FOR_CI else "") + f"<table><tr><th>row</th>{head}</tr>{''.join(body)}</table>")
     return "\n".join(out)
 
 
 _CSS = ("body{font-family:sans-serif;margin:1.5em;max-width:1500px} table{border-collapse:collapse;font-size:13px}"
-        " td,th{border:1px solid #ccc;padding:3px 6px;text-align:right} .row{display:flex;flex-wrap:wrap;gap:8px}"
-        " .row>div{flex:1 1 420px;min-width:380px} img{max-width:100%} code{background:#f3f3f3}")
+        " td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        # a fixed grid: every column's width is known before any figure's script runs (a flex row grows its items
+        # as they render, so each figure took the width that was free at its turn, and they overlapped)
+        " .row{display:grid;gap:12px;grid-template-columns:repeat(var(--cols),minmax(0,1fr))}"
+        " .row>div{min-width:0;border:1px solid #eee} img{max-width:100%} code{background:#f3f3f3}"
+        " @media (max-width:900px){.row{grid-template-columns:minmax(0,1fr)}}")
+
+# height of one 3D panel in the report (px); the slider and buttons take ~110 px of it
+VIEW_HEIGHT = 560
 
 
 def build_report(ablation_dir, out=None) -> Path:
@@ -281,7 +348,7 @@ def build_report(ablation_dir, out=None) -> Path:
 
     def div(fig: go.Figure) -> str:
         return fig.to_html(full_html=False, include_plotlyjs=False, auto_play=False,
-                           config={"displaylogo": False})
+                           config={"displaylogo": False, "responsive": True})
 
     parts = [f"<h1>st4r_lite ablation report</h1><p>Command: <code>{html.escape(doc['command'])}</code><br>"
              f"Model: {html.escape(str(doc['model']))}; sequences: {html.escape(', '.join(doc['sequences']))}; "
@@ -290,7 +357,7 @@ def build_report(ablation_dir, out=None) -> Path:
              f"({html.escape(str(doc['hardware'].get('cpu_threads')))} threads)"
              "</p>"]
     parts += [f"<p><b>Note:</b> {html.escape(n)}</p>" for n in doc["config"].get("notes", [])]
-    parts += ["<h2>Results (mean ± std across seeds)</h2>", table_html(doc),
+    parts += [f"<h2>Results ({html.escape(_spread_phrase(doc))})</h2>", table_html(doc),
               "<p>How to read it: a difference matters only when its 95% interval excludes 0 and it is large "
               "against the spread across seeds; the oracle_mask row is an upper bound for what a better "
               "occlusion mask could give, not a method.</p>",
@@ -308,7 +375,10 @@ def build_report(ablation_dir, out=None) -> Path:
             v = {k: data[k] for k in data.files}
         parts.append(f"<h2>3D views of {html.escape(str(v['name']))} (seed {html.escape(str(doc['config']['seeds'][0]))})</h2>")
         for title, figs in view_figures(v):
-            parts.append(f"<h3>{html.escape(title)}</h3><div class='row'>"
+            for f in figs:
+                if any(isinstance(t, go.Scatter3d) for t in f.data):  # 3D panels; the mask heatmaps keep theirs
+                    f.update_layout(height=VIEW_HEIGHT)
+            parts.append(f"<h3>{html.escape(title)}</h3><div class='row' style='--cols:{len(figs)}'>"
                          + "".join(f"<div>{div(f)}</div>" for f in figs) + "</div>")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>st4r_lite ablation</title>"
             f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>"

@@ -5,8 +5,9 @@ slide per block separated by a line ``---``. Results enter through placeholders 
 the recorded result files (default: the repository's ``data/`` folder, see :func:`runtime.repo_data_dir`):
 
     {{tiny_eval}}        table: the shipped tiny checkpoint vs the static baseline  (data/tiny_eval.json)
-    {{ablation_table}}   the ablation table (data/ablation_quick/results.md)
-    {{ablation_plot}}    the ablation plot, embedded as an image (data/ablation_quick/*.png)
+    {{ablation_table}}   the ablation's summary table (the first table of data/ablation_quick/results.md)
+    {{ablation_plot}}    the ablation's bar plot, embedded as an image (data/ablation_quick/ablation_apd.png)
+    {{ablation_paired_plot}}  its paired differences to baseline (data/ablation_quick/ablation_paired.png)
     {{world_stats}}      speed and occlusion statistics of the synthetic world (data/world_stats.json)
     {{quality_ceiling}}  how far any model can beat the static baseline (data/quality_ceiling.json)
     {{provenance}}       which files the numbers came from, with the command that made each
@@ -41,7 +42,9 @@ PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
 SOURCES: dict[str, tuple[str, str]] = {
     "tiny_eval": ("tiny_eval.json", "st4r-lite heldout data/tiny.pt --json data/tiny_eval.json"),
     "ablation_table": ("ablation_quick/results.md", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
-    "ablation_plot": ("ablation_quick", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
+    "ablation_plot": ("ablation_quick/ablation_apd.png", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
+    "ablation_paired_plot": ("ablation_quick/ablation_paired.png",
+                             "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
     "world_stats": ("world_stats.json", "python -m st4r_lite.studies.world_stats --out data/world_stats.json"),
     "quality_ceiling": ("quality_ceiling.json",
                         "python -m st4r_lite.studies.ceiling --model data/tiny.pt --json data/quality_ceiling.json"),
@@ -108,17 +111,33 @@ def _tiny_eval(data_dir: Path) -> str | None:
 
 
 def _ablation_table(data_dir: Path) -> str | None:
+    """The first Markdown table of results.md (the summary; its prose and the paired table do not fit a slide)."""
     path = data_dir / SOURCES["ablation_table"][0]
-    return path.read_text().strip() if path.is_file() else None
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        return "_(no table in this file)_"
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def _png(data_dir: Path, name: str) -> str | None:
+    path = data_dir / SOURCES[name][0]
+    if not path.is_file():
+        return None
+    b64 = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<img alt="{html.escape(path.name)}" style="max-height:560px;max-width:100%;margin:0" '
+            f'src="data:image/png;base64,{b64}">')
 
 
 def _ablation_plot(data_dir: Path) -> str | None:
-    folder = data_dir / SOURCES["ablation_plot"][0]
-    pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
-    if not pngs:
-        return None
-    b64 = base64.b64encode(pngs[0].read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(pngs[0].name)}" style="max-height:520px" src="data:image/png;base64,{b64}">'
+    return _png(data_dir, "ablation_plot")
+
+
+def _ablation_paired_plot(data_dir: Path) -> str | None:
+    return _png(data_dir, "ablation_paired_plot")
 
 
 def _world_stats(data_dir: Path) -> str | None:
@@ -151,7 +170,8 @@ def _quality_ceiling(data_dir: Path) -> str | None:
 
 
 PANELS = {"tiny_eval": _tiny_eval, "ablation_table": _ablation_table, "ablation_plot": _ablation_plot,
-          "world_stats": _world_stats, "quality_ceiling": _quality_ceiling}
+          "ablation_paired_plot": _ablation_paired_plot, "world_stats": _world_stats,
+          "quality_ceiling": _quality_ceiling}
 
 
 def _provenance(data_dir: Path) -> str:
@@ -172,9 +192,9 @@ def view3d_html(seed: int = 0, frames: int = 8, height: int = 48, width: int = 7
     colors = clip.rgb[0, 0].permute(1, 2, 0).expand(frames, height, width, 3)
     fig = views.sequence_figure(clip.track_world[0], colors=colors, T_world_cam=clip.T_world_cam[0],
                                 K=clip.K[0], max_points_per_frame=3000)
-    fig.update_layout(width=900, height=520, margin=dict(l=0, r=0, t=30, b=0),
-                      title="¹X¹_t: anchor pixels over time, world frame (synthetic scene)")
-    return fig.to_html(full_html=False, include_plotlyjs=False)
+    fig.update_layout(width=900, height=540, margin=dict(l=0, r=0, t=64, b=0),
+                      title_text="¹X¹_t: anchor pixels over time, world frame (synthetic scene)")
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
 
 
 # ----------------------------------------------------------------------------------------------- building
@@ -221,7 +241,14 @@ def render_slides(source: str, language: str, data_dir: Path, view3d: str | None
 def _page(title: str, language: str, sections: list[str]) -> str:
     css = (VENDOR / "reveal.css").read_text() + "\n" + (VENDOR / "white.css").read_text()
     js = (VENDOR / "reveal.js").read_text() + "\n" + (VENDOR / "markdown.js").read_text()
-    extra_css = ".reveal table{font-size:0.55em} .reveal{font-family:'Source Sans Pro',Helvetica,Arial,sans-serif}"
+    # Sizes that fit the 1100 x 700 slide (tests/test_slides_fit.py renders every slide and checks it)
+    extra_css = (".reveal{font-family:'Source Sans Pro',Helvetica,Arial,sans-serif;font-size:30px}"
+                 " .reveal h1{font-size:1.7em} .reveal h2{font-size:1.3em} .reveal h3{font-size:1.1em}"
+                 " .reveal h1,.reveal h2,.reveal h3{text-transform:none;margin-bottom:0.4em}"
+                 " .reveal table{font-size:0.55em} .reveal table:not(:has(tr:nth-child(7))){font-size:0.75em}"
+                 " .reveal table th,.reveal table td{padding:0.12em 0.45em}"
+                 " .reveal table code{font-size:0.95em;word-break:break-word;white-space:normal}"
+                 " .reveal .plotly-graph-div{margin:0 auto}")
     return "\n".join([
         "<!doctype html>", f'<html lang="{language}"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>",

@@ -34,7 +34,7 @@ def test_decks_build_offline_with_the_current_results(tmp_path, monkeypatch):
         assert not re.search(r"""(src|href)=["']https?://""", page)
         assert "@import" not in page
         assert set(deck.filled) >= {"ablation_table", "tiny_eval", "provenance"}
-        assert "ablation_plot" in deck.missing and "world_stats" in deck.missing
+        assert "ablation_paired_plot" in deck.missing and "world_stats" in deck.missing
     assert (tmp_path / "out" / "plotly.min.js").stat().st_size > 1_000_000
     vi = decks[1].path.read_text(encoding="utf-8")
     assert "Mục tiêu" in vi and "chưa có kết quả" in vi
@@ -85,3 +85,29 @@ def test_quality_ceiling_panel_shows_every_row_and_the_model(tmp_path):
     assert "8 frames" in table and "16 frames" in table
     assert "100.0 / 70.0 (gap +30.0)" in table and "60.0 / 38.0 (gap +22.0)" in table
     assert "20.8 / 20.0 (gap +0.8)" in table and "0.38" in table
+
+
+def test_paired_slide_shows_the_paired_plot_and_the_table_slide_only_the_summary(tmp_path):
+    data = tmp_path / "data"
+    (data / "ablation_quick").mkdir(parents=True)
+    (data / "ablation_quick" / "ablation_apd.png").write_bytes(b"BARS")
+    (data / "ablation_quick" / "ablation_paired.png").write_bytes(b"PAIRS")
+    (data / "ablation_quick" / "results.md").write_text(
+        "Long prose that does not fit.\n\n| row | APD |\n|---|---|\n| none | 1.0 |\n\nPaired:\n\n| row | d |\n|---|---|\n")
+    assert "UEFJUlM=" in slides.PANELS["ablation_paired_plot"](data)          # base64 of b"PAIRS"
+    assert "QkFSUw==" in slides.PANELS["ablation_plot"](data)                 # base64 of b"BARS"
+    assert slides.PANELS["ablation_table"](data) == "| row | APD |\n|---|---|\n| none | 1.0 |"
+    for lang in slides.LANGUAGES:
+        deck = (slides.Path(slides.__file__).resolve().parents[1] / "slides" / f"deck.{lang}.md").read_text()
+        block = next(b for b in slides.SLIDE_SEPARATOR.split(deck) if "{{ablation_paired_plot}}" in b)
+        assert "paired" in block.lower() or "theo cặp" in block
+
+
+def test_vi_deck_has_no_english_only_lines():
+    root = slides.Path(slides.__file__).resolve().parents[1] / "slides"
+    en = set((root / "deck.en.md").read_text(encoding="utf-8").splitlines())
+    vi = (root / "deck.vi.md").read_text(encoding="utf-8").splitlines()
+    # lines allowed to be identical: separators, placeholders, names, citations and commands
+    same = [line for line in vi if line in en and line.strip() and not re.fullmatch(
+        r"---|\|[-|]+\||\{\{\s*\w+\s*\}\}|::view3d::|- `.*|- \w+ et al\., .*|Feng, Zhang, .*", line.strip())]
+    assert not same, same

@@ -42,7 +42,6 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./st4r_lite_repo"], check=True)
     os.environ["ST4R_DATA"] = os.path.abspath("st4r_lite_repo/data")  # the shipped checkpoint and results
 
-import plotly.io as pio
 import torch
 
 from st4r_lite.geometry import pinhole as geometry
@@ -52,7 +51,7 @@ from st4r_lite.runtime import pick_device, quick_mode
 
 QUICK = quick_mode()
 device = pick_device()
-pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
+views.use_notebook_renderer()   # figures show in JupyterLab, Colab and exported HTML
 print(f"quick mode: {QUICK}, device: {device}")
 
 # %% [markdown]

@@ -50,7 +50,6 @@ from pathlib import Path
 
 import plotly.express as px
 import plotly.graph_objects as go
-import plotly.io as pio
 import torch
 
 from st4r_lite.geometry import pinhole as geometry
@@ -64,7 +63,7 @@ from st4r_lite.world.scene import DOMAIN_CONFIGS, camera_poses, sample_scene
 from st4r_lite.world.textures import FAMILIES, sample_material, shade_albedo, stack_materials
 
 QUICK = quick_mode()
-pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
+views.use_notebook_renderer()   # figures show in JupyterLab, Colab and exported HTML
 FRAMES = 8 if QUICK else 16
 H, W = 64, 96
 print(f"quick mode: {QUICK}; clips of {FRAMES} frames at {H}x{W}")

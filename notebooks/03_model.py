@@ -44,10 +44,10 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
     os.environ["ST4R_DATA"] = os.path.abspath("st4r_lite_repo/data")  # the shipped checkpoint and results
 
 import plotly.graph_objects as go
-import plotly.io as pio
 import torch
 from einops import rearrange
 
+from st4r_lite.app import views
 from st4r_lite.model.blocks import RoPE2D, patch_positions
 from st4r_lite.model.config import PRESETS
 from st4r_lite.model.heads import pointmap_activation
@@ -56,7 +56,7 @@ from st4r_lite.runtime import pick_device, quick_mode
 
 QUICK = quick_mode()
 device = pick_device()
-pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
+views.use_notebook_renderer()   # figures show in JupyterLab, Colab and exported HTML
 print(f"quick mode: {QUICK}, device: {device}")
 
 # %% [markdown]

@@ -49,7 +49,6 @@ import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
-import plotly.io as pio
 import torch
 from einops import rearrange
 from plotly.subplots import make_subplots
@@ -65,7 +64,7 @@ from st4r_lite.train.loop import TrainConfig, clip_pairs, pretrain
 
 QUICK = quick_mode()
 device = pick_device()
-pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
+views.use_notebook_renderer()   # figures show in JupyterLab, Colab and exported HTML
 print(f"quick mode: {QUICK}, device: {device}")
 
 # %% [markdown]

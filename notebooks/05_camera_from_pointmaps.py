@@ -43,7 +43,6 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
 
 import time
 
-import plotly.io as pio
 import roma
 import torch
 
@@ -55,7 +54,7 @@ from st4r_lite.world import render as world
 from st4r_lite.runtime import quick_mode
 
 QUICK = quick_mode()
-pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
+views.use_notebook_renderer()   # figures show in JupyterLab, Colab and exported HTML
 print(f"quick mode: {QUICK}")
 
 # %% [markdown]

@@ -45,12 +45,13 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
 
 import json
 import math
+from pathlib import Path
 
 import plotly.graph_objects as go
-import plotly.io as pio
 import torch
 from plotly.subplots import make_subplots
 
+from st4r_lite.app import views
 from st4r_lite.adapt import loop as adapt
 from st4r_lite.adapt import losses, occlusion
 from st4r_lite.adapt.config import AdaptConfig
@@ -64,7 +65,7 @@ from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
 device = pick_device()
-pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
+views.use_notebook_renderer()   # figures show in JupyterLab, Colab and exported HTML
 print(f"quick mode: {QUICK}, device: {device}")
 
 # %% [markdown]
@@ -229,18 +230,24 @@ fig.show()
 #   \text{ (Gaussian)},$$
 #
 # minimised at σ² = ρ(r): a point the network cannot fit gets a large σ², so its residual weighs 1/σ², and
-# log σ² charges for every unit of doubt. Below, ℓ over log σ² for three residuals: each minimum sits at
-# log ρ(r). The robust losses use **both**: only m = 1 entries, each weighted by its σ².
+# log σ² charges for every unit of doubt. Below, ℓ over log σ² for three residuals (Laplace ρ(r) = r), each
+# shifted by its minimum value so that all three fit one axis: each minimum sits on its dot at log σ² = log ρ(r),
+# so a larger residual gets a larger σ². The robust losses use **both**: only m = 1 entries, each weighted by its σ².
 
 # %%
-log_s2 = torch.linspace(-3, 5, 81, requires_grad=True)
+log_s2 = torch.linspace(-3, 5, 81)
 fig = go.Figure()
-for r in (0.5, 3.0, 20.0):
-    loss = occlusion.robust_penalty(torch.tensor(r), "laplace") * torch.exp(-log_s2) + log_s2
-    fig.add_trace(go.Scatter(x=log_s2.detach(), y=loss.detach(), name=f"r = {r} px"))
+for r, color in zip((0.5, 3.0, 20.0), ("#1f77b4", "#ff7f0e", "#2ca02c")):
+    rho = occlusion.robust_penalty(torch.tensor(r), "laplace")
+    loss = rho * torch.exp(-log_s2) + log_s2
     best = float(log_s2[loss.argmin()])
     assert abs(best - math.log(r)) < 0.11, (r, best)
-fig.update_layout(height=280, xaxis_title="log σ²", yaxis_title="ρ(r)/σ² + log σ²", margin=dict(t=10, b=40))
+    fig.add_trace(go.Scatter(x=log_s2, y=loss - loss.min(), name=f"r = {r} px",
+                             line=dict(color=color), legendgroup=str(r)))
+    fig.add_trace(go.Scatter(x=[math.log(float(rho))], y=[0.0], mode="markers", marker=dict(color=color, size=10),
+                             legendgroup=str(r), showlegend=False, hovertext=f"log ρ({r}) = {math.log(float(rho)):.2f}"))
+fig.update_layout(height=300, xaxis_title="log σ²", yaxis_title="ℓ − min ℓ", yaxis_range=[-0.2, 5],
+                  margin=dict(t=10, b=40))
 fig.show()
 
 # %% [markdown]
@@ -268,10 +275,11 @@ fig = go.Figure(go.Table(header=dict(values=header), cells=dict(values=list(zip(
 fig.update_layout(height=150, margin=dict(l=0, r=0, t=0, b=0))
 fig.show()
 fig = make_subplots(1, 2, subplot_titles=["L_traj (baseline: px RMSE; robust: σ²-NLL)", "fraction of labels used"])
-for v in ("baseline", "robust"):
+for v, color in (("baseline", "#1f77b4"), ("robust", "#d62728")):   # one colour per variant in both panels
     log = results[v].loss_log
-    fig.add_trace(go.Scatter(y=[r["traj"] for r in log], name=v), 1, 1)
-    fig.add_trace(go.Scatter(y=[r["used"] for r in log], name=v, showlegend=False), 1, 2)
+    fig.add_trace(go.Scatter(y=[r["traj"] for r in log], name=v, line=dict(color=color), legendgroup=v), 1, 1)
+    fig.add_trace(go.Scatter(y=[r["used"] for r in log], name=v, line=dict(color=color), legendgroup=v,
+                             showlegend=False), 1, 2)
 fig.update_layout(height=260, margin=dict(t=30, b=20))
 fig.show()
 
@@ -285,7 +293,8 @@ fig.show()
 recorded = repo_data_dir() / "adapt_variants_quick.json"
 if recorded.is_file():
     doc = json.loads(recorded.read_text())
-    print("command:", doc["settings"].get("command", "?"), "| checkpoint:", doc["settings"].get("checkpoint", "?"))
+    print("command:", doc["settings"].get("command", "?"), "| checkpoint:",
+          Path(str(doc["settings"].get("checkpoint", "?"))).name)   # the file's name, not a machine's path
     print(doc["table"])
     print("\nocclusion mask of the unadapted model vs ground-truth visibility (mean over the clips):")
     for label, q in doc.get("mask_tau_sweep", {}).items():

@@ -47,7 +47,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import plotly.io as pio
 import roma
 import torch
 from IPython.display import Image, Markdown, display
@@ -67,7 +66,7 @@ from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
 device = pick_device()
-pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
+views.use_notebook_renderer()   # figures show in JupyterLab, Colab and exported HTML
 work = Path(tempfile.mkdtemp(prefix="st4r-07-"))
 print(f"quick mode: {QUICK}, device: {device}, scratch folder: {work}")
 
@@ -166,7 +165,7 @@ assert eval_metrics.occlusion_metrics(exact[1:], seq.gt_visible[1:]).accuracy > 
 # %%
 ckpt = repo_data_dir() / "tiny.pt"
 model = load_model(ckpt) if ckpt.is_file() else build_model("tiny", seed=0)
-print("model:", ckpt if ckpt.is_file() else "fresh tiny model (data/tiny.pt not found: numbers are an untrained net's)")
+print("model:", "data/" + ckpt.name if ckpt.is_file() else "fresh tiny model (data/tiny.pt not found: numbers are an untrained net's)")
 pred = evaluate.predict_model(model.float().eval(), seq)
 rows = {"St4RTrack (no adaptation)": pred, "static": baselines.static_prediction(pred, seq),
         "combinational": baselines.combinational_prediction(seq, pred, tracker="sim", depth="sim")}
@@ -230,7 +229,7 @@ sections[0][1][0].show()            # ground-truth trails over time
 sections[0][1][-1].show()           # after adaptation
 sections[-1][1][0].show()           # occlusion mask vs ground-truth visibility
 html_path = report.build_report(work / "ablation", work / "report.html")
-print(f"report: {html_path} ({html_path.stat().st_size / 1e6:.1f} MB, self-contained)")
+print(f"report: {html_path.name} ({html_path.stat().st_size / 1e6:.1f} MB, self-contained)")
 assert views.MAX_POINTS_PER_FRAME >= 3000
 
 # %% [markdown]

@@ -44,7 +44,6 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
 import tempfile
 from pathlib import Path
 
-import plotly.io as pio
 import torch
 
 from st4r_lite.geometry import pinhole as geometry
@@ -58,9 +57,9 @@ from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
 device = pick_device()
-pio.renderers.default = "colab" if "google.colab" in sys.modules else pio.renderers.default
+views.use_notebook_renderer()   # figures show in JupyterLab, Colab and exported HTML
 WORK = Path(tempfile.mkdtemp(prefix="st4r_video_"))
-print(f"quick mode: {QUICK}, device: {device}, outputs in {WORK}")
+print(f"quick mode: {QUICK}, device: {device}, outputs in a temporary folder (WORK)")
 
 # %% [markdown]
 # ## 1. Pick a video
@@ -83,7 +82,7 @@ if video_path is None:
     frames = 10 if QUICK else 24
     clip = world.generate_clips(1, frames=frames, height=90, width=150, domain="wild", seed=7)
     video_path = V.write_video(WORK / "synthetic.mp4", clip.rgb[0], fps=10)
-print("video:", video_path, "| size, fps:", V.probe(video_path))
+print("video:", video_path.name, "| size, fps:", V.probe(video_path))
 
 # %% [markdown]
 # ## 2. From the video's frames to the network's input, without distortion

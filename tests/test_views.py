@@ -258,3 +258,18 @@ def test_sequence_figure_legend_swatches_and_controls_do_not_clash():
     assert (menu.x, menu.yanchor, slider.x, slider.len, slider.yanchor) == (0.0, "top", 0.0, 1.0, "top")
     assert slider.pad.t > menu.pad.t + 30
     assert fig.layout.legend.x == 0.0 and fig.layout.legend.y == 1.0   # top left, away from the modebar
+
+
+def test_use_notebook_renderer_keeps_an_html_twin_offline(monkeypatch):
+    import sys
+
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)   # restored after the test
+    assert views.use_notebook_renderer() == "plotly_mimetype+notebook"
+    bundle = pio.renderers._build_mime_bundle(go.Figure(go.Scatter(y=[1, 2])).to_dict())
+    assert "application/vnd.plotly.v1+json" in bundle and "text/html" in bundle   # JupyterLab + nbconvert HTML
+    assert "cdn.plot.ly" not in bundle["text/html"]
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert views.use_notebook_renderer() == "colab" and pio.renderers.default == "colab"

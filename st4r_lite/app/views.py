@@ -13,10 +13,12 @@ y pointing down, like the anchor camera (the world frame).
 from __future__ import annotations
 
 import colorsys
+import sys
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 
 from st4r_lite.geometry import pinhole as geometry
@@ -24,7 +26,7 @@ from st4r_lite.runtime import atomic_write
 
 __all__ = [
     "MAX_POINTS_PER_FRAME", "pointmap_figure", "sequence_figure", "track_trails_figure",
-    "camera_frustum_lines", "add_camera_frustums", "write_html",
+    "camera_frustum_lines", "add_camera_frustums", "write_html", "use_notebook_renderer",
 ]
 
 MAX_POINTS_PER_FRAME = 50_000  # beyond this a browser animates 3D scatter plots sluggishly
@@ -347,3 +349,17 @@ def write_html(fig: go.Figure, path) -> Path:
     with atomic_write(path, "wb") as handle:
         handle.write(html.encode("utf-8"))
     return path
+
+
+def use_notebook_renderer() -> str:
+    """Set Plotly's default renderer so figures show in JupyterLab, Colab and exported HTML; returns its name.
+
+    Outside Colab: ``"plotly_mimetype+notebook"``: each figure carries the Plotly mimetype (JupyterLab and VS Code
+    draw it) and an HTML twin that ``jupyter nbconvert --to html`` keeps; the first figure's output embeds
+    plotly.js once, so the exported page opens offline (the default renderer emits only the mimetype, which an
+    HTML export drops, so the figures vanished). In Colab (every output is its own sandboxed frame, so
+    plotly.js must come with each figure; Colab is online anyway): ``"colab"``. Call it once, after imports.
+    """
+    name = "colab" if "google.colab" in sys.modules else "plotly_mimetype+notebook"
+    pio.renderers.default = name
+    return name

@@ -51,7 +51,8 @@ from st4r_lite.app import views
 from st4r_lite.model.blocks import RoPE2D, patch_positions
 from st4r_lite.model.config import PRESETS
 from st4r_lite.model.heads import pointmap_activation
-from st4r_lite.model.network import build_model, count_parameters, predict_video
+from st4r_lite.model.network import build_model, count_parameters
+from st4r_lite.model.pairs import predict_video
 from st4r_lite.runtime import pick_device, quick_mode
 
 QUICK = quick_mode()

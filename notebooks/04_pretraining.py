@@ -80,8 +80,8 @@ print(f"quick mode: {QUICK}, device: {device}")
 # %%
 H, W = 64, 96
 clip = world.generate_clips(1, frames=4, height=H, width=W, seed=7)
-anchor, others, targets = clip_pairs(clip)
-print("anchor", tuple(anchor.shape), " others", tuple(others.shape), " track target", tuple(targets.track.shape))
+frames, targets = clip_pairs(clip)
+print("frames (anchor = frame 0)", tuple(frames.shape), " track target", tuple(targets.track.shape))
 assert torch.allclose(targets.track[0], targets.recon[0]), "pair (0, 0): track = recon"
 moved = (targets.track[3] - targets.track[0]).norm(dim=-1)
 print(f"dynamic anchor pixels: {targets.dynamic[0].float().mean():.1%}; their mean motion by frame 3: "
@@ -210,7 +210,7 @@ fig.show()
 
 # %%
 from st4r_lite.model.checkpoint import load_model  # noqa: E402
-from st4r_lite.model.network import predict_video  # noqa: E402
+from st4r_lite.model.pairs import predict_video  # noqa: E402
 
 ckpt = repo_data_dir() / "tiny.pt"
 if ckpt.is_file():

@@ -143,7 +143,7 @@ assert rms[-1] < 1e-4 < 1 < rms[0]  # float32 pointmaps: ~1e-6 px floor
 
 # %% [markdown]
 # ## 4. All frames at once, and robustness
-# `camera.solve_cameras` does everything: focal from frame 0, then RANSAC + LM for every frame (batched).
+# `camera.cameras_for_video` does everything: focal from frame 0, then RANSAC + LM for every frame (batched).
 # We corrupt the pointmaps like a network would: 0.5 px of noise on every point, and 30 % of the points
 # replaced by points of other pixels (gross outliers). The reference is the **oracle**: least squares on the
 # true inliers only — the best any solver can do at this noise.
@@ -166,8 +166,8 @@ for i in range(T):
 noisy, is_out = noisy.view(T, H, W, 3), is_out.view(T, H, W)
 
 start = time.perf_counter()
-clean_sol = camera.solve_cameras(recon)
-noisy_sol = camera.solve_cameras(noisy, focal=float(clean_sol.focal))
+clean_sol = camera.cameras_for_video(recon)
+noisy_sol = camera.cameras_for_video(noisy, focal=float(clean_sol.focal))
 elapsed = time.perf_counter() - start
 oracle = camera.solve_poses(noisy, clean_sol.K, valid=~is_out, robust=None)
 # plain least squares on all points (no inlier selection, no robust loss), started at the robust answer

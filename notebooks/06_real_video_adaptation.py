@@ -56,9 +56,10 @@ from st4r_lite.adapt import loop as adapt
 from st4r_lite.adapt import losses, occlusion
 from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.world import render as world
-from st4r_lite.model.checkpoint import load_model
+from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score
 from st4r_lite.geometry.pinhole import project, transform_points
-from st4r_lite.model.network import build_model
+from st4r_lite.model import resolve
+from st4r_lite.model.pairs import predict_video
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
@@ -79,7 +80,7 @@ print(f"quick mode: {QUICK}, device: {device}")
 
 # %%
 clip = world.generate_clips(1, frames=16, height=64, width=96, domain="wild", seed=600_000)
-vid = adapt.AdaptVideo.from_clip(clip, 0)
+vid = VideoWithTruth.from_clip(clip, 0)
 queries = vid.queries(stride=4)
 T, H, W = vid.video.shape[0], vid.video.shape[2], vid.video.shape[3]
 gt_2d, gt_vis = vid.gt.tracks_2d(queries)          # (T, N, 2) and (T, N): for *measuring* only
@@ -128,17 +129,12 @@ assert err[1:][gt_vis[1:]].nanmean() < err[1:][~gt_vis[1:]].nanmean(), "occluded
 # little, the code path is the same).
 
 # %%
-ckpt = repo_data_dir() / "tiny.pt"
-if ckpt.is_file():
-    model, source = load_model(ckpt, device=device).float().eval(), f"shipped {ckpt.name}"
-else:
-    model, source = build_model("tiny", device=device), "a fresh untrained tiny model (data/tiny.pt not found)"
-print("model:", source)
+model = resolve.load(None, device)           # data/tiny.pt; an untrained tiny model (said) when it is missing
+print("model:", resolve.describe(None))
 
 cfg = AdaptConfig(variant="baseline")
-runner = adapt.PairRunner(model, vid.video)
+out = predict_video(model, vid.video * 2 - 1)                  # PairOutput, B = T pairs (0, j)
 with torch.no_grad():
-    out = runner()                                              # PairOutput, B = T pairs (0, j)
     K, T_world_cam, status = adapt.cameras_from_prediction(out, cfg, 0, False)
 print(f"f = {float(K[0, 0]):.1f} px (true {float(vid.gt.K[0, 0]):.1f}); camera status: {status.count('ok')}/{T} ok")
 
@@ -254,14 +250,14 @@ fig.show()
 # ## 6. A short adaptation: baseline against the proposal
 #
 # `adapt.adapt_video` adapts a copy of the model (by default the tracking branch: decoder stack 1, head 1 and
-# its σ² head; the encoder is frozen) for a few steps with the simulated pseudo-labels, then evaluates the
-# tracks in the world frame (APD in %, EPE in m after median scaling, DESIGN §7). Each step uses pair (0, 0)
+# its σ² head; the encoder is frozen) for a few steps with the simulated pseudo-labels; it never sees the ground
+# truth. `eval.adaptation.adapt_and_score` runs it and then scores the tracks in the world frame (APD in %, EPE in m after median scaling, DESIGN §7). Each step uses pair (0, 0)
 # and 7 other random pairs. Quick mode runs 3 steps: it shows the mechanics, not the effect. `data/adapt_variants_quick.json` holds the
 # recorded comparison of every variant on 4 wild clips (below).
 
 # %%
 steps = 3 if QUICK else 15        # 15 steps, lr 3e-5, 8 pairs per step: the recorded settings (AdaptConfig)
-results = {v: adapt.adapt_video(model, vid, sim, AdaptConfig(variant=v, steps=steps))
+results = {v: adapt_and_score(model, vid, sim, AdaptConfig(variant=v, steps=steps))
            for v in ("none", "baseline", "robust")}
 rows = []
 for v, res in results.items():

@@ -60,8 +60,7 @@ from st4r_lite.studies import report
 from st4r_lite.app import views
 from st4r_lite.world import render as world
 from st4r_lite.world import benchmarks, worldtrack
-from st4r_lite.model.checkpoint import load_model
-from st4r_lite.model.network import build_model
+from st4r_lite.model import resolve
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
@@ -163,10 +162,9 @@ assert eval_metrics.occlusion_metrics(exact[1:], seq.gt_visible[1:]).accuracy > 
 # simulated tracker and simulated mono-depth, scale-matched per frame to the model's recon depth.
 
 # %%
-ckpt = repo_data_dir() / "tiny.pt"
-model = load_model(ckpt) if ckpt.is_file() else build_model("tiny", seed=0)
-print("model:", "data/" + ckpt.name if ckpt.is_file() else "fresh tiny model (data/tiny.pt not found: numbers are an untrained net's)")
-pred = evaluate.predict_model(model.float().eval(), seq)
+model = resolve.load(None)      # data/tiny.pt, or (said) an untrained tiny model when it is missing
+print("model:", resolve.describe(None))
+pred = evaluate.predict_model(model, seq)
 rows = {"St4RTrack (no adaptation)": pred, "static": baselines.static_prediction(pred, seq),
         "combinational": baselines.combinational_prediction(seq, pred, tracker="sim", depth="sim")}
 lines = ["| method | APD % | EPE m | APD dyn % | recon APD % | AbsRel | ATE m |", "|---|---|---|---|---|---|---|"]

@@ -53,6 +53,7 @@ from st4r_lite.app import views
 from st4r_lite.world import render as world
 from st4r_lite.app import frames as FT
 from st4r_lite.app import video as V
+from st4r_lite.model import resolve
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 
 QUICK = quick_mode()
@@ -124,8 +125,7 @@ px.imshow(first.numpy(), title=f"frame 0 at network size {tuple(first.shape[:2])
 # atomically.
 
 # %%
-ckpt = repo_data_dir() / "tiny.pt"
-model = run.load_run_model(ckpt if ckpt.is_file() else "fresh:tiny", device)
+model = resolve.load(None, device)   # data/tiny.pt; an untrained tiny model (said) when it is missing
 res = run.run_video(vid, model, WORK / "run", chunk=4)
 print("camera status:", res.camera_status)
 print("focal: %.1f px on the network image = %.1f px in the original video" % (res.K_net[0, 0], res.K_orig[0, 0]))
@@ -178,19 +178,14 @@ if clip is not None:
 # classical ones and the run says so. The command line: `st4r-lite run ... --adapt robust`.
 
 # %%
-try:
-    adapted = run.run_video(vid, model, WORK / "run_adapted", adapt="robust", adapt_steps=3 if QUICK else 30,
-                            view=False)
-except ValueError as err:  # st4r_lite.adapt.loop is missing from this installation
-    adapted = None
-    print("adaptation not available:", err)
-if adapted is not None:
-    moved = (adapted.track - res.track).norm(dim=-1).mean()
-    print(f"mean change of the track maps: {float(moved):.4f} (model units)")
-    if clip is not None:
-        after = track_scores(adapted.track[:, v, u])
-        print(f"EPE before {before.epe:.3f} m -> after {after.epe:.3f} m; APD {before.apd:.1f} -> {after.apd:.1f}")
-    assert torch.isfinite(adapted.track).all()
+adapted = run.run_video(vid, model, WORK / "run_adapted", adapt="robust", adapt_steps=3 if QUICK else 30,
+                        view=False)         # the adapted network predicts every pair again
+moved = (adapted.track - res.track).norm(dim=-1).mean()
+print(f"mean change of the track maps: {float(moved):.4f} (model units)")
+if clip is not None:
+    after = track_scores(adapted.track[:, v, u])
+    print(f"EPE before {before.epe:.3f} m -> after {after.epe:.3f} m; APD {before.apd:.1f} -> {after.apd:.1f}")
+assert torch.isfinite(adapted.track).all()
 
 # %% [markdown]
 # ## 7. Long videos

@@ -22,9 +22,8 @@ from pathlib import Path
 from st4r_lite.app import sequence_view
 from st4r_lite.eval import evaluate
 from st4r_lite.eval.baselines import static_prediction
-from st4r_lite.model.checkpoint import load_model
-from st4r_lite.model.network import build_model
-from st4r_lite.runtime import check_output_folder, removed_on_failure, repo_data_dir
+from st4r_lite.model import resolve
+from st4r_lite.runtime import check_output_folder, removed_on_failure
 from st4r_lite.studies import ablation, report
 from st4r_lite.world import benchmarks
 
@@ -53,16 +52,8 @@ def _run_demo(out: Path, *, seed: int, full: bool, checkpoint: str | Path | None
     written["scene"] = sequence_view.write_sequence_html(out / "scene.html", npz=paths[0])
     print(f"      {len(paths)} sequences in {out / 'benchmark'}; 3D view: {written['scene']}", flush=True)
 
-    ckpt = Path(checkpoint) if checkpoint else repo_data_dir() / "tiny.pt"
-    _step(2, n, f"evaluating the checkpoint {ckpt} on the 'pretrain' sequences")
-    if ckpt.is_file():
-        model = load_model(ckpt).float().eval()
-    elif checkpoint:
-        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} does not exist")
-    else:
-        print(f"      WARNING: {ckpt} is missing; falling back to an UNTRAINED tiny model (numbers are meaningless)."
-              " Make it with the command in README.md (st4r-lite pretrain ... && st4r-lite export ...).")
-        model = build_model("tiny", seed=seed).eval()
+    _step(2, n, f"evaluating the model {resolve.describe(checkpoint)} on the 'pretrain' sequences")
+    model = resolve.load(checkpoint, log=lambda s: print(f"      {s}", flush=True))
     seqs = [s.grid_subset(4) for s in evaluate.load_sequences(out / "benchmark")
             if "pretrain" in s.name]
     results = evaluate.evaluate_model(model, seqs, alignments=("median",))
@@ -76,7 +67,7 @@ def _run_demo(out: Path, *, seed: int, full: bool, checkpoint: str | Path | None
     cfg = ablation.AblationConfig(
         benchmark="worldtrack-lite", domain="wild", max_seqs=None if full else 2,
         seeds=(0, 1, 2) if full else (seed,), steps=30 if full else 10,
-        checkpoint=str(ckpt) if ckpt.is_file() else None)
+        checkpoint=None if checkpoint is None else str(checkpoint))
     doc = ablation.run_ablation(cfg, out / "ablation", progress=lambda s: print("      " + s, flush=True))
     written["ablation"] = out / "ablation"
     print(ablation.markdown_table(doc), flush=True)

@@ -20,6 +20,7 @@ from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import PseudoLabels
 from st4r_lite.adapt.sim_labels import SimDepthConfig, SimTrackerConfig
 from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score, oracle_inputs
 from st4r_lite.model.network import build_model
 from st4r_lite.runtime import repo_data_dir
 from st4r_lite.world import render as world
@@ -30,7 +31,7 @@ from st4r_lite.world import render as world
 def small_clip():
     """A 4-frame 32x48 wild clip (tiny enough for many adaptation runs)."""
     clip = world.generate_clips(1, frames=4, height=32, width=48, domain="wild", seed=600_000)
-    return AdaptVideo.from_clip(clip, 0)
+    return VideoWithTruth.from_clip(clip, 0)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_mask_quality_hand_case():
 def test_mask_on_ground_truth_geometry_matches_visibility():
     """The proposal's mask computed from exact pointmaps and cameras agrees with the world's visibility."""
     clip = world.generate_clips(1, frames=4, height=32, width=48, domain="wild", seed=600_001)
-    gt = AdaptVideo.from_clip(clip, 0).gt
+    gt = VideoWithTruth.from_clip(clip, 0).gt
     T_cw = torch.linalg.inv(gt.T_world_cam)
     from st4r_lite.geometry.pinhole import project, transform_points
     cam = transform_points(T_cw, gt.track_world.reshape(4, -1, 3))
@@ -149,7 +150,7 @@ def test_mask_on_ground_truth_geometry_matches_visibility():
 # ------------------------------------------------------------------------------------------- the loop
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_runs_and_is_finite(variant, small_clip, small_labels, fresh_model):
-    res = adapt_video(fresh_model, small_clip, small_labels, AdaptConfig(variant=variant, **QUICK))
+    res = adapt_and_score(fresh_model, small_clip, small_labels, AdaptConfig(variant=variant, **QUICK))
     T, H, W = 4, 32, 48
     assert res.track.shape == (T, H, W, 3) and res.recon.shape == (T, H, W, 3)
     assert res.T_world_cam.shape == (T, 4, 4) and res.K.shape == (3, 3)
@@ -201,11 +202,28 @@ def test_deterministic_with_seed(pairs, small_clip, small_labels, fresh_model):
 
 
 def test_ground_truth_cameras_diagnostic(small_clip, small_labels, fresh_model):
-    res = adapt_video(fresh_model, small_clip, small_labels, AdaptConfig(variant="baseline", cameras="gt", **QUICK))
+    res = adapt_and_score(fresh_model, small_clip, small_labels,
+                          AdaptConfig(variant="baseline", cameras="gt", **QUICK))
     assert all(math.isfinite(r["total"]) for r in res.loss_log)
-    with pytest.raises(ValueError, match="ground truth"):
+    with pytest.raises(ValueError, match="true cameras"):
         adapt_video(fresh_model, AdaptVideo("x", small_clip.video), small_labels,
                     AdaptConfig(variant="baseline", cameras="gt", **QUICK))
+
+
+def test_the_loop_takes_ground_truth_only_as_explicit_inputs(small_clip, small_labels, fresh_model):
+    """adapt.loop knows no ground truth: the oracle's visibility is an argument, and scores come from eval."""
+    import inspect
+
+    source = inspect.getsource(adapt)
+    assert "sim_labels" not in source and "GroundTruthVideo" not in source and "tracking_metrics" not in source
+    cfg = AdaptConfig(variant="oracle_mask", **QUICK)
+    inputs = oracle_inputs(small_clip.gt, small_labels, cfg)
+    plain = adapt_video(fresh_model, AdaptVideo("x", small_clip.video), small_labels, cfg,
+                        oracle_visible=inputs["oracle_visible"])
+    scored = adapt_and_score(fresh_model, small_clip, small_labels, cfg)
+    assert torch.equal(plain.track, scored.track) and set(plain.metrics) == {"final_loss", "camera_status"}
+    assert {"tracking", "mask", "pseudo_valid", "used"} <= set(scored.metrics)
+    assert not (plain.used & ~inputs["oracle_visible"]).any()   # the oracle keeps only truly visible labels
 
 
 def _trained_or_fresh():
@@ -221,14 +239,14 @@ def test_perfect_pseudo_labels_do_not_hurt():
     tracking worse (data/tiny.pt when shipped; a fresh model otherwise, where only the loss is checked)."""
     model, trained = _trained_or_fresh()
     clip = world.generate_clips(1, frames=6, height=64, width=96, domain="wild", seed=600_002)
-    vid = AdaptVideo.from_clip(clip, 0)
+    vid = VideoWithTruth.from_clip(clip, 0)
     exact_depth = SimDepthConfig(edge_sigma_px=0.0, warp_strength=0.0, noise_rel=0.0)
     provider = make_provider("sim", "sim", ground_truth=vid.gt, sim_tracker_config=SimTrackerConfig.perfect(),
                              sim_depth_config=exact_depth)
     labels = provider(vid.video, vid.queries(4))
     cfg = AdaptConfig(variant="baseline", steps=8, lr=5e-5, pose_hypotheses=32)
-    before = adapt_video(model, vid, labels, replace(cfg, variant="none"))
-    after = adapt_video(model, vid, labels, cfg)
+    before = adapt_and_score(model, vid, labels, replace(cfg, variant="none"))
+    after = adapt_and_score(model, vid, labels, cfg)
     assert after.metrics["final_loss"]["total"] < before.metrics["final_loss"]["total"]
     if trained:
         b, a = before.metrics["tracking"]["median"], after.metrics["tracking"]["median"]
@@ -288,11 +306,11 @@ def test_worldtrack_npz_input(tmp_path, fresh_model):
 
     path = benchmarks.write_benchmark(tmp_path, domain="wild", num_seqs=1, frames=3, height=32, width=48,
                                       seed=600_000)[0]
-    vid = AdaptVideo.from_npz(path)
+    vid = VideoWithTruth.from_npz(path)
     assert vid.video.shape == (3, 3, 32, 48) and 0 <= float(vid.video.min()) and float(vid.video.max()) <= 1
     assert not vid.gt.dense and vid.queries().shape == (32 * 48, 2)      # every anchor pixel is a query
     labels = make_provider("sim", "sim", ground_truth=vid.gt)(vid.video, vid.queries())
-    res = adapt_video(fresh_model, vid, labels, AdaptConfig(variant="oracle_mask", steps=1, pose_hypotheses=16))
+    res = adapt_and_score(fresh_model, vid, labels, AdaptConfig(variant="oracle_mask", steps=1, pose_hypotheses=16))
     assert math.isfinite(res.metrics["tracking"]["median"]["epe"]) and res.metrics["mask"]["gt_visible_fraction"] > 0
 
 

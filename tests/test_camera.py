@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -10,8 +11,8 @@ import torch
 from st4r_lite.geometry import pnp
 from st4r_lite.geometry.camera import (
     STATUSES,
+    cameras_for_video,
     focal_from_anchor,
-    solve_cameras,
     solve_poses,
     synthetic_pointmaps,
     time_solve,
@@ -139,7 +140,7 @@ def test_synthetic_world_ground_truth_pointmaps(domain):
 
     clip = generate_clips(2, frames=5, height=32, width=48, domain=domain, seed=0)
     for b in range(2):
-        sol = solve_cameras(clip.points_world[b])
+        sol = cameras_for_video(clip.points_world[b])
         assert sol.status == ["ok"] * 5
         assert abs(float(sol.focal) / float(clip.K[b, 0, 0]) - 1) < 1e-3
         rot, trans = pose_errors(sol.T_world_cam, clip.T_world_cam[b])
@@ -291,16 +292,46 @@ def test_focal_from_anchor(scene):
     assert torch.isfinite(f_nan) and f_nan > 0
 
 
-def test_solve_cameras_full_pipeline(scene):
+def test_cameras_for_video_full_pipeline(scene):
     recon, K, T_gt = scene
     conf = torch.full(recon.shape[:-1], 2.0)
-    sol = solve_cameras(recon, conf)
+    sol = cameras_for_video(recon, conf)
     assert abs(float(sol.focal) / float(K[0, 0]) - 1) < 0.01
     rot, trans = pose_errors(sol.T_world_cam, T_gt)
     assert rot.max() < 0.1 and trans.max() < 1e-3
     assert torch.allclose(sol.T_cam_world @ sol.T_world_cam, torch.eye(4).expand(6, 4, 4), atol=1e-5)
-    fixed = solve_cameras(recon, focal=float(K[0, 0]))
+    fixed = cameras_for_video(recon, focal=float(K[0, 0]))
     assert torch.allclose(fixed.K, K)
+
+
+def test_cameras_for_video_in_chunks_on_a_subsampled_grid():
+    """Chunks of frames and a pose_stride give the same cameras as one call (each chunk seeded by its start)."""
+    recon, K, T_gt = synthetic_pointmaps(7, 32, 48, seed=1)
+    conf = torch.ones(recon.shape[:3])
+    sol = cameras_for_video(recon, conf, pose_stride=2, chunk=3, num_hypotheses=128, warn=False)
+    assert sol.status == ["ok"] * 7 and sol.notes == [] and sol.K.shape == (3, 3)
+    assert sol.K[0, 0].item() == pytest.approx(K[0, 0].item(), rel=1e-3)
+    assert torch.allclose(sol.T_world_cam, T_gt.float(), atol=1e-3)
+    one = cameras_for_video(recon, conf, pose_stride=2, num_hypotheses=128, warn=False)
+    assert torch.allclose(one.T_world_cam, sol.T_world_cam, atol=1e-4)
+
+
+def test_unsolved_frames_keep_the_previous_pose_across_chunks():
+    recon, _, _ = synthetic_pointmaps(4, 16, 24, seed=2)
+    recon[2:] = float("nan")                                   # frames 2, 3: nothing to solve (chunk 2 starts at 2)
+    sol = cameras_for_video(recon, chunk=2, warn=False)
+    assert sol.status[:2] == ["ok", "ok"] and sol.status[2:] == ["few_points", "few_points"]
+    assert torch.equal(sol.T_world_cam[2], sol.T_world_cam[1]) and torch.equal(sol.T_world_cam[3], sol.T_world_cam[1])
+
+
+def test_implausible_focal_falls_back_once_with_a_note():
+    K_absurd = intrinsics_matrix(1e6, 11.5, 7.5)                 # a 0.001° field of view: an untrained model
+    recon = depth_to_pointmap(torch.ones(3, 16, 24), K_absurd)
+    sol = cameras_for_video(recon, torch.ones(3, 16, 24), warn=False)
+    assert sol.notes and "60°" in sol.notes[0] and "implausible" in sol.notes[0]
+    assert sol.K[0, 0].item() == pytest.approx(12 / math.tan(math.radians(30)), rel=1e-5)
+    with pytest.warns(UserWarning, match="implausible"):
+        focal_from_anchor(recon[0])
 
 
 def test_time_solve_runs():

@@ -15,7 +15,8 @@ from torch.overrides import TorchFunctionMode
 from st4r_lite.model.blocks import RoPE2D
 from st4r_lite.model.checkpoint import load_weights
 from st4r_lite.model.config import PRESETS, ModelConfig, get_config
-from st4r_lite.model.network import St4RTrack, build_model, count_parameters, predict_video
+from st4r_lite.model.network import St4RTrack, build_model, count_parameters
+from st4r_lite.model.pairs import predict_video
 
 CASES = ("landscape_64x96", "square_64x64", "portrait_96x64")
 SIGMA_KEYS = {"sigma_head1.proj.weight", "sigma_head1.proj.bias", "sigma_head2.proj.weight", "sigma_head2.proj.bias"}

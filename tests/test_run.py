@@ -12,9 +12,10 @@ from st4r_lite import cli
 from st4r_lite.app import frames as FT
 from st4r_lite.app import run
 from st4r_lite.app import video as V
-from st4r_lite.geometry.camera import synthetic_pointmaps
+from st4r_lite.model import resolve
 from st4r_lite.model.checkpoint import save_checkpoint
 from st4r_lite.model.network import build_model
+from st4r_lite.model.pairs import predict_video
 from st4r_lite.world import render as world
 
 pytest.importorskip("av")
@@ -94,38 +95,70 @@ def test_interrupted_run_leaves_no_output(tmp_path, clip_video, monkeypatch):
 
 def test_bad_checkpoints_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="neither a file nor a known name"):
-        run.load_run_model(tmp_path / "missing.pt")
+        resolve.load(tmp_path / "missing.pt")
     # weights of one preset under the config of another
     bad = tmp_path / "mixed.pt"
     other = build_model(build_model("tiny").config.with_(name="shallow", dec_depth=2))
     torch.save({"config": build_model("tiny").config.to_dict(), "model": other.state_dict()}, bad)
     with pytest.raises(ValueError, match="cannot load checkpoint"):
-        run.load_run_model(bad)
+        resolve.load(bad)
     # a bare state dict (e.g. a released file given as a path) carries no config
     bare = tmp_path / "bare.pt"
     torch.save(build_model("tiny").state_dict(), bare)
     with pytest.raises(ValueError, match="load_pretrained"):
-        run.load_run_model(bare)
+        resolve.load(bare)
+    with pytest.raises(ValueError, match="fresh:nonsense"):
+        resolve.load("fresh:nonsense", log=lambda s: None)
     # a released name, offline and not cached
     monkeypatch.setenv("ST4R_OFFLINE", "1")
     monkeypatch.setenv("ST4R_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="not cached"):
-        run.load_run_model("st4rtrack_seq")
+        resolve.load("st4rtrack_seq")
 
 
-def test_adapt_runs_or_says_it_is_unavailable(tmp_path, clip_video):
-    try:
-        import st4r_lite.adapt.loop  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match="not available"):
-            run.run_video(clip_video, "fresh:tiny", tmp_path / "o", adapt="robust", max_frames=3,
+def test_every_checkpoint_argument_takes_every_spec(tmp_path, tiny_ckpt, monkeypatch):
+    """fresh:PRESET, a path and the default work for commands other than `run` too (one resolver)."""
+    fresh = resolve.load("fresh:tiny", log=lambda s: None)
+    assert torch.equal(resolve.load(tiny_ckpt).patch_embed.proj.weight, fresh.patch_embed.proj.weight)
+    assert resolve.describe("fresh:tiny") == "fresh tiny model (untrained)"
+    assert resolve.describe(tiny_ckpt).startswith(f"{tiny_ckpt} (sha256 ")
+    monkeypatch.setenv("ST4R_DATA", str(tmp_path / "no-data"))          # no shipped data/tiny.pt: fresh, said
+    said = []
+    assert isinstance(resolve.load(None, log=said.append), type(fresh)) and "UNTRAINED" in said[0]
+    out = tmp_path / "adapt"
+    assert cli.main(["adapt", "--data", "wild:600003", "--frames", "3", "--checkpoint", "fresh:tiny",
+                     "--variant", "none", "--out", str(out)]) == 0
+    assert (out / "wild-600003_none.npz").is_file()
+
+
+def test_adapted_run_writes_the_adapted_models_outputs(tmp_path, clip_video, monkeypatch):
+    """`run --adapt` re-predicts every pair with the adapted network: its maps and confidences equal a direct
+    prediction with the adapted weights and differ from the unadapted run's."""
+    adapted = {}
+
+    def spy(*args, **kwargs):
+        res = real(*args, **kwargs)
+        adapted["res"] = res
+        return res
+
+    real = run.adapt_video
+    monkeypatch.setattr(run, "adapt_video", spy)
+    plain = run.run_video(clip_video, "fresh:tiny", tmp_path / "plain", max_frames=4, view=False,
                           log=lambda s: None)
-        assert not (tmp_path / "o").exists()
-        return
-    res = run.run_video(clip_video, "fresh:tiny", tmp_path / "o", adapt="robust", adapt_steps=1, max_frames=4,
+    res = run.run_video(clip_video, "fresh:tiny", tmp_path / "o", adapt="baseline", adapt_steps=2, max_frames=4,
                         view=False, log=lambda s: None)
-    assert any(n.startswith("adapted (robust, 1 steps) on pseudo-labels lk") for n in res.notes)
-    assert res.track.shape == (4, 64, 96, 3)
+    assert any(n.startswith("adapted (baseline, 2 steps) on pseudo-labels lk") for n in res.notes)
+    model = adapted["res"].model
+    assert model is not None, "the adapted network must be kept to predict again"
+    video = V.read_video(clip_video, model.config, max_frames=4)
+    direct = predict_video(model, video.frames * 2 - 1, chunk=8, out_device="cpu")
+    saved = np.load(tmp_path / "o" / "result.npz")
+    for name in ("track", "recon", "conf_track", "conf_recon"):
+        torch.testing.assert_close(torch.from_numpy(saved[name]), getattr(direct, name).float(), rtol=0, atol=0)
+        assert not torch.equal(getattr(res, name), getattr(plain, name)), name
+
+
+def test_adapt_refuses_long_videos_and_unknown_variants(tmp_path, clip_video):
     with pytest.raises(ValueError, match="at most 3 frames"):
         run.run_video(clip_video, "fresh:tiny", tmp_path / "o2", adapt="robust", adapt_steps=1, max_frames=4,
                       adapt_max_frames=3, view=False, log=lambda s: None)
@@ -133,25 +166,6 @@ def test_adapt_runs_or_says_it_is_unavailable(tmp_path, clip_video):
         run.run_video(clip_video, "fresh:tiny", tmp_path / "o3", adapt="nonsense", max_frames=3, view=False,
                       log=lambda s: None)
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
-
-
-def test_chunked_cameras_recover_poses_and_focal():
-    recon, K, T_gt = synthetic_pointmaps(7, 32, 48, seed=1)
-    conf = torch.ones(recon.shape[:3])
-    T_world_cam, K_est, status, notes = run.solve_cameras_chunked(recon, conf, camera_chunk=3)
-    assert status == ["ok"] * 7 and notes == []
-    assert K_est[0, 0].item() == pytest.approx(K[0, 0].item(), rel=1e-3)
-    assert torch.allclose(T_world_cam, T_gt.float(), atol=1e-3)
-
-
-def test_implausible_focal_falls_back_with_a_note():
-    from st4r_lite.geometry.pinhole import depth_to_pointmap, intrinsics_matrix
-
-    K_absurd = intrinsics_matrix(1e6, 11.5, 7.5)                 # a 0.001° field of view: an untrained model
-    recon = depth_to_pointmap(torch.ones(3, 16, 24), K_absurd)
-    _, K, _, notes = run.solve_cameras_chunked(recon, torch.ones(3, 16, 24))
-    assert notes and "60°" in notes[0]
-    assert K[0, 0].item() == pytest.approx(12 / np.tan(np.radians(30)), rel=1e-5)
 
 
 def test_measure_long_video_reports_memory(tmp_path):

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from st4r_lite.model.network import build_model
+from st4r_lite.model.pairs import PairRunner
 from st4r_lite.train import loop as train
-from st4r_lite.train.loop import PairBatch, TrainConfig, clip_pairs, export_weights, pretrain
+from st4r_lite.train.loop import TrainConfig, clip_pairs, export_weights, pretrain
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.train.schedule import (
     WarmupCosine,
@@ -45,12 +46,12 @@ def test_overfit_one_clip():
     torch.manual_seed(0)
     model = train.trainable_model(build_model("tiny"))
     clip = generate_clips(1, frames=2, height=64, width=96, seed=123)
-    anchor, others, targets = clip_pairs(clip)
-    runner, loss_fn = PairBatch(model), PretrainLoss()
+    frames, targets = clip_pairs(clip)
+    runner, loss_fn = PairRunner(model), PretrainLoss()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, betas=(0.9, 0.95))
     totals, errs = [], []
     for _ in range(25):
-        terms = loss_fn(runner(anchor, others), targets)
+        terms = loss_fn(runner(frames), targets)
         opt.zero_grad()
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.8)
@@ -66,10 +67,10 @@ def test_pair_batch_matches_plain_forward():
     torch.manual_seed(0)
     model = build_model("tiny").eval()
     clip = generate_clips(2, frames=2, height=64, width=96, seed=5)
-    anchor, others, _ = clip_pairs(clip)
+    frames, _ = clip_pairs(clip)
     with torch.no_grad():
-        fast = PairBatch(model)(anchor, others)
-        plain = model(anchor.repeat_interleave(2, 0), others.flatten(0, 1))
+        fast = PairRunner(model)(frames)
+        plain = model(frames[:, 0].repeat_interleave(2, 0), frames.flatten(0, 1))
     torch.testing.assert_close(fast.track, plain.track, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(fast.conf_recon, plain.conf_recon, atol=1e-5, rtol=1e-4)
 
@@ -254,9 +255,9 @@ def test_export_roundtrip(tmp_path):
         if ref.is_floating_point():
             torch.testing.assert_close(t.float(), ref.half().float(), atol=0, rtol=0)
     clip = generate_clips(1, frames=2, height=64, width=96, seed=9)
-    anchor, others, _ = clip_pairs(clip)
+    frames, _ = clip_pairs(clip)
     with torch.no_grad():
-        out = PairBatch(model.float().eval())(anchor, others)
+        out = PairRunner(model.float().eval())(frames)
     assert torch.isfinite(out.track).all() and torch.isfinite(out.conf_track).all()
     assert (out.conf_track > 1).all()
     # the held-out report of the exported file (what data/tiny_eval.json holds), by its command line

@@ -34,7 +34,6 @@ import copy
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -44,57 +43,48 @@ from torch import Tensor
 
 from st4r_lite.adapt.config import PARAM_SETS, AdaptConfig
 from st4r_lite.adapt.losses import adaptation_losses
-from st4r_lite.adapt.occlusion import mask_quality, sample_map
+from st4r_lite.adapt.occlusion import sample_map
 from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_video, grid_query_pixels, validate_pseudo_labels
-from st4r_lite.adapt.sim_labels import GroundTruthVideo
-from st4r_lite.geometry.camera import focal_from_anchor, solve_poses
-from st4r_lite.geometry.pinhole import intrinsics_matrix
-from st4r_lite.geometry.track_metrics import tracking_metrics
+from st4r_lite.geometry.camera import cameras_for_video
+from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write
-from st4r_lite.world import worldtrack
 
-__all__ = ["AdaptVideo", "AdaptResult", "adapt_video", "select_parameters", "PairRunner",
-           "cameras_from_prediction", "evaluate_tracks", "jsonable"]
+__all__ = ["AdaptVideo", "AdaptResult", "KnownCameras", "adapt_video", "select_parameters",
+           "cameras_from_prediction", "jsonable"]
 
 ENCODER_MODULES = ("patch_embed", "enc_blocks", "enc_norm")
 
 
 @dataclass
 class AdaptVideo:
-    """One video to adapt on: frames (T, 3, H, W) float in [0, 1], and ground truth for evaluation if known."""
+    """One video to adapt on: frames (T, 3, H, W) float in [0, 1]. (``eval.adaptation.VideoWithTruth`` adds the
+    ground truth that scores the result; the adaptation itself never reads it.)"""
 
     name: str
     video: Tensor
-    gt: GroundTruthVideo | None = None
-
-    @classmethod
-    def from_clip(cls, clip, index: int = 0, name: str | None = None) -> AdaptVideo:
-        """Clip ``index`` of a ``world.Clip`` (dense ground truth)."""
-        seed = clip.seeds[index] if getattr(clip, "seeds", None) else index
-        return cls(name or f"{clip.domain}-{seed}", clip.rgb[index].float().cpu(),
-                   GroundTruthVideo.from_clip(clip, index))
-
-    @classmethod
-    def from_npz(cls, path: str | Path) -> AdaptVideo:
-        """A WorldTrack / TAPVid-3D style .npz (``worldtrack.load_npz``); ground truth at its query points."""
-        seq = worldtrack.load_npz(path)
-        images = torch.as_tensor(np.asarray(seq.images))
-        video = images.permute(0, 3, 1, 2).float() / 255.0
-        gt = GroundTruthVideo.from_sequence(seq, height=video.shape[2], width=video.shape[3])
-        return cls(Path(path).stem, video, gt)
 
     def queries(self, stride: int = 4) -> Tensor:
-        """Query pixels (N, 2): the ground truth's own queries when sparse, else a regular grid."""
-        if self.gt is not None and not self.gt.dense:
-            return self.gt.queries.float()
+        """Query pixels (N, 2) on a regular grid of the anchor frame."""
         return grid_query_pixels(self.video.shape[2], self.video.shape[3], stride)
+
+
+@dataclass
+class KnownCameras:
+    """True cameras, an input of the ``cameras="gt"`` diagnostic only: K (3, 3), T_world_cam (T, 4, 4) and
+    anchor_points (N, 3), the true world points of the queries at frame 0, whose median distance brings the true
+    translations to the prediction's scale."""
+
+    K: Tensor
+    T_world_cam: Tensor
+    anchor_points: Tensor
 
 
 @dataclass
 class AdaptResult:
     """Outcome of :func:`adapt_video`: adapted track / recon (T, H, W, 3), cameras K (3, 3) and T_world_cam
     (T, 4, 4), query_pixels (N, 2), the occlusion mask (T, N) from the final prediction, used (T, N) (what the
-    losses used), log_sigma2 (T, N), the per-step loss log, metrics (dict, empty without ground truth)."""
+    losses used), log_sigma2 (T, N), the per-step loss log, metrics (the loop's own: final loss terms and camera
+    status; ``eval.adaptation.score_adaptation`` adds the scores against ground truth)."""
 
     name: str
     config: AdaptConfig
@@ -151,25 +141,6 @@ def select_parameters(model, which: str = "track") -> list[torch.nn.Parameter]:
     raise ValueError(f"params must be one of {PARAM_SETS}, got {which!r}")
 
 
-class PairRunner:
-    """Runs all pairs (0, j) with the frozen encoder's tokens computed once."""
-
-    def __init__(self, model, video01: Tensor) -> None:
-        self.model = model
-        images = (video01 * 2 - 1).to(next(model.parameters()).device)
-        self.hw = tuple(images.shape[-2:])
-        with torch.no_grad():
-            enc, pos = zip(*(model.encode(images[s:s + 8]) for s in range(0, images.shape[0], 8)))
-        self.enc, self.pos = torch.cat(enc), torch.cat(pos)
-
-    def __call__(self, idx: Tensor | None = None):
-        """PairOutput of the pairs (0, j), j in ``idx`` (default all frames)."""
-        enc, pos = (self.enc, self.pos) if idx is None else (self.enc[idx], self.pos[idx])
-        n = enc.shape[0]
-        dec1, dec2 = self.model.decode(self.enc[:1].expand(n, -1, -1), self.pos[:1].expand(n, -1, -1), enc, pos)
-        return self.model.predict_heads(dec1, dec2, self.hw)[0]
-
-
 def _pick_pairs(T: int, k: int | None, gen: torch.Generator) -> Tensor | None:
     """Pairs of one step: None (all) or [0] + k-1 other frames drawn without replacement, sorted."""
     if k is None or k >= T:
@@ -186,46 +157,43 @@ def _subset(labels: PseudoLabels, idx: Tensor | None) -> PseudoLabels:
 
 def cameras_from_prediction(out, cfg: AdaptConfig, step: int = 0, differentiable: bool = False
                             ) -> tuple[Tensor, Tensor, list[str]]:
-    """K (3, 3) from the anchor pair's track map (pair (0, 0)), then T_world_cam (T, 4, 4) by PnP on recon
-    read every ``pose_stride``-th pixel (pixel u of the subsampled grid is pixel s·u: K_sub = diag(1/s, 1/s, 1) K,
-    the same pose at s² times fewer points). Returns (K, T_world_cam, per-frame status)."""
-    s = cfg.pose_stride
+    """K (3, 3) from the anchor pair's track map (pair (0, 0)), then T_world_cam (T, 4, 4) by PnP on recon read
+    every ``pose_stride``-th pixel (``geometry.camera.cameras_for_video``). Returns (K, T_world_cam, status)."""
     recon = out.recon if differentiable else out.recon.detach()
     conf = out.conf_recon if differentiable else out.conf_recon.detach()
-    H, W = recon.shape[1:3]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # a fallback focal is recorded in the status instead
-        f = focal_from_anchor(out.track[0].detach(), out.conf_track[0].detach(),
-                              pp=recon.new_tensor([(W - 1) / 2, (H - 1) / 2]))
-    K = intrinsics_matrix(f, torch.as_tensor((W - 1) / 2).to(f), torch.as_tensor((H - 1) / 2).to(f))
-    K_sub = torch.cat([K[:2] / s, K[2:]])
-    sol = solve_poses(recon[:, ::s, ::s], K_sub, conf[:, ::s, ::s], differentiable=differentiable,
-                      num_hypotheses=cfg.pose_hypotheses, seed=cfg.seed + step, warn=False)
-    return K, sol.T_world_cam, sol.status
+    sol = cameras_for_video(recon, conf, anchor=out.track[0], anchor_conf=out.conf_track[0],
+                            pose_stride=cfg.pose_stride, seed=cfg.seed + step, differentiable=differentiable,
+                            num_hypotheses=cfg.pose_hypotheses, warn=False)
+    return sol.K, sol.T_world_cam, sol.status
 
 
-def _gt_cameras(out, gt: GroundTruthVideo | None, q: Tensor) -> tuple[Tensor, Tensor]:
-    """True K and poses, translations brought to the prediction's scale (median ‖track_0‖ ratio at q)."""
-    if gt is None:
-        raise ValueError("cameras='gt' (a diagnostic) needs ground truth")
+def _cameras_at_scale(out, known: KnownCameras | None, q: Tensor) -> tuple[Tensor, Tensor]:
+    """Known K and poses, translations brought to the prediction's scale (median ‖track_0‖ ratio at q)."""
+    if known is None:
+        raise ValueError("cameras='gt' (a diagnostic) needs the true cameras: pass true_cameras= (a KnownCameras; "
+                         "eval.adaptation.adapt_and_score builds it from the ground truth)")
     T = out.track.shape[0]
     pred0 = sample_map(out.track[:1], q[None].to(out.track))[0]
-    gt0 = gt.lookup(q if gt.dense else None)[1][0].to(pred0)
+    gt0 = known.anchor_points.to(pred0)
     ok = torch.isfinite(gt0).all(-1) & torch.isfinite(pred0).all(-1)
     s = pred0[ok].norm(dim=-1).median() / gt0[ok].norm(dim=-1).median()
-    T_wc = gt.T_world_cam[:T].clone().to(pred0)
+    T_wc = known.T_world_cam[:T].clone().to(pred0)
     T_wc[:, :3, 3] *= s
-    return gt.K.to(pred0), T_wc
+    return known.K.to(pred0), T_wc
 
 
 def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConfig | None = None,
-                progress=None, keep_model: bool = False) -> AdaptResult:
+                progress=None, keep_model: bool = False, *, oracle_visible: Tensor | None = None,
+                true_cameras: KnownCameras | None = None, chunk: int = 8) -> AdaptResult:
     """Adapt a copy of ``model`` to one video with pseudo-labels; ``model`` itself is never changed.
 
-    data: the video (T, 3, H, W) in [0, 1] (+ ground truth for metrics / the oracle); labels: (T, N) pseudo-
-    labels at ``labels.query_pixels`` (cleaned with ``validate_pseudo_labels``: NaNs -> invalid; negative depth
-    -> ValueError). Returns an :class:`AdaptResult` (metrics filled when ground truth exists; the adapted
-    network in ``.model`` with ``keep_model``). ``progress``: called with each step's loss record.
+    data: the video (T, 3, H, W) in [0, 1]; labels: (T, N) pseudo-labels at ``labels.query_pixels`` (cleaned
+    with ``validate_pseudo_labels``: NaNs -> invalid; negative depth -> ValueError). Inputs of the upper-bound
+    and diagnostic variants only: oracle_visible (T, N) bool, the true visibility of the queries (the
+    ``oracle_mask`` variant's mask); true_cameras (``cameras="gt"``). chunk: frames per encoder pass and pairs
+    per decoder pass (memory, not results). Returns an :class:`AdaptResult` (the adapted network in ``.model``
+    with ``keep_model``; scores against ground truth: ``eval.adaptation``). ``progress``: called with each
+    step's loss record.
     """
     cfg = config or AdaptConfig()
     start = time.perf_counter()
@@ -234,9 +202,10 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
         raise ValueError(f"pseudo-labels cover {labels.num_frames} frames but the video has {T}; compute them "
                          "on the same video")
     labels, _ = validate_pseudo_labels(labels, (H, W))
-    gt_vis = None
-    if data.gt is not None:
-        gt_vis = data.gt.lookup(labels.query_pixels if data.gt.dense else None)[2]
+    if oracle_visible is not None and tuple(oracle_visible.shape) != tuple(labels.track_valid.shape):
+        raise ValueError(f"oracle_visible must be (T, N) = {tuple(labels.track_valid.shape)} like the labels, "
+                         f"got {tuple(oracle_visible.shape)}")
+    gt_vis = oracle_visible
     model = copy.deepcopy(model).float().eval()
     params = select_parameters(model, cfg.params)
     for p in model.parameters():
@@ -247,7 +216,9 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
     groups = [g for g in groups if g["params"]]
     for p in params:
         p.requires_grad_(True)
-    runner = PairRunner(model, data.video)
+    runner = PairRunner(model, chunk=chunk)
+    with torch.no_grad():                      # the encoder is frozen: every frame's tokens once per video
+        tokens = runner.encode(data.video * 2 - 1)
     steps = 0 if cfg.variant == "none" else cfg.steps
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
 
@@ -262,13 +233,13 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
     log, gen = [], torch.Generator().manual_seed(cfg.seed)
     if steps:
         with torch.no_grad():
-            first = runner()
+            first = runner(tokens=tokens)
             K, T_world_cam, status = cameras_from_prediction(first, cfg)    # all frames; refreshed below
             if cfg.cameras == "gt":
-                K, T_world_cam = _gt_cameras(first, data.gt, labels.query_pixels)
+                K, T_world_cam = _cameras_at_scale(first, true_cameras, labels.query_pixels)
     for step in range(steps):
         idx = _pick_pairs(T, cfg.pairs_per_step, gen)
-        out = runner(idx)
+        out = runner(idx=idx, tokens=tokens)
         rows = slice(None) if idx is None else idx.to(T_world_cam.device)
         if cfg.cameras == "pred" and (cfg.pose_grad or (step and step % cfg.pose_every == 0)):
             K, T_sub, _ = cameras_from_prediction(out, cfg, step, cfg.pose_grad)   # pair 0 is in idx: K defined
@@ -291,34 +262,14 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
         if progress is not None:
             progress(rec)
     with torch.no_grad():
-        out = runner()
+        out = runner(tokens=tokens)
         K, T_world_cam, status = cameras_from_prediction(out, cfg, steps, False)
         terms = adaptation_losses(out, K, T_world_cam, labels, cfg, gt_vis)
     res = AdaptResult(data.name, cfg, out.track, out.recon, K, T_world_cam, labels.query_pixels,
                       terms.mask, terms.used, terms.log_sigma2, log, source=labels.source)
     res.metrics = {"final_loss": {k: float(getattr(terms, k)) for k in ("total", "traj", "depth", "align")},
                    "camera_status": status}
-    if data.gt is not None:
-        res.metrics["tracking"] = evaluate_tracks(out.track, data.gt)
-        res.metrics["mask"] = mask_quality(terms.mask, gt_vis)
-        res.metrics["pseudo_valid"] = mask_quality(labels.track_valid, gt_vis)
-        res.metrics["used"] = mask_quality(terms.used, gt_vis)
     res.seconds = time.perf_counter() - start
     res.model = model if keep_model else None
     return res
 
-
-def evaluate_tracks(track: Tensor, gt: GroundTruthVideo) -> dict:
-    """Tracking APD / EPE (all, dynamic; median and sim3 alignment) of predicted track maps (T, H, W, 3).
-
-    Dense ground truth: every anchor pixel; sparse: the track maps read (bilinearly) at the GT's queries.
-    """
-    T = track.shape[0]
-    if gt.dense:
-        pred, ref = track.reshape(T, -1, 3), gt.track_world.reshape(T, -1, 3)
-    else:
-        pred = sample_map(track, gt.queries.to(track)[None].expand(T, -1, -1))
-        ref = gt.track_world
-    valid = torch.isfinite(ref).all(-1)
-    return {al: asdict(tracking_metrics(pred.detach().cpu(), ref.cpu(), alignment=al, valid=valid.cpu()))
-            for al in ("median", "sim3")}

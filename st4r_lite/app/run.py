@@ -5,12 +5,14 @@ K intrinsics (3, 3), C = 1 + exp(c) confidences.
 
 Pipeline (``run_video``; the CLI is ``st4r-lite run --video PATH --checkpoint CKPT --out DIR``):
   1. read the video at the network size (``st4r_lite.app.video``: uniform scale + centre crop, FrameTransform kept);
-  2. every pair (anchor 0, t) through the network, ``chunk`` pairs at a time (``model.predict_video``):
+  2. every pair (anchor 0, t) through the network, ``chunk`` pairs at a time (``model.pairs.predict_video``):
      track_t = ¹X¹_t (where each anchor pixel is at time t) and recon_t = ¹Xᵗ_t (frame t's geometry), both in
      the world frame = the anchor camera;
-  3. optional test-time adaptation on pseudo-labels (``online.make_provider``; ``st4r_lite.adapt.loop``);
-  4. cameras (DESIGN §5): the focal from the anchor pointmap (Weiszfeld), then T_world_cam of each frame by PnP
-     on recon_t, ``camera_chunk`` frames at a time, and K mapped back to the original video;
+  3. optional test-time adaptation on pseudo-labels (``online.make_provider``; ``st4r_lite.adapt.loop``): the
+     adapted network then predicts every pair (instead of the unadapted one of step 2);
+  4. cameras (DESIGN §5, ``geometry.camera.cameras_for_video``): the focal from the anchor pointmap
+     (Weiszfeld), then T_world_cam of each frame by PnP on recon_t, ``camera_chunk`` frames at a time, and K
+     mapped back to the original video;
   5. everything is written into a temporary folder beside ``--out`` which is renamed to ``--out`` only at the
      end, so an interrupted run leaves no half-written output: result.npz, tracks.npz (WorldTrack keys, loads
      with ``worldtrack.load_npz``),
@@ -23,9 +25,7 @@ for the tiny preset). ``measure_long_video`` measures it (``python -m st4r_lite.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -35,24 +35,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from st4r_lite.adapt.loop import AdaptConfig, AdaptVideo, adapt_video
+from st4r_lite.adapt.config import AdaptConfig
+from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import grid_query_pixels
 from st4r_lite.app import views
 from st4r_lite.app.frames import FrameTransform, intrinsics_to_original
 from st4r_lite.app.video import Video, probe, read_video
 from st4r_lite.errors import InputError
-from st4r_lite.geometry.camera import focal_from_anchor, solve_poses
-from st4r_lite.geometry.pinhole import intrinsics_matrix
-from st4r_lite.model import pretrained
-from st4r_lite.model.checkpoint import load_model
-from st4r_lite.model.network import St4RTrack, build_model, predict_video
+from st4r_lite.geometry.camera import cameras_for_video
+from st4r_lite.model import resolve
+from st4r_lite.model.pairs import predict_video
 from st4r_lite.runtime import check_output_folder, pick_device, staged_dir
 
-__all__ = ["RunResult", "load_run_model", "run_video", "solve_cameras_chunked", "write_outputs",
-           "FRESH_PREFIX"]
-
-FRESH_PREFIX = "fresh:"
+__all__ = ["RunResult", "run_video", "write_outputs"]
 
 
 @dataclass
@@ -74,72 +70,6 @@ class RunResult:
     out_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------- model
-def load_run_model(checkpoint, device: str | torch.device = "cpu", log: Callable[[str], None] = print):
-    """A model from ``checkpoint``: an St4RTrack, a file written by ``save_checkpoint`` / ``export``, a released
-    name (``st4rtrack_seq`` ... via ``pretrained.load_pretrained``; fails clearly offline) or ``fresh:<preset>``
-    (an untrained model, for plumbing tests and memory measurements only). Raises ValueError / FileNotFoundError
-    with what to do."""
-    if isinstance(checkpoint, St4RTrack):
-        return checkpoint.to(device).eval()
-    name = str(checkpoint)
-    if name.startswith(FRESH_PREFIX):
-        preset = name[len(FRESH_PREFIX):] or "tiny"
-        log(f"warning: using an UNTRAINED {preset} model ({name}); outputs are meaningless except for testing")
-        return build_model(preset, device=device, seed=0).eval()
-
-    if name in pretrained.PRETRAINED:
-        try:
-            return pretrained.load_pretrained(name, device=device).eval()
-        except RuntimeError as err:
-            raise ValueError(str(err)) from None
-    path = Path(name)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {name!r} is neither a file nor a known name; give a model file (e.g. data/tiny.pt from "
-            f"`st4r-lite export`), one of {sorted(pretrained.PRETRAINED)}, or fresh:tiny (untrained)")
-
-    try:
-        return load_model(path, device=device).eval()
-    except (ValueError, RuntimeError, KeyError) as err:
-        raise ValueError(f"cannot load checkpoint {name!r}: {err}") from None
-
-
-# ----------------------------------------------------------------------------------------------- cameras
-def solve_cameras_chunked(recon: torch.Tensor, conf: torch.Tensor, camera_chunk: int = 16, subsample: int = 2,
-                          num_hypotheses: int = 128, seed: int = 0):
-    """Focal from the anchor's pointmap, then PnP poses ``camera_chunk`` frames at a time (memory bounded).
-
-    recon: (T, H, W, 3); conf: (T, H, W). PnP uses every ``subsample``-th pixel in each direction: pixel
-    (u', v') of the subsampled grid is pixel (s u', s v') of the image, so its intrinsics are K with f, cx, cy
-    divided by s (same poses, s² times fewer points). A focal outside [W / 20, 20 W] (field of view beyond
-    ~3°..175°, e.g. from an untrained model) is replaced by a 60° field of view. A frame the solver could not
-    solve takes the previous frame's pose (across chunk borders too).
-    Returns (T_world_cam (T, 4, 4), K (3, 3) at full network resolution, status list, notes list).
-    """
-    T, H, W, _ = recon.shape
-    notes = []
-    f = focal_from_anchor(recon[0], conf[0], pp=recon.new_tensor([(W - 1) / 2, (H - 1) / 2]))
-    if not (W / 20 <= float(f) <= 20 * W):
-        default = (W / 2) / math.tan(math.radians(30.0))
-        notes.append(f"focal from the anchor pointmap ({float(f):.3g} px) is implausible for a {W} px wide image; "
-                     f"used {default:.1f} px (60° field of view)")
-        f = torch.as_tensor(default, dtype=recon.dtype)
-    K = intrinsics_matrix(f, torch.as_tensor((W - 1) / 2).to(f), torch.as_tensor((H - 1) / 2).to(f))
-    K_sub = K.clone()
-    K_sub[:2] /= subsample
-    poses, status = [], []
-    for s in range(0, T, camera_chunk):
-        sl = slice(s, s + camera_chunk)
-        sol = solve_poses(recon[sl, ::subsample, ::subsample], K_sub, conf[sl, ::subsample, ::subsample],
-                          num_hypotheses=num_hypotheses, differentiable=False, warn=False, seed=seed + s)
-        for i, st in enumerate(sol.status):
-            ok = st in ("ok", "planar")
-            poses.append(sol.T_world_cam[i] if ok or not poses else poses[-1])
-            status.append(st)
-    return torch.stack(poses).float(), K.float(), status, notes
 
 
 # ----------------------------------------------------------------------------------------------- outputs
@@ -188,17 +118,14 @@ def write_outputs(folder: Path, result: RunResult, video: Video, query_stride: i
 
 
 # ----------------------------------------------------------------------------------------------- the run
-def _adapt(model, video: Video, pred, variant: str, tracker: str, depth: str, steps: int | None,
-           max_frames: int, device, log):
+def _adapt(model, video: Video, variant: str, tracker: str, depth: str, steps: int | None, chunk: int, device,
+           log):
     """Test-time adaptation (``st4r_lite.adapt.loop.adapt_video``) on pseudo-labels of this video.
 
-    Returns (pred, notes): pred with the adapted track and recon. The adaptation back-propagates through all T
-    pairs at once, so its memory grows with T: more than ``max_frames`` frames is refused (use --stride).
+    Returns (pred, notes): every pair predicted again by the adapted network (track, recon and their
+    confidences). Its memory grows with T (``run_video`` refuses more than ``adapt_max_frames`` frames first).
     """
-    T, _, H, W = video.frames.shape
-    if T > max_frames:
-        raise ValueError(f"--adapt back-propagates through all {T} pairs at once; use at most {max_frames} frames "
-                         "(--max-frames, --stride) or run without --adapt")
+    H, W = video.frames.shape[-2:]
     cfg = AdaptConfig(variant=variant) if steps is None else AdaptConfig(variant=variant, steps=steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -212,13 +139,9 @@ def _adapt(model, video: Video, pred, variant: str, tracker: str, depth: str, st
     report = getattr(provider, "last_report", None)
     if report is not None and not report.clean:
         notes.append(f"pseudo-labels cleaned: {report.summary()}")
-    res = adapt_video(model, AdaptVideo(Path(video.source).stem, video.frames), labels, cfg)
-    adapted = getattr(res, "model", None)
-    if adapted is not None:
-        return predict_video(adapted, video.frames * 2 - 1, chunk=8, out_device="cpu"), notes
-    notes.append("confidences are the unadapted model's (adapt_video returns maps, not the adapted model)")
-    return dataclasses.replace(pred, track=res.track.detach().float().cpu(),
-                               recon=res.recon.detach().float().cpu()), notes
+    res = adapt_video(model, AdaptVideo(Path(video.source).stem, video.frames), labels, cfg, keep_model=True,
+                      chunk=chunk)
+    return predict_video(res.model, video.frames * 2 - 1, chunk=chunk, out_device="cpu"), notes
 
 
 def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str = "lk", depth: str = "none",
@@ -228,7 +151,7 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
     """The whole pipeline of the module docstring; writes into ``out`` atomically and returns a RunResult.
 
     video: a path (file or frame folder) or an already read :class:`~st4r_lite.app.video.Video`;
-    checkpoint: see :func:`load_run_model`; out: output folder (must not exist or be empty, unless overwrite).
+    checkpoint: a model spec (``model.resolve.load``: a file, a released name, fresh:PRESET, an St4RTrack); out: output folder (must not exist or be empty, unless overwrite).
     """
     out = check_output_folder(out, inputs=[video, checkpoint], overwrite=overwrite)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
@@ -241,7 +164,7 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
         probe(video)  # a missing / unreadable video fails before a (possibly large) model is loaded
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = load_run_model(checkpoint, dev, log=log)
+    model = resolve.load(checkpoint, dev, log=log)
     timings["load_model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if not isinstance(video, Video):
@@ -257,18 +180,18 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
         f"{video.transform.crop_y:.1f})")
     notes: list[str] = []
     t0 = time.perf_counter()
-    pred = predict_video(model, video.frames * 2 - 1, chunk=chunk, out_device="cpu")
-    timings["predict"] = time.perf_counter() - t0
     if adapt:
-        t0 = time.perf_counter()
-        pred, adapt_notes = _adapt(model, video, pred, adapt, tracker, depth, adapt_steps, adapt_max_frames,
-                                   dev, log)
+        pred, adapt_notes = _adapt(model, video, adapt, tracker, depth, adapt_steps, chunk, dev, log)
         notes += adapt_notes
         timings["adapt"] = time.perf_counter() - t0
+    else:
+        pred = predict_video(model, video.frames * 2 - 1, chunk=chunk, out_device="cpu")
+        timings["predict"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    T_world_cam, K_net, status, cam_notes = solve_cameras_chunked(pred.recon.float(), pred.conf_recon.float(),
-                                                                  camera_chunk)
-    notes += cam_notes
+    cams = cameras_for_video(pred.recon.float(), pred.conf_recon.float(), pose_stride=2, chunk=camera_chunk,
+                             num_hypotheses=128, differentiable=False, warn=False)
+    T_world_cam, K_net, status = cams.T_world_cam.float(), cams.K.float(), cams.status
+    notes += cams.notes
     timings["cameras"] = time.perf_counter() - t0
     unsolved = [i for i, s in enumerate(status) if s not in ("ok", "planar")]
     if unsolved:

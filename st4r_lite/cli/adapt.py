@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from st4r_lite.cli.args import nonneg_int, positive_int
+from st4r_lite.model import resolve
 from st4r_lite.studies import adapt_compare
 
 
@@ -19,7 +20,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
         "metrics when ground truth exists) into --out.",
     )
     p.add_argument("--data", required=True, help="NPZ file, folder of NPZ files, or DOMAIN:SEED[:COUNT]")
-    p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
+    p.add_argument("--checkpoint", default=None, help=resolve.SPEC_HELP)
     p.add_argument("--variant", default="robust", help="variant name, comma list, or 'all'")
     p.add_argument("--tracker", default="sim", choices=("sim", "lk", "cotracker"),
                    help="2D pseudo-labels: sim (synthetic ground truth + tracker errors), lk, cotracker (online)")

@@ -7,6 +7,7 @@ import argparse
 from st4r_lite import demo
 from st4r_lite.app import run
 from st4r_lite.cli.args import UserError, nonneg_int, positive_int
+from st4r_lite.model import resolve
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +20,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "tracks.npz, view.html and run.json into --out (atomically: an interrupted run leaves nothing).",
     )
     p.add_argument("--video", required=True, help="video file or folder of frames")
-    p.add_argument("--checkpoint", required=True,
-                   help="model file (e.g. data/tiny.pt), a released name (st4rtrack_seq, st4rtrack_pair, monst3r, "
-                   "dust3r; downloads when online) or fresh:tiny (untrained, for testing)")
+    p.add_argument("--checkpoint", required=True, help=resolve.SPEC_HELP)
     p.add_argument("--adapt", default=None, metavar="VARIANT", help="test-time adaptation variant (st4r_lite.adapt.loop)")
     p.add_argument("--tracker", default="lk", choices=("lk", "cotracker"), help="2D pseudo-label tracker (--adapt)")
     p.add_argument("--depth", default="none", choices=("none", "moge"), help="mono-depth pseudo-labels (--adapt)")
@@ -53,7 +52,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded default (what `make demo` runs)")
     p.add_argument("--out", default="out/demo", help="output folder")
     p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--checkpoint", default=None, help="model file (default: the shipped data/tiny.pt)")
+    p.add_argument("--checkpoint", default=None, help=resolve.SPEC_HELP)
     p.add_argument("--full", action="store_true",
                    help="the whole wild benchmark, 3 seeds, 30 adaptation steps (a GPU job; default: quick)")
     p.set_defaults(func=_run_demo)

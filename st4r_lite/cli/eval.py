@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from st4r_lite.app.frames import sequence_to_network
 from st4r_lite.cli.args import UserError, nonneg_int, positive_int
 from st4r_lite.eval import baselines, evaluate
 from st4r_lite.geometry import track_metrics
-from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, check_writable, pick_device
 from st4r_lite.studies import ablation, report
 
@@ -24,7 +23,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "camera ATE/RPE after Sim(3), occlusion-mask precision/recall. Files without a depth map (official "
         "WorldTrack files) skip the recon and depth metrics and say so.",
     )
-    p.add_argument("--checkpoint", required=True, help="model file (e.g. data/tiny.pt)")
+    p.add_argument("--checkpoint", required=True, help=resolve.SPEC_HELP)
     p.add_argument("--data", required=True, help="a folder of .npz sequences or one .npz file")
     p.add_argument("--json", default=None, metavar="OUT", help="write per-sequence and mean numbers here")
     p.add_argument("--alignment", default="median,sim3", help="comma-separated: median, sim3, none")
@@ -66,7 +65,7 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs-per-step", type=nonneg_int, default=None,
                    help="pairs (0, j) per adaptation step, 0 = all (default: adapt's)")
     p.add_argument("--query-stride", type=positive_int, default=4, help="queries on this pixel grid")
-    p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
+    p.add_argument("--checkpoint", default=None, help=resolve.SPEC_HELP)
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--check", default=None, metavar="REF", help="reference results.json to reproduce and compare")
     p.add_argument("--results", default=None, help="with --check: compare this results.json instead of re-running")
@@ -103,8 +102,6 @@ def run_evaluate_cli(args) -> str:
     bad = [a for a in alignments if a not in track_metrics.ALIGNMENTS]
     if bad or not alignments:
         raise ValueError(f"--alignment must list some of {track_metrics.ALIGNMENTS}, got {args.alignment!r}")
-    if not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint!r} does not exist")
     if args.json:
         check_writable(args.json, what="--json")
     device = pick_device(getattr(args, "device", None))
@@ -112,7 +109,7 @@ def run_evaluate_cli(args) -> str:
     bad = [p for p in peers if p not in ("static", "combinational")]
     if bad:
         raise ValueError(f"--peers must list some of static, combinational; got {bad}")
-    model = load_model(args.checkpoint, device=device)
+    model = resolve.load(args.checkpoint, device=device)
     prepare = None
     if getattr(args, "resize", "model") == "model":
         def prepare(seq):

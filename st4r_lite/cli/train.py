@@ -11,6 +11,7 @@ import torch
 
 from st4r_lite.cli.args import UserError, nonneg_int, positive_int
 from st4r_lite.errors import InputError
+from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, check_writable, pick_device
 from st4r_lite.studies import bench, reference_compare
 from st4r_lite.train import heldout
@@ -161,7 +162,7 @@ def _add_heldout(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a model file on held-out pretrain-domain clips against the static baseline and print "
         "the headline; with --json, write the whole report (e.g. data/tiny_eval.json).",
     )
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=resolve.SPEC_HELP)
     p.add_argument("--json", default=None, help="write the report here (default: print the headline)")
     p.add_argument("--train-ckpt", default=None, help="training checkpoint (adds wall time, command, hardware)")
     p.add_argument("--num-clips", type=positive_int, default=heldout.REPORT_CLIPS)

@@ -10,7 +10,7 @@ One sequence is an :class:`EvalSequence` (from a synthetic ``world.Clip`` or fro
     T_world_cam (T, 4, 4) and K (3, 3) the recovered cameras, visible (T, N) a predicted visibility mask.
 
 For St4RTrack (:func:`predict_model`): pairs (0, t) through the network, ``tracks`` = the track map sampled
-at the query pixels, cameras from ``camera.solve_cameras`` on the recon maps (focal from the anchor, PnP),
+at the query pixels, cameras from ``camera.cameras_for_video`` on the recon maps (focal from the anchor, PnP),
 ``depth`` = recon seen from its own predicted camera, ``visible`` = the proposal's occlusion test
 m = 1[z^trk ≤ (1 + τ) z^rec(x̂)] with x̂ the track reprojected into frame t (DESIGN §6).
 
@@ -35,7 +35,7 @@ from st4r_lite.adapt import occlusion
 from st4r_lite.adapt.sim_labels import GroundTruthVideo
 from st4r_lite.eval import benchmark_metrics as eval_metrics
 from st4r_lite.geometry import track_metrics as metrics
-from st4r_lite.geometry.camera import solve_cameras
+from st4r_lite.geometry.camera import cameras_for_video
 from st4r_lite.geometry.pinhole import (
     depth_to_pointmap,
     intrinsics_matrix,
@@ -43,7 +43,7 @@ from st4r_lite.geometry.pinhole import (
     project,
     transform_points,
 )
-from st4r_lite.model.network import predict_video
+from st4r_lite.model.pairs import predict_video
 from st4r_lite.world import worldtrack
 
 __all__ = ["EvalSequence", "Prediction", "sequence_from_clip", "sequence_from_worldtrack", "load_sequences",
@@ -235,10 +235,10 @@ def occlusion_mask(tracks: torch.Tensor, recon_depth: torch.Tensor, T_world_cam:
 def prediction_from_maps(track_maps: torch.Tensor, recon: torch.Tensor, conf_recon: torch.Tensor | None,
                          query_pixels: torch.Tensor, *, seed: int = 0) -> Prediction:
     """A :class:`Prediction` from per-pair maps (track, recon (T, H, W, 3), conf_recon (T, H, W)): tracks at the
-    query pixels, cameras by ``camera.solve_cameras``, depth in the predicted cameras, occlusion mask."""
+    query pixels, cameras by ``camera.cameras_for_video``, depth in the predicted cameras, occlusion mask."""
     track_maps, recon = track_maps.detach().float().cpu(), recon.detach().float().cpu()
     conf = None if conf_recon is None else conf_recon.detach().float().cpu()
-    cams = solve_cameras(recon, conf, differentiable=False, seed=seed, warn=False)
+    cams = cameras_for_video(recon, conf, differentiable=False, seed=seed, warn=False)
     T_wc = cams.T_world_cam.detach().double()
     K = cams.K.detach().double()
     depth = transform_points(invert_pose(T_wc), recon.double())[..., 2]

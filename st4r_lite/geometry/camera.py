@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import roma
 import torch
@@ -41,10 +41,11 @@ from st4r_lite.geometry.pinhole import (
     transform_points,
 )
 
-__all__ = ["CameraSolution", "focal_from_anchor", "solve_poses", "solve_cameras", "synthetic_pointmaps",
-           "time_solve", "STATUSES"]
+__all__ = ["CameraSolution", "focal_from_anchor", "solve_poses", "cameras_for_video", "synthetic_pointmaps",
+           "time_solve", "STATUSES", "PLAUSIBLE_FOCAL"]
 
 STATUSES = ("ok", "planar", "few_points", "degenerate")
+PLAUSIBLE_FOCAL = (1 / 20, 20.0)  # focal / image width outside this (field of view beyond ~3°..175°) is rejected
 
 
 @dataclass
@@ -53,7 +54,8 @@ class CameraSolution:
     K (3, 3) or (T, 3, 3); inlier_ratio (T,) inliers / valid pixels; reproj_error_px (T,) RMS reprojection error
     over the inliers (NaN when a frame has none); num_valid (T,) valid pixels; inliers (T, H, W) bool;
     status: per frame one of STATUSES ("ok"; "planar": solved with a plane homography start, trustworthy;
-    "few_points" / "degenerate": not solved, pose copied from the previous frame); messages: per frame, why."""
+    "few_points" / "degenerate": not solved, pose copied from the previous frame); messages: per frame, why;
+    notes: what fell back for the whole video (e.g. the focal)."""
 
     T_world_cam: Tensor
     K: Tensor
@@ -63,6 +65,7 @@ class CameraSolution:
     inliers: Tensor
     status: list[str]
     messages: list[str]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> Tensor:
@@ -89,8 +92,9 @@ def focal_from_anchor(anchor: Tensor, conf: Tensor | None = None, *, conf_quanti
         f = argmin_f Σ_p ‖d_p − f q_p‖,  least squares start f = Σ⟨d, q⟩ / Σ‖q‖², then ~10 reweightings 1/‖d − f q‖.
     anchor: (H, W, 3) or (B, H, W, 3), the anchor's pointmap in its own camera frame (pair (0, 0));
     conf: (H, W) / (B, H, W) or None. Pixels used: finite, z > 0, conf >= ``min_conf`` and within the top
-    (1 − conf_quantile) of the image's confidences. If that leaves < 16 pixels the confidence filter is dropped;
-    if nothing usable remains, f = (W / 2) / tan(default_fov_deg / 2) with a warning. Returns f: () or (B,).
+    (1 − conf_quantile) of the image's confidences. If that leaves < 16 pixels the confidence filter is dropped.
+    The one fallback: if nothing usable remains or f is implausible (outside ``PLAUSIBLE_FOCAL`` · W, e.g. from
+    an untrained model), f = (W / 2) / tan(default_fov_deg / 2) with a warning. Returns f: () or (B,).
     """
     if anchor.ndim not in (3, 4) or anchor.shape[-1] != 3:
         raise ValueError(f"anchor must be a pointmap (H, W, 3) or (B, H, W, 3), got {tuple(anchor.shape)}")
@@ -117,13 +121,19 @@ def focal_from_anchor(anchor: Tensor, conf: Tensor | None = None, *, conf_quanti
         enough = usable.flatten(1).sum(1) >= 16
         valid = torch.where(enough[:, None, None], usable, geometric)
     f = estimate_focal(pts, valid, pp=pp, iters=iters)
-    bad = ~torch.isfinite(f) | (f <= 0)
-    if bool(bad.any()):
+    missing = ~torch.isfinite(f) | (f <= 0)
+    implausible = ~missing & ((f < PLAUSIBLE_FOCAL[0] * W) | (f > PLAUSIBLE_FOCAL[1] * W))
+    if bool((missing | implausible).any()):
         default = (W / 2) / math.tan(math.radians(default_fov_deg) / 2)
-        warnings.warn(f"focal_from_anchor: no usable pixel in {int(bad.sum())} anchor pointmap(s) (NaNs, z <= 0 "
-                      f"or low confidence); using f = {default:.1f} px ({default_fov_deg:.0f}° field of view)",
-                      stacklevel=2)
-        f = torch.where(bad, torch.full_like(f, default), f)
+        why = []
+        if bool(missing.any()):
+            why.append(f"no usable pixel in {int(missing.sum())} anchor pointmap(s) (NaNs, z <= 0 or low confidence)")
+        if bool(implausible.any()):
+            shown = ", ".join(f"{float(x):.3g}" for x in f[implausible][:3])
+            why.append(f"focal from the anchor pointmap ({shown} px) is implausible for a {W} px wide image")
+        warnings.warn(f"focal_from_anchor: {'; '.join(why)}; using f = {default:.1f} px ({default_fov_deg:.0f}° "
+                      "field of view)", stacklevel=2)
+        f = torch.where(missing | implausible, torch.full_like(f, default), f)
     return f[0] if single else f
 
 
@@ -249,31 +259,67 @@ def solve_poses(recon: Tensor, K: Tensor, conf: Tensor | None = None, valid: Ten
         num_valid=num_valid, inliers=inliers.view(T, H, W), status=status, messages=messages)
 
 
-def solve_cameras(recon: Tensor, conf: Tensor | None = None, *, anchor: Tensor | None = None,
-                  anchor_conf: Tensor | None = None, valid: Tensor | None = None, focal: float | Tensor | None = None,
-                  pp: tuple[float, float] | None = None, conf_quantile: float = 0.25,
-                  **pose_options) -> CameraSolution:
-    """The DESIGN §5 pipeline: K from the anchor pair, then every frame's pose from its recon pointmap.
+def cameras_for_video(recon: Tensor, conf: Tensor | None = None, *, anchor: Tensor | None = None,
+                      anchor_conf: Tensor | None = None, valid: Tensor | None = None,
+                      focal: float | Tensor | None = None, pp: tuple[float, float] | None = None,
+                      conf_quantile: float = 0.25, pose_stride: int = 1, chunk: int | None = None, seed: int = 0,
+                      **pose_options) -> CameraSolution:
+    """The cameras of a video (DESIGN §5): K from the anchor pair, then every frame's pose from its recon map.
 
     recon: (T, H, W, 3), pair (0, t)'s reconstruction of frame t in the world frame; conf: (T, H, W) or None;
     anchor: (H, W, 3), the anchor's pointmap in its own frame (default recon[0]; the track of pair (0, 0) works
-    too), anchor_conf: (H, W) (default conf[0]); focal: skip the estimate and use this f; pp: (cx, cy), default
-    ((W−1)/2, (H−1)/2). ``pose_options`` go to ``solve_poses``. Returns a CameraSolution with K (3, 3).
+    too), anchor_conf: (H, W) (default conf[0] with the default anchor); focal: skip the estimate and use this f;
+    pp: (cx, cy), default ((W−1)/2, (H−1)/2). The focal falls back to a 60° field of view where the anchor gives
+    none or an implausible one (``focal_from_anchor``; said in ``notes``, no warning).
+    pose_stride s: PnP on every s-th pixel in each direction; pixel u' of that grid is pixel s·u', so its
+    intrinsics are diag(1/s, 1/s, 1) K (the same pose from s² times fewer points).
+    chunk: frames per PnP call (memory bounded; None = all at once); the chunk starting at frame c uses seed
+    ``seed + c``; an unsolved frame takes the previous frame's pose across chunk borders too.
+    ``pose_options`` go to ``solve_poses`` (e.g. differentiable, num_hypotheses, warn).
+    Returns a CameraSolution with K (3, 3) at full resolution (inliers on the pose_stride grid).
     """
     if recon.ndim != 4 or recon.shape[-1] != 3:
         raise ValueError(f"recon must be pointmaps (T, H, W, 3), got {tuple(recon.shape)}")
+    if pose_stride < 1 or (chunk is not None and chunk < 1):
+        raise ValueError(f"pose_stride and chunk must be >= 1, got {pose_stride} and {chunk}")
     T, H, W, _ = recon.shape
     cx, cy = ((W - 1) / 2, (H - 1) / 2) if pp is None else pp
+    notes = []
     if focal is None:
-        anchor = recon[0] if anchor is None else anchor
-        if anchor_conf is None and conf is not None and anchor is recon[0]:
-            anchor_conf = conf[0]
-        f = focal_from_anchor(anchor, anchor_conf, conf_quantile=conf_quantile,
-                              pp=recon.new_tensor([cx, cy]))
+        if anchor is None:
+            anchor = recon[0]
+            anchor_conf = conf[0] if anchor_conf is None and conf is not None else anchor_conf
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            f = focal_from_anchor(anchor.detach(), None if anchor_conf is None else anchor_conf.detach(),
+                                  conf_quantile=conf_quantile, pp=recon.new_tensor([cx, cy]))
+        notes += [str(w.message) for w in caught]
     else:
         f = torch.as_tensor(focal, dtype=recon.dtype, device=recon.device)
     K = intrinsics_matrix(f, torch.as_tensor(cx).to(f), torch.as_tensor(cy).to(f))
-    return solve_poses(recon, K, conf, valid, **pose_options)
+    s = pose_stride
+    K_sub = K if s == 1 else torch.cat([K[:2] / s, K[2:]])
+    sub = (lambda x: x) if s == 1 else (lambda x: None if x is None else x[:, ::s, ::s])  # noqa: E731
+    step = T if chunk is None else chunk
+    parts = [solve_poses(sub(recon[c:c + step]), K_sub, sub(None if conf is None else conf[c:c + step]),
+                         sub(None if valid is None else valid[c:c + step]), seed=seed + c, **pose_options)
+             for c in range(0, T, step)]
+    if len(parts) == 1:
+        sol = parts[0]
+    else:
+        sol = CameraSolution(
+            T_world_cam=torch.cat([p.T_world_cam for p in parts]), K=K_sub,
+            inlier_ratio=torch.cat([p.inlier_ratio for p in parts]),
+            reproj_error_px=torch.cat([p.reproj_error_px for p in parts]),
+            num_valid=torch.cat([p.num_valid for p in parts]), inliers=torch.cat([p.inliers for p in parts]),
+            status=[x for p in parts for x in p.status], messages=[x for p in parts for x in p.messages])
+        poses = list(sol.T_world_cam.unbind(0))
+        for t in range(1, T):
+            if sol.status[t] not in ("ok", "planar"):
+                poses[t] = poses[t - 1].detach()
+        sol.T_world_cam = torch.stack(poses)
+    sol.K, sol.notes = K.to(sol.T_world_cam.dtype), notes
+    return sol
 
 
 def synthetic_pointmaps(T: int, H: int, W: int, *, seed: int = 0, focal: float | None = None,

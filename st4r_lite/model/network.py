@@ -19,7 +19,6 @@ from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from st4r_lite.model.blocks import Block, DecoderBlock, PatchEmbed, RoPE2D
 from st4r_lite.model.config import PRESETS, ModelConfig, get_config
@@ -211,44 +210,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def predict_video(
-    model: St4RTrack,
-    video: torch.Tensor,
-    chunk: int = 8,
-    anchor: int = 0,
-    progress: bool = False,
-    out_device: torch.device | str | None = None,
-) -> PairOutput:
-    """Run every pair (anchor, t), t = 0..T-1, without gradients, ``chunk`` pairs at a time.
-
-    video: (T, 3, H, W) in [-1, 1] -> PairOutput with B = T (row t = pair (anchor, t)). The anchor is encoded
-    once; memory is bounded by ``chunk``, not T. Outputs are gathered on ``out_device`` (default: the video's).
-    """
-    if video.ndim != 4 or video.shape[1] != 3:
-        raise ValueError(f"video must be (T, 3, H, W) in [-1, 1], got shape {tuple(video.shape)}")
-    T = video.shape[0]
-    if not 0 <= anchor < T:
-        raise ValueError(f"anchor index {anchor} outside the video's {T} frames")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    check_images(video[:1], video[:1], model.config.patch_size)
-    device = next(model.parameters()).device
-    out_device = video.device if out_device is None else out_device
-    starts = range(0, T, chunk)
-    if progress:
-        starts = tqdm(starts, desc="pairs", unit="chunk")
-    parts = []
-    with torch.no_grad():
-        enc_a, pos_a = model.encode(video[anchor : anchor + 1].to(device))
-        for s in starts:
-            others = video[s : s + chunk].to(device)
-            n = others.shape[0]
-            enc_o, pos_o = model.encode(others)
-            dec1, dec2 = model.decode(enc_a.expand(n, -1, -1), pos_a.expand(n, -1, -1), enc_o, pos_o)
-            out, _, _ = model.predict_heads(dec1, dec2, tuple(video.shape[-2:]))
-            parts.append(out.to(out_device))
-    return PairOutput.cat(parts)
-
-
-__all__ = ["PRESETS", "ModelConfig", "PairOutput", "DebugOutput", "St4RTrack", "build_model", "predict_video",
-           "count_parameters", "check_images"]
+__all__ = ["PRESETS", "ModelConfig", "PairOutput", "DebugOutput", "St4RTrack", "build_model", "count_parameters",
+           "check_images"]

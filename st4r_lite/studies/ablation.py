@@ -24,7 +24,6 @@ predictions before / after adaptation, for ``st4r-lite report``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -36,11 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from st4r_lite.adapt import loop as adapt
 from st4r_lite.adapt.config import AdaptConfig
+from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.variants import VARIANTS
 from st4r_lite.eval import baselines
+from st4r_lite.eval.adaptation import oracle_inputs
 from st4r_lite.eval.evaluate import (
     EvalSequence,
     Prediction,
@@ -52,9 +52,8 @@ from st4r_lite.eval.evaluate import (
     to_jsonable,
 )
 from st4r_lite.geometry.pinhole import invert_pose, transform_points
-from st4r_lite.model.checkpoint import load_model
-from st4r_lite.model.network import build_model
-from st4r_lite.runtime import atomic_write, check_output_folder, repo_data_dir, staged_dir
+from st4r_lite.model import resolve
+from st4r_lite.runtime import atomic_write, check_output_folder, staged_dir
 from st4r_lite.studies.ablation_stats import (  # noqa: F401  (re-exported: the ablation's public API)
     KEY_METRICS,
     CheckResult,
@@ -135,15 +134,12 @@ def _first_frames(seq: EvalSequence, frames: int) -> EvalSequence:
 
 
 def _load_model(cfg: AblationConfig):
-    path = Path(cfg.checkpoint) if cfg.checkpoint else repo_data_dir() / "tiny.pt"
-    if path.is_file():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        name = "data/tiny.pt" if not cfg.checkpoint else str(path)
-        return load_model(path).float().eval(), f"{name} (sha256 {digest})"
-    if cfg.checkpoint:
-        raise FileNotFoundError(f"--checkpoint {cfg.checkpoint!r} does not exist")
-    cfg.notes.append(f"{path} not found: used a freshly initialised (untrained) tiny model, seed 0")
-    return build_model("tiny", seed=0).eval(), "fresh tiny model (untrained)"
+    """The model of ``cfg.checkpoint`` (``model.resolve``: path, released name, fresh:PRESET; default data/tiny.pt,
+    an untrained tiny model when that is missing, noted) and where it came from."""
+    if cfg.checkpoint is None and not resolve.default_checkpoint().is_file():
+        cfg.notes.append(f"{resolve.default_checkpoint()} not found: used a freshly initialised (untrained) tiny "
+                         "model, seed 0")
+    return resolve.load(cfg.checkpoint, log=lambda s: None), resolve.describe(cfg.checkpoint)
 
 
 def prediction_from_adapt(res, seq: EvalSequence) -> Prediction:
@@ -231,7 +227,8 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
             for variant in cfg.variants:
                 t0 = time.perf_counter()
                 acfg = _adapt_config(cfg, variant, seed)
-                res = adapt.adapt_video(model, adapt.AdaptVideo(seq.name, seq.video, gt), labels, acfg)
+                res = adapt_video(model, AdaptVideo(seq.name, seq.video), labels, acfg,
+                                  **oracle_inputs(gt, labels, acfg))
                 preds[variant] = prediction_from_adapt(res, seq)
                 loss = [round(r["total"], 5) for r in res.loss_log]
                 runs.append(_run_record(seq, seed, variant, preds[variant], time.perf_counter() - t0, loss))

@@ -12,7 +12,6 @@ recorded measurement (``data/adapt_variants_quick.json``); ``run_adapt_cli`` is 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import shlex
@@ -25,15 +24,17 @@ import numpy as np
 import torch
 
 from st4r_lite.adapt.config import AdaptConfig
-from st4r_lite.adapt.loop import AdaptVideo, PairRunner, adapt_video, cameras_from_prediction, jsonable
+from st4r_lite.adapt.loop import cameras_from_prediction, jsonable
 from st4r_lite.adapt.occlusion import mask_quality, occlusion_mask, sample_map
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
 from st4r_lite.adapt.sim_labels import GroundTruthVideo, SimTrackerConfig
 from st4r_lite.adapt.variants import VARIANTS
 from st4r_lite.app.frames import sequence_to_network
+from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score
 from st4r_lite.geometry.pinhole import project, transform_points
-from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model import resolve
+from st4r_lite.model.pairs import predict_video
 from st4r_lite.runtime import atomic_write, check_output_folder, repo_data_dir, staged_dir
 from st4r_lite.world import worldtrack
 from st4r_lite.world.render import generate_clips
@@ -43,7 +44,7 @@ __all__ = ["compare_variants", "load_videos", "measure_quick", "mask_tau_sweep",
 
 
 def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 96, resize: bool = True,
-                portrait: str = "native") -> list[AdaptVideo]:
+                portrait: str = "native") -> list[VideoWithTruth]:
     """Videos from an .npz file, a folder of .npz files, or ``DOMAIN:SEED[:COUNT]`` (synthetic clips).
 
     Files are brought to the network size (height, width) like ``run`` does (``frames.sequence_to_network``:
@@ -60,19 +61,19 @@ def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 9
                 seq, _ = sequence_to_network(seq, (height, width), portrait)
             video = torch.from_numpy(np.ascontiguousarray(seq.images)).permute(0, 3, 1, 2).float() / 255.0
             gt = GroundTruthVideo.from_sequence(seq, height=video.shape[2], width=video.shape[3])
-            videos.append(AdaptVideo(f.stem, video, gt))
+            videos.append(VideoWithTruth(f.stem, video, gt))
         return videos
     parts = data.split(":")
     if len(parts) in (2, 3) and parts[0] in ("wild", "pretrain") and all(p.isdigit() for p in parts[1:]):
         count = int(parts[2]) if len(parts) == 3 else 1
         clip = generate_clips(count, frames=frames, height=height, width=width, domain=parts[0],
                               seed=int(parts[1]))
-        return [AdaptVideo.from_clip(clip, b) for b in range(count)]
+        return [VideoWithTruth.from_clip(clip, b) for b in range(count)]
     raise FileNotFoundError(f"--data {data!r} is neither an .npz file, a folder of .npz files, nor "
                             "DOMAIN:SEED[:COUNT] (e.g. wild:100:4)")
 
 
-def compare_variants(videos: list[AdaptVideo], model, *, variants=tuple(VARIANTS), trackers=("sim", "lk"),
+def compare_variants(videos: list[VideoWithTruth], model, *, variants=tuple(VARIANTS), trackers=("sim", "lk"),
                      depth: str = "sim", config: AdaptConfig | None = None, progress=None,
                      provider_options: dict | None = None) -> dict:
     """The ablation of DESIGN §6: every variant on every video with the same pseudo-labels (paired comparison).
@@ -98,7 +99,7 @@ def compare_variants(videos: list[AdaptVideo], model, *, variants=tuple(VARIANTS
             st = pseudo_label_error_stats(labels, gt2d, vis, vid.gt.depth)
             pl_stats[tracker][vid.name] = {**asdict(st), "summary": st.summary(), "source": labels.source}
             for variant in variants:
-                res = adapt_video(model, vid, labels, replace(cfg, variant=variant))
+                res = adapt_and_score(model, vid, labels, replace(cfg, variant=variant))
                 row = {"tracker": tracker, "variant": variant, "video": vid.name, "seconds": res.seconds,
                        **_flat_metrics(res.metrics)}
                 rows.append(row)
@@ -140,11 +141,7 @@ def run_adapt_cli(args) -> str:
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; choose from {list(VARIANTS)} or 'all'")
     out = check_output_folder(args.out, inputs=[args.data])
-    ckpt = Path(args.checkpoint) if args.checkpoint else repo_data_dir() / "tiny.pt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} not found; pass --checkpoint (e.g. one written by "
-                                "`st4r-lite export`)")
-    model = load_model(ckpt)
+    model = resolve.load(args.checkpoint)
     H, W = model.config.img_size
     videos = load_videos(args.data, frames=args.frames, height=H, width=W,
                          resize=getattr(args, "resize", "model") == "model", portrait=getattr(args, "portrait", "native"))
@@ -157,7 +154,7 @@ def run_adapt_cli(args) -> str:
             provider = make_provider(args.tracker, args.depth, ground_truth=vid.gt, seed=args.seed, fallback=True)
             labels = provider(vid.video, vid.queries(cfg.query_stride))
             for variant in variants:
-                res = adapt_video(model, vid, labels, replace(cfg, variant=variant))
+                res = adapt_and_score(model, vid, labels, replace(cfg, variant=variant))
                 npz, js = res.save(stage)
                 m = res.metrics.get("tracking", {}).get("median")
                 score = (f"APD {m['apd']:.1f} / dyn {m['apd_dynamic']:.1f}, EPE {m['epe']:.3f}" if m
@@ -182,7 +179,7 @@ def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, fram
     videos = []
     for s in seeds:
         clip = generate_clips(1, frames=frames, height=height, width=width, domain="wild", seed=int(s))
-        videos.append(AdaptVideo.from_clip(clip, 0))
+        videos.append(VideoWithTruth.from_clip(clip, 0))
     result = compare_variants(videos, model, variants=variants, trackers=trackers, depth=depth, config=config,
                               progress=progress, provider_options=provider_options)
     result["mask_tau_sweep"] = mask_tau_sweep(videos, model)
@@ -196,7 +193,7 @@ def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, fram
     return result
 
 
-def mask_tau_sweep(videos: list[AdaptVideo], model, taus=(0.0, 0.05, 0.1, 0.3, 1.0), stride: int = 4) -> dict:
+def mask_tau_sweep(videos: list[VideoWithTruth], model, taus=(0.0, 0.05, 0.1, 0.3, 1.0), stride: int = 4) -> dict:
     """Occlusion-mask quality of the *unadapted* model against ground-truth visibility for several τ, next to
     the same test on exact geometry (true track points, depth and cameras; τ = 0.05): what limits the mask, the
     test or the pointmaps it reads? Returns {label: mean precision / recall / occluded_rejected / kept_fraction}.
@@ -206,7 +203,7 @@ def mask_tau_sweep(videos: list[AdaptVideo], model, taus=(0.0, 0.05, 0.1, 0.3, 1
         q = vid.queries(stride)
         _, track_gt, vis, _ = vid.gt.lookup(q if vid.gt.dense else None)
         with torch.no_grad():
-            out = PairRunner(model, vid.video)()
+            out = predict_video(model, vid.video * 2 - 1, chunk=8)
             K, T_world_cam, _ = cameras_from_prediction(out, AdaptConfig(), 0, False)
         T = out.track.shape[0]
         T_cam_world = torch.linalg.inv(T_world_cam)
@@ -229,7 +226,7 @@ SENSITIVITY = {                     # what might make the proposal matter: each 
 }
 
 
-def sensitivity(videos: list[AdaptVideo], model, *, settings: dict | None = None,
+def sensitivity(videos: list[VideoWithTruth], model, *, settings: dict | None = None,
                 variants=("none", "baseline", "oracle_mask", "robust"), tracker: str = "sim",
                 config: AdaptConfig | None = None, provider_options: dict | None = None, progress=None) -> dict:
     """compare_variants under several AdaptConfig changes (``SENSITIVITY``): {setting: {variant: means}}."""
@@ -260,14 +257,10 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def main(argv=None) -> int:
     """``python -m st4r_lite.studies.adapt_compare [--checkpoint CKPT] [--out JSON] [--steps N] ...``: the recorded run."""
     p = argparse.ArgumentParser(prog="python -m st4r_lite.studies.adapt_compare", description=measure_quick.__doc__)
-    p.add_argument("--checkpoint", default=None, help="model file (default: data/tiny.pt)")
+    p.add_argument("--checkpoint", default=None, help=resolve.SPEC_HELP)
     p.add_argument("--out", default=None, help="JSON to write (default: data/adapt_variants_quick.json)")
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--lr", type=float, default=3e-5)
@@ -283,8 +276,8 @@ def main(argv=None) -> int:
     p.add_argument("--harsh", action="store_true",
                    help="simulated tracker that never flags occlusion (every occluded label marked valid)")
     args = p.parse_args(argv)
-    ckpt = Path(args.checkpoint) if args.checkpoint else repo_data_dir() / "tiny.pt"
-    model = load_model(ckpt)
+    model = resolve.load(args.checkpoint)
+    ckpt = resolve.describe(args.checkpoint)
     cfg = AdaptConfig(steps=args.steps, lr=args.lr, pairs_per_step=args.pairs_per_step, params=args.params,
                       tau=args.tau, sigma_form=args.sigma_form)
     out = Path(args.out) if args.out else repo_data_dir() / "adapt_variants_quick.json"
@@ -294,11 +287,11 @@ def main(argv=None) -> int:
         options = {"sim_tracker_config": SimTrackerConfig(occluded_marked_visible_prob=1.0)}
     if args.sensitivity:
         start = time.perf_counter()
-        videos = [AdaptVideo.from_clip(generate_clips(1, frames=16, height=64, width=96, domain="wild",
+        videos = [VideoWithTruth.from_clip(generate_clips(1, frames=16, height=64, width=96, domain="wild",
                                                       seed=int(s)), 0) for s in args.seeds.split(",")]
         table = sensitivity(videos, model, config=cfg, provider_options=options, progress=lambda r: print(
             r["variant"], r["video"], round(r.get("apd_median", math.nan), 2), flush=True))
-        doc = {"settings": {"command": command, "checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt),
+        doc = {"settings": {"command": command, "checkpoint": ckpt,
                             "config": asdict(cfg),
                             "videos": [v.name for v in videos], "harsh": args.harsh,
                             "seconds": round(time.perf_counter() - start, 1)}, "sensitivity": table}
@@ -314,7 +307,7 @@ def main(argv=None) -> int:
                             f"APD {row.get('apd_median', float('nan')):6.2f} dyn "
                             f"{row.get('apd_dynamic_median', float('nan')):6.2f} ({row['seconds']:.0f} s)",
                             flush=True))
-    res["settings"].update({"checkpoint": str(ckpt), "checkpoint_sha256": _sha256(ckpt)})
+    res["settings"].update({"checkpoint": ckpt})
     with atomic_write(out, "w") as fh:
         json.dump(jsonable(res), fh, indent=1)
     print(res["table"])

@@ -36,8 +36,8 @@ import torch
 from einops import rearrange
 
 from st4r_lite.geometry import track_metrics as metrics
-from st4r_lite.model.checkpoint import load_model
-from st4r_lite.model.network import predict_video
+from st4r_lite.model import resolve
+from st4r_lite.model.pairs import predict_video
 from st4r_lite.train.heldout import HELDOUT_SEED, write_eval_json
 from st4r_lite.world.render import generate_clips
 
@@ -166,7 +166,7 @@ def ceiling_report(model_path=None, frames=(8, 16), num_clips: int = 16, seed: i
     seed = HELDOUT_SEED if seed is None else seed
     model = None
     if model_path is not None:
-        model = load_model(model_path).float()
+        model = resolve.load(model_path)
         height, width = model.config.img_size
     report = {"command": "python -m st4r_lite.studies.ceiling" + (f" --model {model_path}" if model_path else ""),
               "clips": {"domain": "pretrain", "num_clips": num_clips, "seed": seed, "image_hw": [height, width],
@@ -205,7 +205,7 @@ def format_report(report: dict) -> str:
 def main(argv=None) -> int:
     """``python -m st4r_lite.studies.ceiling [--model data/tiny.pt] [--json data/quality_ceiling.json]``."""
     ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.ceiling", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="model file to place on the table (e.g. data/tiny.pt)")
+    ap.add_argument("--model", default=None, help="model to place on the table: " + resolve.SPEC_HELP)
     ap.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="clip lengths (default 8 16)")
     ap.add_argument("--num-clips", type=int, default=16)
     ap.add_argument("--json", default=None, help="write the report here (atomically)")

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from st4r_lite.app.run import FRESH_PREFIX, run_video
+from st4r_lite.app.run import run_video
 from st4r_lite.app.video import write_video
-from st4r_lite.runtime import atomic_write, repo_data_dir
+from st4r_lite.model import resolve
+from st4r_lite.runtime import atomic_write
 
 __all__ = ["synthetic_video_frames", "measure_long_video", "default_checkpoint", "main"]
 
@@ -81,8 +82,8 @@ def _measure_one(video_path: str, checkpoint: str, chunk: int) -> dict:
 
 def default_checkpoint() -> str:
     """The shipped tiny model (data/tiny.pt) when present, else an untrained one (``fresh:tiny``)."""
-    path = repo_data_dir() / "tiny.pt"
-    return str(path) if path.is_file() else f"{FRESH_PREFIX}tiny"
+    path = resolve.default_checkpoint()
+    return str(path) if path.is_file() else f"{resolve.FRESH_PREFIX}tiny"
 
 
 def measure_long_video(frame_counts=(50, 100, 200, 400), *, height: int = 360, width: int = 640,

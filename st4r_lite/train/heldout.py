@@ -9,7 +9,7 @@ Two sources of held-out data, both never seen in training (training clip seeds s
 - :func:`evaluate_benchmark`: a named WorldTrack benchmark (``worldtrack.BENCHMARKS``, e.g.
   "worldtrack-lite") read through its ``.npz`` files, queries as the files give them.
 
-Per sequence the model runs every pair (0, t) (``model.predict_video``); the predicted tracks are the track
+Per sequence the model runs every pair (0, t) (``model.pairs.predict_video``); the predicted tracks are the track
 maps at the query pixels, the reconstruction is the recon maps. The static baseline uses the track map of
 pair (0, 0) (the anchor's own reconstruction) for every frame. Metrics come from :mod:`st4r_lite.geometry.track_metrics`
 (mean over sequences).
@@ -27,8 +27,8 @@ import torch
 from einops import rearrange
 
 from st4r_lite.geometry import track_metrics as metrics
-from st4r_lite.model.checkpoint import load_model
-from st4r_lite.model.network import predict_video
+from st4r_lite.model import resolve
+from st4r_lite.model.pairs import predict_video
 from st4r_lite.runtime import atomic_write
 from st4r_lite.train.checkpoint import load_train_checkpoint
 from st4r_lite.world.render import generate_clips
@@ -140,20 +140,21 @@ def quality_bar(head: dict, margin: float = QUALITY_MARGIN) -> dict:
 
 def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS, frames: int = HELDOUT_FRAMES,
                         seed: int = HELDOUT_SEED, device: str = "cpu") -> dict:
-    """Held-out report of a model file (``checkpoint.load_model``), evaluated in float32 on ``num_clips``
+    """Held-out report of a model (``path``: any ``model.resolve`` spec), evaluated in float32 on ``num_clips``
     pretrain-domain clips of ``frames`` frames (seeds ``seed``…, never used in training).
 
     Returns {"checkpoint", "heldout": settings, "headline": {median, sim3}, "quality_bar": quality_bar(...),
     "result": evaluate_clips(...), "training": steps / wall time / pairs per second / command / hardware (from ``train_ckpt`` if given)}.
     """
-    path = Path(path)
-    model = load_model(path, device=device).float()
+    model = resolve.load(path, device=device)
+    path = Path(path) if isinstance(path, (str, Path)) else None
     clips = heldout_clips(model.config, num_clips=num_clips, frames=frames, seed=seed, device=device)
     t0 = time.perf_counter()
     result = evaluate_clips(model, clips)
     heads = {al: headline(result, al) for al in result["track"]}
     report = {
-        "checkpoint": str(path), "size_mib": round(path.stat().st_size / 2**20, 2),
+        "checkpoint": resolve.describe(path) if path is None or not path.is_file() else str(path),
+        "size_mib": round(path.stat().st_size / 2**20, 2) if path is not None and path.is_file() else None,
         "heldout": {"domain": "pretrain", "num_clips": num_clips, "frames": frames, "seed": seed,
                     "frame_gap": 1.0, "image_hw": list(model.config.img_size), "queries": "every anchor pixel",
                     "dynamic": "max_t |gt_t - gt_0| > 0.05 m",

@@ -11,8 +11,9 @@ that never overlaps the benchmark or held-out seeds; each rank its own clips), m
 
 and minimise :class:`st4r_lite.train.losses.PretrainLoss` with AdamW (β = 0.9, 0.95; weight decay 0.05 except
 norms / biases), warm-up + cosine learning rate, gradient clipping at 0.8 and bf16 autocast on CUDA. Frame
-gaps follow a short-to-long curriculum (:mod:`st4r_lite.train.schedule`). The anchor image is encoded once per clip
-and shared by its S pairs (same result as the plain pair forward, fewer encoder passes).
+gaps follow a short-to-long curriculum (:mod:`st4r_lite.train.schedule`). The pairs run through
+``model.pairs.PairRunner``: the anchor image is encoded once per clip and shared by its S pairs (same result as the
+plain pair forward, fewer encoder passes).
 
 The training checkpoint (written atomically) holds model, optimiser, scheduler, step, clip-seed counter and
 torch RNG states, so that N steps == N/2 steps + resume + N/2 steps, bit for bit on CPU. ``export_weights``
@@ -53,6 +54,7 @@ from tqdm.auto import tqdm
 from st4r_lite.model.checkpoint import save_checkpoint
 from st4r_lite.model.config import ModelConfig
 from st4r_lite.model.network import St4RTrack, build_model
+from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write
 from st4r_lite.train import heldout
 from st4r_lite.train.checkpoint import TRAIN_FORMAT, load_train_checkpoint
@@ -105,33 +107,11 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class PairBatch(nn.Module):
-    """Wraps the model to run the S pairs of B clips with the anchor encoded once per clip.
-
-    forward(anchor (B, 3, H, W), others (B, S, 3, H, W)) -> PairOutput with B·S pairs, order (b, k).
-    It is a Module so that DDP wraps it (DDP's gradient hooks need the wrapped module's forward).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, anchor: torch.Tensor, others: torch.Tensor):
-        m = self.model
-        B, S = others.shape[:2]
-        enc, pos = m.encode(torch.cat([anchor, rearrange(others, "b s c h w -> (b s) c h w")]))
-        enc_a = repeat(enc[:B], "b n c -> (b s) n c", s=S)
-        pos_a = repeat(pos[:B], "b n c -> (b s) n c", s=S)
-        dec1, dec2 = m.decode(enc_a, pos_a, enc[B:], pos[B:])
-        out, _, _ = m.predict_heads(dec1, dec2, tuple(anchor.shape[-2:]))
-        return out
-
-
-def clip_pairs(clip) -> tuple[torch.Tensor, torch.Tensor, PairTargets]:
+def clip_pairs(clip) -> tuple[torch.Tensor, PairTargets]:
     """Network inputs and targets of the pairs (0, k), k = 0..S-1, of a Clip.
 
-    Returns anchor (B, 3, H, W) and others (B, S, 3, H, W) in [-1, 1], and PairTargets with B·S rows in
-    (b, k) order: track = track_world[:, k], recon = points_world[:, k], valid = finite, dynamic =
+    Returns frames (B, S, 3, H, W) in [-1, 1] (frame 0 is the anchor; ``model.pairs.PairRunner`` runs them) and
+    PairTargets with B·S rows in (b, k) order: track = track_world[:, k], recon = points_world[:, k], valid = finite, dynamic =
     track_dynamic (the anchor pixel is on a moving object).
     """
     img = clip.rgb * 2 - 1
@@ -143,7 +123,7 @@ def clip_pairs(clip) -> tuple[torch.Tensor, torch.Tensor, PairTargets]:
         valid_track=torch.isfinite(track).all(-1), valid_recon=torch.isfinite(recon).all(-1),
         dynamic=flat(repeat(clip.track_dynamic, "b h w -> b s h w", s=S)),
     )
-    return img[:, 0], img, targets
+    return img, targets
 
 
 def clip_seed(cfg: TrainConfig, counter: int, rank: int) -> int:
@@ -259,7 +239,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device:
 def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop, eval_every, log_every,
                 save_every, progress, final_eval, eval_clips, generate_clips, heldout) -> dict:
     H, W = model.config.img_size
-    runner = PairBatch(model)
+    runner = PairRunner(model)   # a Module: DDP's gradient hooks need the wrapped module's forward
     if env.enabled:
         runner = nn.parallel.DistributedDataParallel(
             runner, device_ids=[env.device.index] if env.device.type == "cuda" else None)
@@ -282,9 +262,9 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         clip = generate_clips(cfg.batch, frames=cfg.frames, height=H, width=W, domain=cfg.domain,
                               seed=clip_seed(cfg, state.clip_counter, env.rank), frame_gap=gap,
                               device=env.device)
-        anchor, others, targets = clip_pairs(clip)
+        frames, targets = clip_pairs(clip)
         with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred = runner(anchor, others)
+            pred = runner(frames)
         terms = loss_fn(pred, targets)
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -296,7 +276,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         state.step += 1
         state.clip_counter += cfg.batch * env.world_size
         state.elapsed_s += time.perf_counter() - t0
-        pairs_window += anchor.shape[0] * cfg.frames * env.world_size
+        pairs_window += frames.shape[0] * cfg.frames * env.world_size
         vals = {k: float(all_reduce_mean(v.detach().reshape(1), env)) for k, v in vars(terms).items()}
         vals.update(grad_norm=float(grad_norm), frame_gap=gap)
         for k, v in vals.items():

@@ -75,7 +75,7 @@ def load(spec=None, device: str | torch.device = "cpu", log: Callable[[str], Non
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(
-            f"checkpoint {name!r} is neither a file nor a known name; give a model file (e.g. data/tiny.pt from "
+            f"checkpoint {name!r} does not exist (neither a file nor a known name); give a model file (e.g. data/tiny.pt from "
             f"`st4r-lite export`), one of {sorted(pretrained.PRETRAINED)}, or fresh:tiny (untrained)")
     try:
         return load_model(path, device=device).float().eval()

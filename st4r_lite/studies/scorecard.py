@@ -34,7 +34,7 @@ import torch
 
 from st4r_lite.eval.baselines import combinational_prediction, static_prediction
 from st4r_lite.eval.evaluate import evaluate_prediction, mean_results, predict_model, sequence_from_clip
-from st4r_lite.model.checkpoint import load_model
+from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
 from st4r_lite.train.checkpoint import load_train_checkpoint
 from st4r_lite.train.heldout import HELDOUT_SEED
@@ -113,7 +113,7 @@ def format_scorecard(card: dict) -> str:
 def main(argv=None) -> int:
     """``python -m st4r_lite.studies.scorecard MODEL [--train-ckpt RUN] [--json OUT]``."""
     ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.scorecard", description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", help="model file (e.g. data/tiny.pt)")
+    ap.add_argument("model", help=resolve.SPEC_HELP)
     ap.add_argument("--train-ckpt", default=None, help="its training checkpoint: adds steps, pairs seen, time")
     ap.add_argument("--num-clips", type=int, default=16)
     ap.add_argument("--frames", type=int, default=16)
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         ap.error("--num-clips must be >= 1 and --frames >= 2")
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = load_model(args.model).float().eval()
+    model = resolve.load(args.model)
     card = scorecard(model, num_clips=args.num_clips, frames=args.frames)
     card["command"] = (f"python -m st4r_lite.studies.scorecard {args.model}"
                        + (f" --train-ckpt {args.train_ckpt}" if args.train_ckpt else "")

@@ -21,6 +21,9 @@ Validation policy (:func:`validate_pseudo_labels`), applied before labels reach 
     no loss ever sees huge numbers (0 * inf = nan even under a mask);
   - depth: negative values are rejected with a ValueError (a disparity map or a bug, not a depth);
     NaN/inf/zero depth is set to 0, which means "missing" for every consumer (losses mask depth <= 0).
+
+Queries off the anchor image (:data:`ANCHOR_QUERY_RULE`, applied by :func:`anchor_queries`): the one rule of
+``evaluate``, ``adapt --tracker sim`` and ``adapt --tracker lk`` for the tracks of a WorldTrack / TAPVid-3D file.
 """
 
 from __future__ import annotations
@@ -31,13 +34,24 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from st4r_lite.errors import InputError
+from st4r_lite.geometry.pinhole import project
+
 __all__ = [
     "PseudoLabels", "PseudoLabelProvider", "DepthProvider", "CombinedProvider", "ValidationReport",
     "PseudoLabelErrorStats", "check_video", "check_query_pixels", "grid_query_pixels", "inside_image",
-    "validate_pseudo_labels", "pseudo_label_error_stats", "fit_depth", "WITHIN_PX",
+    "validate_pseudo_labels", "pseudo_label_error_stats", "fit_depth", "WITHIN_PX", "ANCHOR_QUERY_RULE",
+    "anchor_queries",
 ]
 
 WITHIN_PX = (1, 2, 4, 8)
+ANCHOR_QUERY_RULE = (
+    "A track of a file is used only when its frame-0 point is finite, in front of camera 0 (z > 1e-6) and its "
+    "query pixel lies inside the anchor image, -0.5 <= u <= W - 0.5 and -0.5 <= v <= H - 0.5 (the query is the "
+    "stored frame-0 query when the file has one for every track, else the projection of the frame-0 point). "
+    "Any other track names no anchor pixel, so St4RTrack has no prediction for it: it is dropped (and counted) "
+    "before evaluation and before adaptation with any tracker, never clamped to the border. Query pixels given "
+    "directly to a provider must already be inside (check_query_pixels refuses others).")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -159,6 +173,28 @@ def check_query_pixels(query_pixels: Tensor, H: int, W: int) -> Tensor:
                          f"v in [-0.5, {H - 0.5}]); got u in [{q[:, 0].min():.1f}, {q[:, 0].max():.1f}], "
                          f"v in [{q[:, 1].min():.1f}, {q[:, 1].max():.1f}]")
     return q
+
+
+def anchor_queries(xyz0: Tensor, K: Tensor, H: int, W: int,
+                   queries_xyt: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """:data:`ANCHOR_QUERY_RULE` on one file's tracks -> (query pixels (N, 2), keep (N,) bool).
+
+    xyz0 (N, 3): the tracks' frame-0 points in camera 0; K (3, 3); queries_xyt (N, 3) (u, v, t) or None, used
+    when every t is 0. The pixels have xyz0's dtype; callers keep ``[keep]``. Raises InputError when N > 0 and
+    no track is kept (the file's tracks do not belong to this H x W image)."""
+    xyz0 = torch.as_tensor(xyz0)
+    assert xyz0.ndim == 2 and xyz0.shape[-1] == 3, f"xyz0 must be (N, 3), got {tuple(xyz0.shape)}"
+    q = project(xyz0, torch.as_tensor(K).to(xyz0.dtype))
+    if queries_xyt is not None:
+        stored = torch.as_tensor(queries_xyt).to(xyz0.dtype)
+        if stored.shape == (xyz0.shape[0], 3) and bool((stored[:, 2] == 0).all()):
+            q = stored[:, :2].clone()                  # anchor-frame queries as stored (exact pixels)
+    keep = torch.isfinite(xyz0).all(-1) & (xyz0[:, 2] > 1e-6) & inside_image(q, H, W)
+    if keep.numel() and not bool(keep.any()):
+        raise InputError(f"none of the {keep.numel()} tracks has its frame-0 point inside the {H}x{W} anchor "
+                         "image (in front of the camera, -0.5 <= u <= W - 0.5, -0.5 <= v <= H - 0.5); check "
+                         "that tracks_XYZ, fx_fy_cx_cy and the images belong to the same sequence")
+    return q, keep
 
 
 def inside_image(pixels: Tensor, H: int, W: int) -> Tensor:

@@ -41,7 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_query_pixels, check_video, inside_image
+from st4r_lite.adapt.pseudo_labels import (
+    PseudoLabels, anchor_queries, check_query_pixels, check_video, inside_image,
+)
 from st4r_lite.geometry.pinhole import intrinsics_matrix, invert_pose, project, transform_points, unproject
 
 __all__ = ["GroundTruthVideo", "SimTrackerConfig", "SimDepthConfig", "SimulatedTracker", "SimulatedMonoDepth",
@@ -56,7 +58,8 @@ class GroundTruthVideo:
     K: (3, 3); T_world_cam: (T, 4, 4); depth: (T, H, W) z-depth (0 = unknown) or None;
     track_world: dense (T, H, W, 3) (every anchor pixel, from a Clip) or sparse (T, N, 3) (from a sequence);
     track_visible: (T, H, W) or (T, N) bool; object_id: (T, H, W) int64 (0 = static) or None;
-    queries: (N, 2) pixels of the sparse tracks in frame 0 (None when dense).
+    queries: (N, 2) pixels of the sparse tracks in frame 0 (None when dense); dropped_tracks: how many tracks
+    of the file broke ``pseudo_labels.ANCHOR_QUERY_RULE`` (not in the N).
     """
 
     K: Tensor
@@ -68,6 +71,7 @@ class GroundTruthVideo:
     queries: Tensor | None = None
     height: int = 0
     width: int = 0
+    dropped_tracks: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -92,7 +96,10 @@ class GroundTruthVideo:
     def from_sequence(cls, seq, height: int | None = None, width: int | None = None) -> GroundTruthVideo:
         """A WorldTrack sequence (tracks_XYZ in each frame's camera, extrinsics_w2c, fx_fy_cx_cy, depth_map).
 
-        The world is re-based on frame 0 (T_world_cam_t = E_0 E_t⁻¹); the queries are the frame-0 projections.
+        The world is re-based on frame 0 (T_world_cam_t = E_0 E_t⁻¹); the queries are the frame-0 projections
+        (or the stored frame-0 queries). Tracks off the anchor image are dropped, as ``evaluate`` drops them
+        (``pseudo_labels.ANCHOR_QUERY_RULE``; their count in ``dropped_tracks``), so every tracker sees the same
+        queries and the metrics score the same tracks as ``evaluate``.
         """
         xyz = torch.as_tensor(seq.tracks_XYZ).float()
         E = torch.as_tensor(seq.extrinsics_w2c).float()
@@ -106,10 +113,11 @@ class GroundTruthVideo:
                 height, width = depth.shape[-2:]
             else:
                 height, width = torch.as_tensor(seq.images).shape[1:3]
-        track_world = transform_points(T_world_cam, xyz)
+        q, keep = anchor_queries(xyz[0], K, int(height), int(width), getattr(seq, "queries_xyt", None))
+        track_world = transform_points(T_world_cam, xyz[:, keep])
         return cls(K=K, T_world_cam=T_world_cam, depth=depth, track_world=track_world,
-                   track_visible=torch.as_tensor(seq.visibility).bool(), queries=project(xyz[0], K),
-                   height=int(height), width=int(width))
+                   track_visible=torch.as_tensor(seq.visibility).bool()[:, keep], queries=q[keep],
+                   height=int(height), width=int(width), dropped_tracks=int((~keep).sum()))
 
     def lookup(self, query_pixels: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """GT of the queries: (query_pixels (N, 2), track_world (T, N, 3), visible (T, N), anchor_object (N,)).

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from st4r_lite.adapt import occlusion
+from st4r_lite.adapt.pseudo_labels import anchor_queries
 from st4r_lite.adapt.sim_labels import GroundTruthVideo
 from st4r_lite.eval import benchmark_metrics as eval_metrics
 from st4r_lite.geometry import track_metrics as metrics
@@ -140,8 +141,9 @@ def sequence_from_worldtrack(seq, name: str = "sequence") -> EvalSequence:
     """An :class:`EvalSequence` from a WorldTrack / TAPVid-3D sequence (``worldtrack.load_npz``).
 
     The world is re-based on frame 0: T_world_cam_t = E_0 E_t⁻¹ (E = extrinsics_w2c). Queries are the frame-0
-    projections of the tracks; tracks whose frame-0 point is missing, behind the camera or outside the image
-    cannot be anchor pixels of St4RTrack and are dropped (noted).
+    projections of the tracks (or the stored frame-0 queries); tracks whose frame-0 point is missing, behind the
+    camera or outside the image cannot be anchor pixels of St4RTrack and are dropped (noted): the rule
+    ``adapt.pseudo_labels.ANCHOR_QUERY_RULE``, which adaptation follows too.
     """
     images = torch.as_tensor(seq.images)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -156,12 +158,7 @@ def sequence_from_worldtrack(seq, name: str = "sequence") -> EvalSequence:
     T_world_cam = E[0] @ torch.linalg.inv(E)
     xyz = torch.as_tensor(seq.tracks_XYZ).double()
     vis = torch.as_tensor(seq.visibility).bool()
-    q = project(xyz[0], K)
-    qxyt = getattr(seq, "queries_xyt", None)
-    if qxyt is not None and bool((torch.as_tensor(qxyt)[:, 2] == 0).all()):
-        q = torch.as_tensor(qxyt).double()[:, :2]          # anchor-frame queries as stored (exact pixels)
-    ok = torch.isfinite(xyz[0]).all(-1) & (xyz[0, :, 2] > 1e-6)
-    ok &= (q[:, 0] >= -0.5) & (q[:, 0] <= W - 0.5) & (q[:, 1] >= -0.5) & (q[:, 1] <= H - 0.5)
+    q, ok = anchor_queries(xyz[0], K, H, W, getattr(seq, "queries_xyt", None))   # ANCHOR_QUERY_RULE
     notes = []
     if not bool(ok.all()):
         notes.append(f"dropped {int((~ok).sum())} of {len(ok)} tracks whose frame-0 point is not in the image")

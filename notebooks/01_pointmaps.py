@@ -25,7 +25,7 @@
 #
 # **Time.** Quick mode (CPU): under a minute. Full mode (GPU): about a minute.
 #
-# Conventions used everywhere in `st4r_lite` (DESIGN §1): cameras look along +z with x right and y down;
+# Conventions used everywhere in `st4r_lite` ([docs/method.md §1](../docs/method.md#s1)): cameras look along +z with x right and y down;
 # pixels are (u, v) = (column, row) with pixel centres at integer coordinates;
 # `T_world_cam` is the 4×4 matrix that maps camera coordinates to world coordinates;
 # the **world is the camera of the anchor frame** (frame 0).

@@ -29,7 +29,7 @@
 # **Time.** Quick mode (CPU): about a minute (a few dozen training steps). Full mode (GPU): a few minutes
 # (a few hundred steps).
 #
-# The method's reference is DESIGN §4. The code lives in `st4r_lite/train/losses.py`, `schedule.py`, `train.py`.
+# The method's reference is [docs/method.md §4](../docs/method.md#s4). The code lives in `st4r_lite/train/losses.py`, `schedule.py`, `loop.py`.
 
 # %%
 # Setup. On Colab this installs st4r_lite from its repository and leaves Colab's own torch alone.

@@ -27,7 +27,7 @@
 #
 # St4RTrack predicts, for each pair (anchor 0, frame j), the reconstruction pointmap ¹Xʲ_j: the 3D point seen
 # at every pixel of frame j, **in the world (= anchor camera) frame**. It never predicts a camera. But a camera is
-# implied: the pose T_world_cam_j that sends those points back onto their own pixels (DESIGN §5).
+# implied: the pose T_world_cam_j that sends those points back onto their own pixels ([docs/method.md §5](../docs/method.md#s5)).
 
 # %%
 # Setup. On Colab this installs st4r_lite from its repository and leaves Colab's own torch alone.

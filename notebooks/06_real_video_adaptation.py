@@ -251,7 +251,7 @@ fig.show()
 #
 # `adapt.adapt_video` adapts a copy of the model (by default the tracking branch: decoder stack 1, head 1 and
 # its σ² head; the encoder is frozen) for a few steps with the simulated pseudo-labels; it never sees the ground
-# truth. `eval.adaptation.adapt_and_score` runs it and then scores the tracks in the world frame (APD in %, EPE in m after median scaling, DESIGN §7). Each step uses pair (0, 0)
+# truth. `eval.adaptation.adapt_and_score` runs it and then scores the tracks in the world frame (APD in %, EPE in m after median scaling, [docs/method.md §7](../docs/method.md#s7)). Each step uses pair (0, 0)
 # and 7 other random pairs. Quick mode runs 3 steps: it shows the mechanics, not the effect. `data/adapt_variants_quick.json` holds the
 # recorded comparison of every variant on 4 wild clips (below).
 

@@ -150,7 +150,7 @@ fig.show()
 #
 # The synthetic clip knows where every pixel goes. A network pixel (u, v) is the original pixel
 # `tf.pixels_to_original(u, v)`, so we read the ground-truth tracks there, align the prediction by one median
-# scale (DESIGN §7) and compute the end-point error (EPE, metres) and APD. The "static" baseline says nothing
+# scale ([docs/method.md §7](../docs/method.md#s7)) and compute the end-point error (EPE, metres) and APD. The "static" baseline says nothing
 # moves (track_t = anchor reconstruction).
 
 # %%

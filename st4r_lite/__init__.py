@@ -10,15 +10,15 @@ docs/architecture.md). A module imports only its own layer and the ones above it
 nothing heavy happens at import time:
   runtime        quick mode, devices, data paths, atomic file writes
   geometry/      pinhole (project/unproject, poses, focal, Umeyama Sim(3)), camera + pnp (cameras from
-                 pointmaps, DESIGN §5), track_metrics (APD / EPE after median or Sim(3) alignment)
+                 pointmaps, docs/method.md §5), track_metrics (APD / EPE after median or Sim(3) alignment)
   model/         config, blocks, heads, network: the St4RTrack / DUSt3R network; checkpoint, pretrained
   world/         the synthetic 4D world: scene, raycast, textures, render (clips + dense ground truth);
                  worldtrack (the WorldTrack / TAPVid-3D ``.npz`` format), benchmarks (named sets)
-  train/         losses, schedule, loop (pretraining, DESIGN §4, resumable), distributed (DDP), checkpoint
+  train/         losses, schedule, loop (pretraining, docs/method.md §4, resumable), distributed (DDP), checkpoint
                  (the training file), heldout (the held-out quality bar)
   adapt/         pseudo_labels (the provider interface), sim_labels, lk_tracker, online (providers), occlusion,
-                 variants, config, losses, loop: test-time adaptation and the course's proposal (DESIGN §6)
-  eval/          evaluate (world-frame evaluation, DESIGN §7), benchmark_metrics, baselines (the peers)
+                 variants, config, losses, loop: test-time adaptation and the course's proposal (docs/method.md §6)
+  eval/          evaluate (world-frame evaluation, docs/method.md §7), benchmark_metrics, baselines (the peers)
   app/           your own video: video (reading), frames (network size), run, views + sequence_view (Plotly 3D)
   studies/       ablation (+ ablation_stats, report), adapt_compare, ceiling, bench, video_memory, label_stats,
                  world_stats: the measurements behind the course's numbers (``python -m st4r_lite.studies.NAME``)

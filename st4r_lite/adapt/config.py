@@ -1,4 +1,4 @@
-"""Settings of one test-time adaptation run (DESIGN §6): :class:`AdaptConfig`."""
+"""Settings of one test-time adaptation run (docs/method.md §6): :class:`AdaptConfig`."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Test-time adaptation to "real" video with pseudo-labels (DESIGN §6), baseline and the course's proposal.
+"""Test-time adaptation to "real" video with pseudo-labels (docs/method.md §6), baseline and the course's proposal.
 
 Dimension letters: T frames (pair (anchor 0, j) for j = 0..T-1), H image rows, W image columns, N query
 points p_n (anchor pixels), C channels.
 
 Per video the network predicts, for every pair (0, j), ``track_j`` = ¹X¹_j and ``recon_j`` = ¹Xʲ_j. The
-cameras come from the predictions themselves (DESIGN §5): K from the anchor pair (``camera.focal_from_anchor``),
+cameras come from the predictions themselves (docs/method.md §5): K from the anchor pair (``camera.focal_from_anchor``),
 T_world_cam_j by PnP on recon_j (RANSAC + LM without gradient; optionally one differentiable Gauss–Newton step,
 ``pose_grad``). With pseudo 2D tracks x̃_{j,n} and pseudo mono-depth d̃_j (``pseudo_labels``):
 
@@ -22,7 +22,7 @@ T_world_cam_j by PnP on recon_j (RANSAC + LM without gradient; optionally one di
 pixel-equivalents at the anchor's mean distance, so that one σ² in pixels² serves both), σ² from the
 ``log_sigma2_track`` head at p_n; the align term is divided by f (Laplace; f² Gaussian) so that at σ² = 1 it
 equals L_align (Laplace) and only σ², not a change of units, changes its weight. L_depth is unchanged.
-Variants (ablation rows, DESIGN §6): see ``VARIANTS``.
+Variants (ablation rows, docs/method.md §6): see ``VARIANTS``.
 
 Only the chosen parameters change (``params``: "track" = decoder stack 1, head 1, sigma head 1, the paper's
 choice; "all_but_encoder"). The encoder is frozen in both, so its tokens are computed once per video.

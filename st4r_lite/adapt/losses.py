@@ -1,4 +1,4 @@
-"""The adaptation losses (DESIGN §6): St4RTrack's L_traj, L_depth, L_align and the proposal's robust forms.
+"""The adaptation losses (docs/method.md §6): St4RTrack's L_traj, L_depth, L_align and the proposal's robust forms.
 
 Dimension letters: T frames (pairs (anchor 0, j)), H image rows, W image columns, N query points p_n.
 

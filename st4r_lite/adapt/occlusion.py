@@ -1,4 +1,4 @@
-"""The course's contribution to test-time adaptation (DESIGN §6): an occlusion mask and σ²-weighted losses.
+"""The course's contribution to test-time adaptation (docs/method.md §6): an occlusion mask and σ²-weighted losses.
 
 Dimension letters: T frames (= pairs (anchor 0, j)), H image rows, W image columns, N query points
 (anchor pixels p_n), C channels of a sampled map.

@@ -1,4 +1,4 @@
-"""Pseudo-labels for test-time adaptation (DESIGN §6): one interface, several providers, their error statistics.
+"""Pseudo-labels for test-time adaptation (docs/method.md §6): one interface, several providers, their error statistics.
 
 Dimension letters: T frames, H image rows, W image columns, N query points (anchor pixels), M a subset of N.
 

@@ -42,7 +42,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from st4r_lite.adapt.pseudo_labels import (
-    PseudoLabels, anchor_queries, check_query_pixels, check_video, inside_image,
+    PseudoLabels,
+    anchor_queries,
+    check_query_pixels,
+    check_video,
+    inside_image,
 )
 from st4r_lite.geometry.pinhole import intrinsics_matrix, invert_pose, project, transform_points, unproject
 

@@ -1,4 +1,4 @@
-"""The adaptation variants (the ablation's rows, DESIGN §6): which terms use the occlusion mask and which σ²."""
+"""The adaptation variants (the ablation's rows, docs/method.md §6): which terms use the occlusion mask and which σ²."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ Pipeline (``run_video``; the CLI is ``st4r-lite run --video PATH --checkpoint CK
      the world frame = the anchor camera;
   3. optional test-time adaptation on pseudo-labels (``online.make_provider``; ``st4r_lite.adapt.loop``): the
      adapted network then predicts every pair (instead of the unadapted one of step 2);
-  4. cameras (DESIGN §5, ``geometry.camera.cameras_for_video``): the focal from the anchor pointmap
+  4. cameras (docs/method.md §5, ``geometry.camera.cameras_for_video``): the focal from the anchor pointmap
      (Weiszfeld), then T_world_cam of each frame by PnP on recon_t, ``camera_chunk`` frames at a time, and K
      mapped back to the original video;
   5. everything is written into a temporary folder beside ``--out`` which is renamed to ``--out`` only at the

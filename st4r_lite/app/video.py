@@ -8,7 +8,7 @@ Reading streams: frames are decoded one at a time (PyAV for .mp4/.mov/.webm/.mkv
 to the network size at once, and only the small result is kept. Memory is bounded by one full-resolution frame
 plus T network-size frames, however large or long the video.
 
-Geometry (pixel centres at integer coordinates, DESIGN §1): a *uniform* scale s = max(H / H0, W / W0) so the
+Geometry (pixel centres at integer coordinates, docs/method.md §1): a *uniform* scale s = max(H / H0, W / W0) so the
 scaled frame covers the network size, then a centre crop. With edge coordinates (centre + 0.5) this is
     u_net + 0.5 = s (u0 + 0.5) − x0,   v_net + 0.5 = s (v0 + 0.5) − y0,
     x0 = (s W0 − W) / 2,  y0 = (s H0 − H) / 2   (fractional offsets are kept: the warp is exact).

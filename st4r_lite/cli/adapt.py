@@ -14,7 +14,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
         "adapt",
         help="test-time adaptation of a checkpoint to videos with pseudo-labels (baseline / occlusion mask / sigma^2)",
         description="Adapt a model to each video of --data (a WorldTrack .npz, a folder of them, or DOMAIN:SEED[:COUNT] "
-        "for synthetic clips, e.g. wild:600000:4) with 2D-track and mono-depth pseudo-labels (DESIGN §6). Variants: "
+        "for synthetic clips, e.g. wild:600000:4) with 2D-track and mono-depth pseudo-labels (docs/method.md §6). Variants: "
         "none, baseline, mask, sigma, robust (mask + sigma^2, the course's proposal), oracle_mask, conf_sigma; a "
         "comma list or 'all'. Writes <video>_<variant>.npz (track/recon maps, cameras, mask) and .json (losses, "
         "metrics when ground truth exists) into --out.",

@@ -18,7 +18,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="world-frame evaluation of a model on WorldTrack .npz sequences (tracking, recon, depth, cameras)",
-        description="Run a model on every pair (0, t) of each sequence and score it in the world frame (DESIGN §7): "
+        description="Run a model on every pair (0, t) of each sequence and score it in the world frame (docs/method.md §7): "
         "tracking APD/EPE (all and dynamic, median and sim3 alignment), recon APD/EPE, depth AbsRel and δ<1.25, "
         "camera ATE/RPE after Sim(3), occlusion-mask precision/recall. Files without a depth map (official "
         "WorldTrack files) skip the recon and depth metrics and say so.",

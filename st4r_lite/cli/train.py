@@ -22,7 +22,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain",
         help="pretrain a model on the synthetic 4D world (resumable; torchrun for several processes)",
-        description="Pretrain St4RTrack on pairs (anchor 0, k) of on-the-fly synthetic clips (DESIGN §4). Writes a "
+        description="Pretrain St4RTrack on pairs (anchor 0, k) of on-the-fly synthetic clips (docs/method.md §4). Writes a "
         "training checkpoint (model + optimiser + schedule + RNG states) to --out, a metrics log (JSON lines) "
         "beside it and a held-out evaluation at the end. Several processes: `torchrun --nproc_per_node K "
         "-m st4r_lite.cli pretrain ...`.",

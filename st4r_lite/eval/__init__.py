@@ -1,1 +1,1 @@
-"""World-frame evaluation (DESIGN §7): sequences, predictions, metrics, and the peers."""
+"""World-frame evaluation (docs/method.md §7): sequences, predictions, metrics, and the peers."""

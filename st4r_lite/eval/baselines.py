@@ -1,4 +1,4 @@
-"""The peers St4RTrack must beat, scored by the same code (DESIGN §7): a static and a combinational baseline.
+"""The peers St4RTrack must beat, scored by the same code (docs/method.md §7): a static and a combinational baseline.
 
 Dimension letters: T frames, H image rows, W image columns, N tracked points (queries = anchor pixels).
 

@@ -2,7 +2,7 @@
 
 Dimension letters: T frames, N tracked points, ``...`` any leading shape.
 
-Cameras (DESIGN §7). Predicted cameras live in the prediction's own world (scale and gauge unknown), so the
+Cameras (docs/method.md §7). Predicted cameras live in the prediction's own world (scale and gauge unknown), so the
 predicted camera centres c_t = T_world_cam_t[:3, 3] are first aligned to the ground-truth centres by a
 closed-form Sim(3) (Umeyama): c_t ← s R c_t + t. Then
 

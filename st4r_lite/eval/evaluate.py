@@ -1,4 +1,4 @@
-"""World-frame evaluation of a model on WorldTrack-style sequences (DESIGN §7), and ``st4r-lite evaluate``.
+"""World-frame evaluation of a model on WorldTrack-style sequences (docs/method.md §7), and ``st4r-lite evaluate``.
 
 Dimension letters: T frames, H image rows, W image columns, N tracked points (queries = anchor pixels).
 
@@ -12,7 +12,7 @@ One sequence is an :class:`EvalSequence` (from a synthetic ``world.Clip`` or fro
 For St4RTrack (:func:`predict_model`): pairs (0, t) through the network, ``tracks`` = the track map sampled
 at the query pixels, cameras from ``camera.cameras_for_video`` on the recon maps (focal from the anchor, PnP),
 ``depth`` = recon seen from its own predicted camera, ``visible`` = the proposal's occlusion test
-m = 1[z^trk ≤ (1 + τ) z^rec(x̂)] with x̂ the track reprojected into frame t (DESIGN §6).
+m = 1[z^trk ≤ (1 + τ) z^rec(x̂)] with x̂ the track reprojected into frame t (docs/method.md §6).
 
 :func:`evaluate_prediction` scores every part against ground truth with ``metrics`` / ``eval_metrics``:
 tracking APD (δ ∈ {0.1, 0.3, 0.5, 1.0} m) and EPE on all and on moving tracks, after "median" or "sim3"
@@ -217,7 +217,7 @@ def sample_maps(maps: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
 
 def occlusion_mask(tracks: torch.Tensor, recon_depth: torch.Tensor, T_world_cam: torch.Tensor, K: torch.Tensor,
                    tau: float = OCCLUSION_TAU) -> torch.Tensor:
-    """The proposal's occlusion test (DESIGN §6), True = visible: m = 1[z^trk ≤ (1 + τ) z^rec(x̂)], 0 outside.
+    """The proposal's occlusion test (docs/method.md §6), True = visible: m = 1[z^trk ≤ (1 + τ) z^rec(x̂)], 0 outside.
 
     tracks: (T, N, 3) world; recon_depth: (T, H, W) depth of frame t's recon in camera t; T_world_cam (T, 4, 4);
     K (3, 3). x̂ = π(K T_cam_world_t X_t), z^trk its depth in camera t; the test itself is

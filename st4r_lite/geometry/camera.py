@@ -1,4 +1,4 @@
-"""Cameras from pointmaps (DESIGN §5): the focal from the anchor pair, then every frame's pose by PnP.
+"""Cameras from pointmaps (docs/method.md §5): the focal from the anchor pair, then every frame's pose by PnP.
 
 Dimension letters: B batch, T frames, H image rows, W image columns, N = H·W pixels of a frame.
 
@@ -86,7 +86,7 @@ class CameraSolution:
 def focal_from_anchor(anchor: Tensor, conf: Tensor | None = None, *, conf_quantile: float = 0.25,
                       min_conf: float | None = None, pp: Tensor | None = None, iters: int = 10,
                       default_fov_deg: float = 60.0) -> Tensor:
-    """Focal length (pixels) of the anchor camera from its own pointmap (DUSt3R's Weiszfeld, DESIGN §5).
+    """Focal length (pixels) of the anchor camera from its own pointmap (DUSt3R's Weiszfeld, docs/method.md §5).
 
     With pp the principal point (default image centre), d_p = (u_p, v_p) − pp and q_p = (x_p / z_p, y_p / z_p):
         f = argmin_f Σ_p ‖d_p − f q_p‖,  least squares start f = Σ⟨d, q⟩ / Σ‖q‖², then ~10 reweightings 1/‖d − f q‖.
@@ -156,7 +156,7 @@ def solve_poses(recon: Tensor, K: Tensor, conf: Tensor | None = None, valid: Ten
                 min_inlier_ratio: float = 0.1, planar_tol: float = 1e-3, score_points: int = 1024,
                 differentiable: bool = True, seed: int = 0, generator: torch.Generator | None = None,
                 warn: bool = True) -> CameraSolution:
-    """T_world_cam of every frame from its reconstruction pointmap (PnP, DESIGN §5): π(K T_cam_world X_p) ≈ p.
+    """T_world_cam of every frame from its reconstruction pointmap (PnP, docs/method.md §5): π(K T_cam_world X_p) ≈ p.
 
     recon: (T, H, W, 3) world-frame points seen at each pixel of frame t; K: (3, 3) or (T, 3, 3);
     conf: (T, H, W) > 0 per-pixel weights (DUSt3R confidences) or None (all 1); valid: (T, H, W) bool or None.
@@ -264,7 +264,7 @@ def cameras_for_video(recon: Tensor, conf: Tensor | None = None, *, anchor: Tens
                       focal: float | Tensor | None = None, pp: tuple[float, float] | None = None,
                       conf_quantile: float = 0.25, pose_stride: int = 1, chunk: int | None = None, seed: int = 0,
                       **pose_options) -> CameraSolution:
-    """The cameras of a video (DESIGN §5): K from the anchor pair, then every frame's pose from its recon map.
+    """The cameras of a video (docs/method.md §5): K from the anchor pair, then every frame's pose from its recon map.
 
     recon: (T, H, W, 3), pair (0, t)'s reconstruction of frame t in the world frame; conf: (T, H, W) or None;
     anchor: (H, W, 3), the anchor's pointmap in its own frame (default recon[0]; the track of pair (0, 0) works

@@ -2,7 +2,7 @@
 
 Dimension letters: B batch, T frames, H image rows, W image columns, N points; ``...`` any leading batch dims.
 
-Conventions (DESIGN §1), used by every function here:
+Conventions (docs/method.md §1), used by every function here:
   - Cameras are OpenCV: x right, y down, z forward (points in front of a camera have z > 0).
   - Poses are 4x4 matrices named by what they map: ``T_world_cam @ [x_cam; 1] = [x_world; 1]``.
     ``T_a_b`` maps b-coordinates to a-coordinates, so ``T_a_c = T_a_b @ T_b_c``.
@@ -223,7 +223,7 @@ def rotation_angle_deg(R1: Tensor, R2: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------- estimation
 def estimate_focal(pointmap: Tensor, valid: Tensor | None = None, pp: Tensor | None = None,
                    iters: int = 10) -> Tensor:
-    """Focal length of the camera that sees a pointmap in its own frame (DUSt3R's Weiszfeld, DESIGN §5).
+    """Focal length of the camera that sees a pointmap in its own frame (DUSt3R's Weiszfeld, docs/method.md §5).
 
     With d_p = (u_p, v_p) - pp and q_p = (x_p / z_p, y_p / z_p), minimise the robust (L1-of-norms) cost
         E(f) = Σ_p ‖d_p - f q_p‖

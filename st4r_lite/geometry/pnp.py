@@ -3,7 +3,7 @@
 Dimension letters: T independent problems (frames), N points per problem, M RANSAC minimal sets per problem,
 S = 3 points in a minimal set, D homogeneous coordinates of the linear model (4 for 3D DLT, 3 for a plane).
 
-The problem (DESIGN §5). World points X_i (the recon pointmap of frame j, in the anchor = world frame) are seen at
+The problem (docs/method.md §5). World points X_i (the recon pointmap of frame j, in the anchor = world frame) are seen at
 pixels p_i of frame j. Find the world-to-camera pose (R, t) = T_cam_world with
 
     π(K (R X_i + t)) ≈ p_i,     π(x, y, z) = (x / z, y / z).

@@ -1,4 +1,4 @@
-"""World-frame evaluation metrics (DESIGN §7): tracking APD / EPE, reconstruction APD / EPE, depth errors.
+"""World-frame evaluation metrics (docs/method.md §7): tracking APD / EPE, reconstruction APD / EPE, depth errors.
 
 Dimension letters: T frames, N tracked points (queries), H, W image rows / columns, `...` any leading shape.
 

@@ -1,4 +1,4 @@
-"""The reproducible ablation of the adaptation (DESIGN §6, §7) and ``st4r-lite ablation``.
+"""The reproducible ablation of the adaptation (docs/method.md §6, §7) and ``st4r-lite ablation``.
 
 Dimension letters: T frames, H, W image rows / columns, N tracked points, S sequences, K seeds.
 

@@ -1,4 +1,4 @@
-"""Running adaptation over many videos: the variant comparison (ablation rows of DESIGN §6) and the CLI.
+"""Running adaptation over many videos: the variant comparison (ablation rows of docs/method.md §6) and the CLI.
 
 Dimension letters: T frames, H image rows, W image columns, N query points.
 
@@ -76,7 +76,7 @@ def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 9
 def compare_variants(videos: list[VideoWithTruth], model, *, variants=tuple(VARIANTS), trackers=("sim", "lk"),
                      depth: str = "sim", config: AdaptConfig | None = None, progress=None,
                      provider_options: dict | None = None) -> dict:
-    """The ablation of DESIGN §6: every variant on every video with the same pseudo-labels (paired comparison).
+    """The ablation of docs/method.md §6: every variant on every video with the same pseudo-labels (paired comparison).
 
     videos: with ground truth (``sim`` pseudo-labels and the metrics need it); model: the starting point of
     every run; trackers: pseudo 2D trackers (``online.make_provider`` names); depth: pseudo mono-depth;

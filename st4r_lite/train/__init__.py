@@ -1,1 +1,1 @@
-"""Pretraining on the synthetic world (DESIGN §4): losses, schedule, the loop, DDP, the held-out check."""
+"""Pretraining on the synthetic world (docs/method.md §4): losses, schedule, the loop, DDP, the held-out check."""

@@ -1,4 +1,4 @@
-"""Pretraining on the synthetic 4D world (DESIGN §4): pairs (anchor 0, k) of on-the-fly clips, resumable, DDP.
+"""Pretraining on the synthetic 4D world (docs/method.md §4): pairs (anchor 0, k) of on-the-fly clips, resumable, DDP.
 
 Dimension letters: B clips per step (per rank), S frames per clip (= pairs per clip, the self-pair included),
 H, W image rows / columns.

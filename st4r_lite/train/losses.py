@@ -1,4 +1,4 @@
-"""Pretraining loss of St4RTrack (DESIGN §4): scale-normalised, confidence-weighted 3D regression.
+"""Pretraining loss of St4RTrack (docs/method.md §4): scale-normalised, confidence-weighted 3D regression.
 
 Dimension letters: B pairs in the batch, H, W image rows / columns, P pixels (= H·W).
 

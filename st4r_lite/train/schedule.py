@@ -1,4 +1,4 @@
-"""Optimisation schedule of pretraining (DESIGN §4): AdamW parameter groups, warm-up + cosine, frame-gap curriculum.
+"""Optimisation schedule of pretraining (docs/method.md §4): AdamW parameter groups, warm-up + cosine, frame-gap curriculum.
 
 Dimension letters: none (scalars per step). ``step`` counts optimiser steps from 0.
 

@@ -1,4 +1,4 @@
-"""WorldTrack / TAPVid-3D ``.npz`` sequences: writer, reader, synthetic benchmark sets (DESIGN §3, §7).
+"""WorldTrack / TAPVid-3D ``.npz`` sequences: writer, reader, synthetic benchmark sets (docs/method.md §3, §7).
 
 Glossary of dimension letters: T frames, H, W image rows / columns, N tracks (queries), S sequences.
 
@@ -11,7 +11,7 @@ File keys (the TAPVid-3D layout plus the WorldTrack extras; ours also carry ``is
 - ``depth_map`` (T, H, W) z-depth (optional); ``queries_xyt`` (N, 3) query pixel (x, y) and frame t (optional).
 
 World frame: the benchmark re-bases every file on its frame 0, E_t <- E_t E_0^-1, so that the world is the
-camera of frame 0 (DESIGN §1) whatever world the file was written in: T_world_cam_t = (E_t E_0^-1)^-1 = E_0 E_t^-1
+camera of frame 0 (docs/method.md §1) whatever world the file was written in: T_world_cam_t = (E_t E_0^-1)^-1 = E_0 E_t^-1
 and a track in the world is x_world = T_world_cam_t x_cam_t.
 
 Our synthetic benchmark files are written deterministically (same arguments -> same bytes: fixed zip
@@ -39,7 +39,7 @@ from st4r_lite.errors import InputError
 from st4r_lite.runtime import atomic_write
 from st4r_lite.world.npy_bytes import read_bytes_array
 
-DYNAMIC_MIN_MOTION = 0.05  # metres, the dynamic-track rule of DESIGN §7 when a file has no is_dynamic key
+DYNAMIC_MIN_MOTION = 0.05  # metres, the dynamic-track rule of docs/method.md §7 when a file has no is_dynamic key
 MAX_TRACKS = 8192          # default cap of tracks per synthetic sequence (an even pixel grid beyond it)
 JPEG_QUALITY = 95
 REQUIRED_KEYS = ("images_jpeg_bytes", "tracks_XYZ", "visibility", "fx_fy_cx_cy")
@@ -291,7 +291,7 @@ def sequence_tensors(seq: WorldTrackSequence) -> SequenceTensors:
 
     Without ``queries_xyt`` each track's query is its first visible frame t and the projection of
     tracks_XYZ[t] (u = fx x / z + cx, v = fy y / z + cy). Without ``is_dynamic`` a track is dynamic when its
-    world position moves more than 5 cm from its frame-0 position (DESIGN §7, non-finite entries ignored)."""
+    world position moves more than 5 cm from its frame-0 position (docs/method.md §7, non-finite entries ignored)."""
     tracks = torch.from_numpy(seq.tracks_world()).float()
     vis = torch.from_numpy(np.asarray(seq.visibility, dtype=bool))
     if seq.queries_xyt is not None:

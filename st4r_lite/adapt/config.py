@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from st4r_lite.adapt.occlusion import SIGMA_FORMS
 from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.errors import InputError
 
 __all__ = ["AdaptConfig", "PARAM_SETS"]
 
@@ -41,17 +42,17 @@ class AdaptConfig:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; choose one of {list(VARIANTS)}")
+            raise InputError(f"unknown variant {self.variant!r}; choose one of {list(VARIANTS)}")
         if self.params not in PARAM_SETS:
-            raise ValueError(f"params must be one of {PARAM_SETS}, got {self.params!r}")
+            raise InputError(f"params must be one of {PARAM_SETS}, got {self.params!r}")
         if self.sigma_form not in SIGMA_FORMS:
-            raise ValueError(f"sigma_form must be one of {SIGMA_FORMS}, got {self.sigma_form!r}")
+            raise InputError(f"sigma_form must be one of {SIGMA_FORMS}, got {self.sigma_form!r}")
         if self.cameras not in ("pred", "gt"):
-            raise ValueError(f"cameras must be 'pred' or 'gt', got {self.cameras!r}")
+            raise InputError(f"cameras must be 'pred' or 'gt', got {self.cameras!r}")
         if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+            raise InputError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         counts = (self.pose_every, self.query_stride, self.pose_stride, self.pose_hypotheses,
                   2 if self.pairs_per_step is None else self.pairs_per_step - 1)
         if self.steps < 0 or self.lr <= 0 or self.tau < 0 or min(counts) < 1:
-            raise ValueError("need steps >= 0, lr > 0, tau >= 0 and pose_every, query_stride, pose_stride, "
+            raise InputError("need steps >= 0, lr > 0, tau >= 0 and pose_every, query_stride, pose_stride, "
                              f"pose_hypotheses >= 1, pairs_per_step >= 2; got {self.steps}, {self.lr}, {self.tau}, {counts}")

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_query_pixels, check_video, inside_image
+from st4r_lite.errors import InputError
 
 __all__ = ["LKConfig", "LKTracker", "lk_flow", "opencv_available", "photometric_error", "to_gray"]
 
@@ -73,16 +74,16 @@ class LKConfig:
 
     def __post_init__(self) -> None:
         if self.win_size < 3 or self.win_size % 2 == 0:
-            raise ValueError(f"win_size must be an odd number >= 3, got {self.win_size}")
+            raise InputError(f"win_size must be an odd number >= 3, got {self.win_size}")
         if self.levels < 0 or self.iters < 1:
-            raise ValueError(f"levels must be >= 0 and iters >= 1, got {self.levels}, {self.iters}")
+            raise InputError(f"levels must be >= 0 and iters >= 1, got {self.levels}, {self.iters}")
         if self.fb_threshold_px <= 0:
-            raise ValueError(f"fb_threshold_px must be > 0, got {self.fb_threshold_px}")
+            raise InputError(f"fb_threshold_px must be > 0, got {self.fb_threshold_px}")
         if self.photo_radius < 1 or (self.photo_threshold is not None and self.photo_threshold <= 0):
-            raise ValueError(f"photo_radius must be >= 1 and photo_threshold > 0 or None, got "
+            raise InputError(f"photo_radius must be >= 1 and photo_threshold > 0 or None, got "
                              f"{self.photo_radius}, {self.photo_threshold}")
         if self.backend not in ("auto", "opencv", "torch"):
-            raise ValueError(f"backend must be 'auto', 'opencv' or 'torch', got {self.backend!r}")
+            raise InputError(f"backend must be 'auto', 'opencv' or 'torch', got {self.backend!r}")
 
 
 def to_gray(video: Tensor) -> Tensor:
@@ -189,8 +190,8 @@ def _resolve_backend(name: str) -> str:
     if name == "auto":
         return "opencv" if opencv_available() else "torch"
     if name == "opencv" and not opencv_available():
-        raise RuntimeError("backend 'opencv' was asked for but cv2 cannot be imported; "
-                           "pip install opencv-python-headless (the 'video' extra), or use backend='torch'")
+        raise InputError("backend 'opencv' was asked for but cv2 cannot be imported; "
+                         "pip install opencv-python-headless (the 'video' extra), or use backend='torch'")
     return name
 
 

@@ -45,6 +45,7 @@ from st4r_lite.adapt.config import PARAM_SETS, AdaptConfig
 from st4r_lite.adapt.losses import adaptation_losses
 from st4r_lite.adapt.occlusion import sample_map
 from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_video, grid_query_pixels, validate_pseudo_labels
+from st4r_lite.errors import InputError
 from st4r_lite.geometry.camera import cameras_for_video
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write
@@ -138,7 +139,7 @@ def select_parameters(model, which: str = "track") -> list[torch.nn.Parameter]:
         return list(model.branch_parameters("track"))
     if which == "all_but_encoder":
         return [p for n, p in model.named_parameters() if n.split(".")[0] not in ENCODER_MODULES]
-    raise ValueError(f"params must be one of {PARAM_SETS}, got {which!r}")
+    raise InputError(f"params must be one of {PARAM_SETS}, got {which!r}")
 
 
 def _pick_pairs(T: int, k: int | None, gen: torch.Generator) -> Tensor | None:

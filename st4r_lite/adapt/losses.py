@@ -24,6 +24,7 @@ from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.occlusion import nll_loss, occlusion_mask, sample_map
 from st4r_lite.adapt.pseudo_labels import PseudoLabels
 from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.errors import InputError
 from st4r_lite.geometry.pinhole import invert_pose, project, transform_points
 
 __all__ = ["LossTerms", "traj_loss", "depth_loss", "align_loss", "adaptation_losses"]
@@ -102,7 +103,7 @@ def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels,
         used = used & mask
     elif mask_mode == "gt":
         if gt_visible is None:
-            raise ValueError("variant 'oracle_mask' needs ground-truth visibility (a synthetic clip or a "
+            raise InputError("variant 'oracle_mask' needs ground-truth visibility (a synthetic clip or a "
                              "WorldTrack file with visibility)")
         used = used & gt_visible.to(used.device)
     x_tilde = labels.tracks_2d.to(x_hat)

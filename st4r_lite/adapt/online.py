@@ -40,6 +40,7 @@ from st4r_lite.adapt.pseudo_labels import (
     check_video,
 )
 from st4r_lite.adapt.sim_labels import SimDepthConfig, SimulatedMonoDepth, SimulatedTracker
+from st4r_lite.errors import InputError
 
 __all__ = ["OnlineModelUnavailable", "CoTrackerProvider", "MonoDepthProvider", "make_provider",
            "load_cotracker", "load_moge", "COTRACKER_HUB", "MOGE_DEFAULT", "TRACKERS", "DEPTHS"]
@@ -133,7 +134,7 @@ class MonoDepthProvider:
     def __init__(self, model: torch.nn.Module | None = None, *, model_id: str = MOGE_DEFAULT,
                  device: str | torch.device = "cpu", chunk: int = 8) -> None:
         if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
+            raise InputError(f"chunk must be >= 1, got {chunk}")
         self.device, self.chunk, self.model_id = torch.device(device), int(chunk), model_id
         self.model = model if model is not None else load_moge(model_id, self.device)
         self.name = f"moge({model_id.split('/')[-1]})"
@@ -173,11 +174,11 @@ def make_provider(tracker: str = "lk", depth: str = "none", *, ground_truth=None
     in every label's ``source``.
     """
     if tracker not in TRACKERS:
-        raise ValueError(f"unknown tracker {tracker!r}; choose one of {TRACKERS}")
+        raise InputError(f"unknown tracker {tracker!r}; choose one of {TRACKERS}")
     if depth not in DEPTHS:
-        raise ValueError(f"unknown depth {depth!r}; choose one of {DEPTHS}")
+        raise InputError(f"unknown depth {depth!r}; choose one of {DEPTHS}")
     if (tracker == "sim" or depth.startswith("sim")) and ground_truth is None:
-        raise ValueError("tracker/depth 'sim' simulate pseudo-labels from ground truth, so they need "
+        raise InputError("tracker/depth 'sim' simulate pseudo-labels from ground truth, so they need "
                          "ground_truth= (the synthetic Clip); for a real video use --tracker lk and "
                          "--depth none or moge")
     notes = []

@@ -48,6 +48,7 @@ from st4r_lite.adapt.pseudo_labels import (
     check_video,
     inside_image,
 )
+from st4r_lite.errors import InputError
 from st4r_lite.geometry.pinhole import intrinsics_matrix, invert_pose, project, transform_points, unproject
 
 __all__ = ["GroundTruthVideo", "SimTrackerConfig", "SimDepthConfig", "SimulatedTracker", "SimulatedMonoDepth",
@@ -162,7 +163,7 @@ def as_ground_truth(gt, index: int = 0) -> GroundTruthVideo:
         return GroundTruthVideo.from_clip(gt, index)
     if hasattr(gt, "tracks_XYZ"):
         return GroundTruthVideo.from_sequence(gt)
-    raise ValueError(f"simulated pseudo-labels need ground truth (a world.Clip, a WorldTrack sequence or a "
+    raise InputError(f"simulated pseudo-labels need ground truth (a world.Clip, a WorldTrack sequence or a "
                      f"GroundTruthVideo), got {type(gt).__name__}; for a real video use the LK tracker")
 
 
@@ -182,11 +183,11 @@ class SimTrackerConfig:
     def __post_init__(self) -> None:
         for name in ("jitter_px", "drift_px_per_frame", "wander_px_per_frame"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("latch_prob", "recover_decay", "occluded_marked_visible_prob",
                      "visible_marked_occluded_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} is a probability/factor in [0, 1], got {getattr(self, name)}")
+                raise InputError(f"{name} is a probability/factor in [0, 1], got {getattr(self, name)}")
 
     @classmethod
     def perfect(cls) -> SimTrackerConfig:
@@ -198,7 +199,7 @@ class SimTrackerConfig:
 
         Pixel magnitudes, the recovery decay and the flip probabilities are multiplied (capped at 1)."""
         if strength < 0:
-            raise ValueError(f"strength must be >= 0, got {strength}")
+            raise InputError(f"strength must be >= 0, got {strength}")
         if strength == 0:
             return SimTrackerConfig.perfect()
         s = float(strength)
@@ -227,7 +228,7 @@ class SimulatedTracker:
         gt, cfg = self.gt, self.config
         T, H, W = check_video(video)
         if (T, H, W) != (gt.num_frames, gt.height, gt.width):
-            raise ValueError(f"video is {T}x{H}x{W} (T x H x W) but the ground truth is "
+            raise InputError(f"video is {T}x{H}x{W} (T x H x W) but the ground truth is "
                              f"{gt.num_frames}x{gt.height}x{gt.width}; pass the clip the video came from")
         q, _, _, _ = gt.lookup(query_pixels)
         gt2d, vis = gt.tracks_2d(q if gt.dense else None)
@@ -306,19 +307,19 @@ class SimDepthConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("scale", "affine"):
-            raise ValueError(f"mode must be 'scale' (MoGe-like) or 'affine' (MiDaS-like), got {self.mode!r}")
+            raise InputError(f"mode must be 'scale' (MoGe-like) or 'affine' (MiDaS-like), got {self.mode!r}")
         if min(self.edge_sigma_px, self.warp_strength, self.noise_rel) < 0:
-            raise ValueError("edge_sigma_px, warp_strength and noise_rel must be >= 0")
+            raise InputError("edge_sigma_px, warp_strength and noise_rel must be >= 0")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ValueError(f"scale_range must be 0 < lo <= hi, got {self.scale_range}")
+            raise InputError(f"scale_range must be 0 < lo <= hi, got {self.scale_range}")
         if self.shift_range[0] <= -1:
-            raise ValueError(f"shift_range lower bound must be > -1 (keeps depth > 0), got {self.shift_range}")
+            raise InputError(f"shift_range lower bound must be > -1 (keeps depth > 0), got {self.shift_range}")
 
     def scaled(self, strength: float) -> SimDepthConfig:
         """Every error dialled by ``strength``: blur, warp and noise multiplied; the unknown scale range
         [lo, hi] becomes [lo^s, hi^s] and the shift range is multiplied. Strength 0 returns the GT depth."""
         if strength < 0:
-            raise ValueError(f"strength must be >= 0, got {strength}")
+            raise InputError(f"strength must be >= 0, got {strength}")
         s = float(strength)
         return SimDepthConfig(self.mode, self.edge_sigma_px * s, self.warp_strength * s, self.warp_cells,
                               self.noise_rel * s, (self.scale_range[0] ** s, self.scale_range[1] ** s),
@@ -353,7 +354,7 @@ class SimulatedMonoDepth:
     def __init__(self, gt, index: int = 0, config: SimDepthConfig | None = None, seed: int = 0) -> None:
         self.gt = as_ground_truth(gt, index)
         if self.gt.depth is None:
-            raise ValueError("the ground truth has no depth map, so no mono-depth can be simulated; use --depth none")
+            raise InputError("the ground truth has no depth map, so no mono-depth can be simulated; use --depth none")
         self.config = config or SimDepthConfig()
         self.seed = int(seed)
         self.name = f"sim-depth({self.config.mode})"
@@ -362,7 +363,7 @@ class SimulatedMonoDepth:
         gt, cfg = self.gt, self.config
         T, H, W = check_video(video)
         if tuple(gt.depth.shape) != (T, H, W):
-            raise ValueError(f"video is {T}x{H}x{W} but the ground-truth depth is {tuple(gt.depth.shape)}")
+            raise InputError(f"video is {T}x{H}x{W} but the ground-truth depth is {tuple(gt.depth.shape)}")
         g = torch.Generator().manual_seed(self.seed)
         d = gt.depth.float()
         valid = torch.isfinite(d) & (d > 0)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from st4r_lite.errors import InputError
 from st4r_lite.model.config import get_config
 
 __all__ = ["FrameTransform", "plan_transform", "network_size", "intrinsics_to_network", "intrinsics_to_original",
@@ -65,7 +66,7 @@ def plan_transform(orig_size: tuple[int, int], out_size: tuple[int, int]) -> Fra
     H0, W0 = (int(v) for v in orig_size)
     H, W = (int(v) for v in out_size)
     if min(H0, W0, H, W) < 1:
-        raise ValueError(f"frame sizes must be positive, got original {orig_size} and output {out_size}")
+        raise InputError(f"frame sizes must be positive, got original {orig_size} and output {out_size}")
     s = max(H / H0, W / W0)
     return FrameTransform((H0, W0), (H, W), s, (s * W0 - W) / 2, (s * H0 - H) / 2)
 
@@ -78,7 +79,7 @@ def network_size(config, orig_size: tuple[int, int], portrait: str = "native") -
     ``portrait="crop"``. Both sides must be multiples of the patch size (checked for configs).
     """
     if portrait not in ("native", "crop"):
-        raise ValueError(f"portrait must be 'native' (portrait network size) or 'crop', got {portrait!r}")
+        raise InputError(f"portrait must be 'native' (portrait network size) or 'crop', got {portrait!r}")
     if isinstance(config, (tuple, list)):
         H, W = (int(v) for v in config)
         patch = 1
@@ -86,7 +87,7 @@ def network_size(config, orig_size: tuple[int, int], portrait: str = "native") -
         cfg = get_config(config)
         (H, W), patch = cfg.img_size, cfg.patch_size
     if H % patch or W % patch:
-        raise ValueError(f"network size {H}x{W} must be multiples of the patch size {patch}")
+        raise InputError(f"network size {H}x{W} must be multiples of the patch size {patch}")
     if portrait == "native" and orig_size[0] > orig_size[1] and H < W:
         return W, H
     return H, W

@@ -155,10 +155,10 @@ def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str 
     """
     out = check_output_folder(out, inputs=[video, checkpoint], overwrite=overwrite)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise ValueError(f"output {str(out)!r} already exists and is not an empty folder; choose another --out "
+        raise InputError(f"output {str(out)!r} already exists and is not an empty folder; choose another --out "
                          "or pass --overwrite")
     if chunk < 1 or camera_chunk < 1:
-        raise ValueError(f"chunk and camera_chunk must be >= 1, got {chunk} and {camera_chunk}")
+        raise InputError(f"chunk and camera_chunk must be >= 1, got {chunk} and {camera_chunk}")
     dev = pick_device(device)
     if not isinstance(video, Video):
         probe(video)  # a missing / unreadable video fails before a (possibly large) model is loaded

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import torch
 
 from st4r_lite.app.views import _even_subsample, _np, sequence_figure, write_html
+from st4r_lite.errors import InputError
 from st4r_lite.geometry import pinhole as geometry
 from st4r_lite.world import render as world
 from st4r_lite.world import worldtrack
@@ -79,5 +80,5 @@ def write_sequence_html(out, npz=None, domain: str = "pretrain", frames: int = 1
     """Write ``sequence_view_figure(...)`` as one self-contained HTML file ``out``; returns its path."""
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a folder; give an .html file name inside it")
+        raise InputError(f"--out {str(out)!r} is a folder; give an .html file name inside it")
     return write_html(sequence_view_figure(npz, domain, frames, height, width, seed), out)

@@ -72,7 +72,7 @@ def _check_source(path: Path) -> str:
     if path.is_dir():
         return "folder"
     if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"{str(path)!r}: unknown video type {path.suffix!r}; give a video file "
+        raise InputError(f"{str(path)!r}: unknown video type {path.suffix!r}; give a video file "
                          f"({', '.join(VIDEO_SUFFIXES)}) or a folder of frames ({', '.join(IMAGE_SUFFIXES)})")
     try:
         with open(path, "rb"):
@@ -116,7 +116,7 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
                     if img.mode.startswith("I;16"):
                         a = a.astype(np.uint16)
             except (OSError, SyntaxError) as err:
-                raise ValueError(f"cannot read frame {str(f)!r}: {err}") from err
+                raise InputError(f"cannot read frame {str(f)!r}: {err}") from err
             yield a
         return
     av = _import_av()
@@ -127,7 +127,7 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
                          f"its index, so no frame can be decoded): {err}") from err
     with container:
         if not container.streams.video:
-            raise ValueError(f"{str(path)!r} has no video stream")
+            raise InputError(f"{str(path)!r} has no video stream")
         expected = _declared_frames(container)
         n = 0
         try:
@@ -165,10 +165,10 @@ def probe(path: str | Path) -> tuple[tuple[int, int], float | None]:
                 if c.streams.video and c.streams.video[0].average_rate:
                     fps = float(c.streams.video[0].average_rate)
         except _av_errors(av) as err:
-            raise ValueError(f"cannot open video {str(path)!r} (not a video, or damaged): {err}") from err
+            raise InputError(f"cannot open video {str(path)!r} (not a video, or damaged): {err}") from err
     for frame in iter_frames(path):
         return tuple(int(v) for v in np.asarray(frame).shape[:2]), fps
-    raise ValueError(f"{str(path)!r} has no frames")
+    raise InputError(f"{str(path)!r} has no frames")
 
 
 @dataclass
@@ -197,7 +197,7 @@ def read_video(path: str | Path, size=None, *, stride: int = 1, start: int = 0, 
     changes mid-video, or an unreadable / truncated file; FileNotFoundError for a missing path.
     """
     if stride < 1 or start < 0 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"need stride >= 1, start >= 0, max_frames >= 1; got {stride}, {start}, {max_frames}")
+        raise InputError(f"need stride >= 1, start >= 0, max_frames >= 1; got {stride}, {start}, {max_frames}")
     path = Path(path)
     (H0, W0), fps = probe(path)
     if isinstance(size, (tuple, list)):  # an explicit size is used as given
@@ -209,7 +209,7 @@ def read_video(path: str | Path, size=None, *, stride: int = 1, start: int = 0, 
     for i, frame in enumerate(iter_frames(path)):
         shape = np.asarray(frame).shape[:2]
         if tuple(shape) != (H0, W0):
-            raise ValueError(f"{str(path)!r}: frame {i} is {shape[0]}x{shape[1]} but frame 0 is {H0}x{W0}; "
+            raise InputError(f"{str(path)!r}: frame {i} is {shape[0]}x{shape[1]} but frame 0 is {H0}x{W0}; "
                              "frames must all have one size (re-encode the video, e.g. ffmpeg -vf scale=...)")
         if i < start or (i - start) % stride:
             continue
@@ -219,7 +219,7 @@ def read_video(path: str | Path, size=None, *, stride: int = 1, start: int = 0, 
             break
     if len(frames) < min_frames:
         total = "no frames" if not frames else f"{len(frames)} frame(s)"
-        raise ValueError(f"{str(path)!r} gave {total} with start={start}, stride={stride}; need at least "
+        raise InputError(f"{str(path)!r} gave {total} with start={start}, stride={stride}; need at least "
                          f"{min_frames} (pairs (0, t) need a second frame)")
     video = torch.stack(frames).permute(0, 3, 1, 2).contiguous()
     return Video(video, indices, tf, str(path), None if fps is None else fps / stride)

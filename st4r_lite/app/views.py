@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import torch
 
+from st4r_lite.errors import InputError
 from st4r_lite.geometry import pinhole as geometry
 from st4r_lite.runtime import atomic_write
 
@@ -343,7 +344,7 @@ def write_html(fig: go.Figure, path) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"output {str(path)!r} is a folder; give a file name such as "
+        raise InputError(f"output {str(path)!r} is a folder; give a file name such as "
                          f"{str(path / 'view.html')!r}")
     html = fig.to_html(include_plotlyjs=True, full_html=True, auto_play=False)
     with atomic_write(path, "wb") as handle:

@@ -3,8 +3,10 @@
 Each subcommand is declared by a small ``_add_<name>`` function in the module of its command group (``world``:
 generate, view; ``train``: pretrain, export, heldout, bench; ``app``: demo, run; ``adapt``; ``eval``: evaluate,
 ablation, report; ``study``: the studies), with its arguments and its help, and runs a function of the library.
-Errors the user can fix (bad sizes, unknown names, unwritable folders, malformed files) are printed as one
-line starting with ``error:`` and exit with status 2; anything else is a bug and shows its traceback.
+Errors the user can fix (:class:`st4r_lite.errors.InputError`: bad sizes, unknown names, malformed files, bad
+options; and the OS errors about paths the user gave: missing, not permitted, a folder where a file was
+expected or the other way round, already there) are printed as one line starting with ``error:`` and exit
+with status 2; anything else (a plain ``ValueError`` included) is a bug and shows its traceback.
 
 Adding a subcommand: write ``_add_<name>(sub)`` in its group's module and register it in ``COMMANDS`` (keep the
 order of the method).
@@ -17,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from st4r_lite.cli import adapt, app, eval, study, train, world
-from st4r_lite.cli.args import UserError
+from st4r_lite.errors import InputError
 from st4r_lite.runtime import sigterm_as_interrupt
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -35,6 +37,10 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     eval._add_report,
     study._add_study,
 ]
+
+
+# OS errors about a path the user gave (a file to read, a folder to write): the user can fix them.
+PATH_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():  # kill / a scheduler's SIGTERM cleans up like Ctrl-C
             args.func(args)
-    except (UserError, ValueError, FileNotFoundError, PermissionError, NotADirectoryError,
-            IsADirectoryError) as err:
+    except (InputError, *PATH_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,7 +6,8 @@ import argparse
 
 from st4r_lite import demo
 from st4r_lite.app import run
-from st4r_lite.cli.args import UserError, nonneg_int, positive_int
+from st4r_lite.cli.args import nonneg_int, positive_int
+from st4r_lite.errors import InputError
 from st4r_lite.model import resolve
 
 
@@ -44,8 +45,8 @@ def _run_run(args: argparse.Namespace) -> None:
                       depth=args.depth, stride=args.stride, start=args.start, max_frames=args.max_frames,
                       chunk=args.chunk, device=args.device, portrait=args.portrait, view=not args.no_view,
                       overwrite=args.overwrite, adapt_steps=args.adapt_steps)
-    except (RuntimeError, ImportError) as err:
-        raise UserError(str(err)) from None
+    except ImportError as err:           # an optional dependency (PyAV, OpenCV, huggingface_hub) is missing
+        raise InputError(str(err)) from None
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

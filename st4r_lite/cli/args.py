@@ -1,12 +1,8 @@
-"""What every command group shares: the user-error type and argument types."""
+"""What every command group shares: argument types (user errors are ``st4r_lite.errors.InputError``)."""
 
 from __future__ import annotations
 
 import argparse
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
 
 
 def positive_int(text: str) -> int:

@@ -6,7 +6,8 @@ import argparse
 import json
 
 from st4r_lite.app.frames import sequence_to_network
-from st4r_lite.cli.args import UserError, nonneg_int, positive_int
+from st4r_lite.cli.args import nonneg_int, positive_int
+from st4r_lite.errors import InputError
 from st4r_lite.eval import baselines, evaluate
 from st4r_lite.geometry import track_metrics
 from st4r_lite.model import resolve
@@ -76,7 +77,7 @@ def _run_ablation(args: argparse.Namespace) -> None:
     text = ablation.run_ablation_cli(args)
     print(text)
     if args.check and text.startswith("MISMATCH"):
-        raise UserError("the run does not match the reference (see above)")
+        raise InputError("the run does not match the reference (see above)")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -101,14 +102,14 @@ def run_evaluate_cli(args) -> str:
     alignments = tuple(a.strip() for a in args.alignment.split(",") if a.strip())
     bad = [a for a in alignments if a not in track_metrics.ALIGNMENTS]
     if bad or not alignments:
-        raise ValueError(f"--alignment must list some of {track_metrics.ALIGNMENTS}, got {args.alignment!r}")
+        raise InputError(f"--alignment must list some of {track_metrics.ALIGNMENTS}, got {args.alignment!r}")
     if args.json:
         check_writable(args.json, what="--json")
     device = pick_device(getattr(args, "device", None))
     peers = tuple(p.strip() for p in (getattr(args, "peers", "") or "").split(",") if p.strip())
     bad = [p for p in peers if p not in ("static", "combinational")]
     if bad:
-        raise ValueError(f"--peers must list some of static, combinational; got {bad}")
+        raise InputError(f"--peers must list some of static, combinational; got {bad}")
     model = resolve.load(args.checkpoint, device=device)
     prepare = None
     if getattr(args, "resize", "model") == "model":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from st4r_lite.cli.args import UserError, nonneg_int, positive_int
+from st4r_lite.cli.args import nonneg_int, positive_int
 from st4r_lite.errors import InputError
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, check_writable, pick_device
@@ -104,10 +104,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> None:
-    try:
-        device = pick_device(args.device)
-    except RuntimeError as err:
-        raise UserError(str(err)) from None
+    device = pick_device(args.device)
     if args.compare_reference:
         return _run_compare(args, device)
     results = []

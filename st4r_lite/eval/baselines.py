@@ -26,6 +26,7 @@ import torch
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import PseudoLabels
 from st4r_lite.adapt.sim_labels import SimulatedMonoDepth
+from st4r_lite.errors import InputError
 from st4r_lite.eval.evaluate import (
     EvalSequence,
     Prediction,
@@ -129,7 +130,7 @@ def combinational_prediction(seq: EvalSequence, pred: Prediction | None, *, trac
     labels = pseudo_tracks(seq, tracker, seed=seed) if labels is None else labels
     if depth == "gt":
         if seq.depth is None:
-            raise ValueError(f"{seq.name!r} has no depth map; use depth='recon'")
+            raise InputError(f"{seq.name!r} has no depth map; use depth='recon'")
         d = seq.depth
     elif depth == "sim":
         mono = labels.depth
@@ -142,7 +143,7 @@ def combinational_prediction(seq: EvalSequence, pred: Prediction | None, *, trac
             raise ValueError("depth='recon' needs the model's prediction (pred.depth)")
         d = pred.depth
     else:
-        raise ValueError(f"unknown depth source {depth!r}; use 'sim', 'recon' or 'gt'")
+        raise InputError(f"unknown depth source {depth!r}; use 'sim', 'recon' or 'gt'")
     T_wc = seq.T_world_cam if pred is None else pred.T_world_cam
     K = seq.K if pred is None else pred.K
     tracks = lift_tracks(labels.tracks_2d, labels.track_valid, d, K, T_wc)

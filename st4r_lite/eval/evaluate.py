@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from st4r_lite.adapt import occlusion
 from st4r_lite.adapt.pseudo_labels import anchor_queries
 from st4r_lite.adapt.sim_labels import GroundTruthVideo
+from st4r_lite.errors import InputError
 from st4r_lite.eval import benchmark_metrics as eval_metrics
 from st4r_lite.geometry import track_metrics as metrics
 from st4r_lite.geometry.camera import cameras_for_video
@@ -93,7 +94,7 @@ class EvalSequence:
         q = self.query_pixels.round().long()
         keep = ((q[:, 0] - stride // 2) % stride == 0) & ((q[:, 1] - stride // 2) % stride == 0)
         if not bool(keep.any()):
-            raise ValueError(f"no query pixel of {self.name!r} lies on a stride-{stride} grid")
+            raise InputError(f"no query pixel of {self.name!r} lies on a stride-{stride} grid")
         return self.subset(keep.nonzero()[:, 0])
 
     def ground_truth(self):
@@ -125,7 +126,7 @@ def sequence_from_clip(clip, index: int = 0, query_stride: int = 4, name: str | 
     H, W = clip.height, clip.width
     s = int(query_stride)
     if s < 1:
-        raise ValueError(f"query_stride must be >= 1, got {query_stride}")
+        raise InputError(f"query_stride must be >= 1, got {query_stride}")
     v, u = torch.meshgrid(torch.arange(s // 2, H, s), torch.arange(s // 2, W, s), indexing="ij")
     u, v = u.reshape(-1), v.reshape(-1)
     c = clip.to("cpu")

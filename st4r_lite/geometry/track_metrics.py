@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 import torch
 from einops import rearrange, repeat
 
+from st4r_lite.errors import InputError
 from st4r_lite.geometry.pinhole import umeyama_sim3
 
 THRESHOLDS = (0.1, 0.3, 0.5, 1.0)
@@ -75,7 +76,7 @@ def align(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = Non
     alignment: "median" (one scale), "sim3" (Umeyama s, R, t via ``geometry.umeyama_sim3``) or "none".
     """
     if alignment not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {alignment!r}; use one of {ALIGNMENTS}")
+        raise InputError(f"unknown alignment {alignment!r}; use one of {ALIGNMENTS}")
     p, g, ok = _points_and_valid(pred, gt, valid)
     if alignment == "none":
         out = p

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from st4r_lite.errors import InputError
 from st4r_lite.model.config import PRESETS, ModelConfig
 from st4r_lite.model.network import St4RTrack
 from st4r_lite.runtime import atomic_write
@@ -71,17 +72,17 @@ def read_state_dict(source: str | os.PathLike | dict) -> tuple[dict[str, torch.T
     else:
         path, where = Path(source), f"checkpoint {str(source)!r}"
         if not path.is_file():
-            raise ValueError(f"{where} does not exist or is not a file")
+            raise InputError(f"{where} does not exist or is not a file")
         blob = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
     if not isinstance(blob, dict):
-        raise ValueError(f"{where} holds a {type(blob).__name__}, not a state_dict or {{'model': state_dict}}")
+        raise InputError(f"{where} holds a {type(blob).__name__}, not a state_dict or {{'model': state_dict}}")
     rest: dict = {}
     if isinstance(blob.get("model"), dict):
         rest = {k: v for k, v in blob.items() if k != "model"}
         blob = blob["model"]
     bad = [k for k, v in blob.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if bad or not blob:
-        raise ValueError(f"{where} is not a state_dict (name -> tensor): " +
+        raise InputError(f"{where} is not a state_dict (name -> tensor): " +
                          (f"entries {bad[:3]} are not tensors" if bad else "it is empty"))
     # Checkpoints saved from DistributedDataParallel prefix every key with 'module.'.
     if all(k.startswith("module.") for k in blob):
@@ -102,7 +103,7 @@ def _read_torch(path: Path):
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - every failure means the same to the user
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise ValueError(
+            raise InputError(
                 f"could not read checkpoint {str(path)!r} as a weights-only torch file ({type(err).__name__}: "
                 f"{first}). Files that need arbitrary pickled objects are refused for safety; re-save only "
                 "the state_dict (or convert it to .safetensors) with code you trust"
@@ -117,7 +118,7 @@ def _read_safetensors(path: Path) -> dict:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"could not read {str(path)!r} as a safetensors file: {err}") from err
+        raise InputError(f"could not read {str(path)!r} as a safetensors file: {err}") from err
     blob: dict = {"model": tensors}
     for key in ("config", "extra"):
         if key in meta:
@@ -183,7 +184,7 @@ def load_weights(model: St4RTrack, source: str | os.PathLike | dict, strict: boo
     mismatched = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in own.items() if k in sd and sd[k].shape != v.shape]
     if mismatched:
         first = "; ".join(f"{k}: file {a} vs model {b}" for k, a, b in mismatched[:3])
-        raise ValueError(
+        raise InputError(
             f"checkpoint does not fit this model: {len(mismatched)} shape mismatches, first: {first}. The file is "
             f"{describe_state_dict(sd)}; the model is {model.config.name!r} ({describe_state_dict(own)}). "
             "Build the model with the matching preset (or use load_model for st4r_lite checkpoints)")
@@ -192,7 +193,7 @@ def load_weights(model: St4RTrack, source: str | os.PathLike | dict, strict: boo
     report.missing = [k for k in absent if not k.startswith(_SIGMA)]
     report.unexpected = [k for k in sd if k not in own]
     if strict and not report.ok:
-        raise ValueError(
+        raise InputError(
             f"checkpoint keys do not match the model {model.config.name!r}: "
             f"{len(report.missing)} missing {report.missing[:5]}, {len(report.unexpected)} unexpected "
             f"{report.unexpected[:5]}. The file is {describe_state_dict(sd)}. Use strict=False to load the rest")
@@ -239,7 +240,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> S
     """Rebuild a model saved by :func:`save_checkpoint` (its config is in the file) and load its weights."""
     sd, rest = read_state_dict(path)
     if not isinstance(rest.get("config"), dict):
-        raise ValueError(
+        raise InputError(
             f"{str(path)!r} carries no st4r_lite config (a released checkpoint?): use "
             "st4r_lite.model.pretrained.load_pretrained, or build_model('full') followed by load_weights(model, path)")
     config = ModelConfig.from_dict(rest["config"])

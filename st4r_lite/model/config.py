@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from st4r_lite.errors import InputError
+
 
 def default_hooks(dec_depth: int) -> tuple[int, int, int, int]:
     """DPT hooks into the decoder list ``[enc, block 1..L]``: 0, L/2, 3L/4, L (DUSt3R: 0, 6, 9, 12)."""
@@ -74,7 +76,7 @@ class ModelConfig:
         if any(s % self.patch_size for s in self.img_size):
             problems.append(f"img_size {self.img_size} must be multiples of patch_size {self.patch_size}")
         if problems:
-            raise ValueError(f"invalid ModelConfig {self.name!r}: " + "; ".join(problems))
+            raise InputError(f"invalid ModelConfig {self.name!r}: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists, numbers, strings): safe for ``torch.load(weights_only=True)`` and JSON."""
@@ -86,7 +88,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown ModelConfig fields {unknown}; known: {sorted(known)}")
+            raise InputError(f"unknown ModelConfig fields {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     @classmethod
@@ -97,14 +99,14 @@ class ModelConfig:
         released DUSt3R / MonST3R / St4RTrack checkpoint uses).
         """
         if cfg.get("output_mode", "pts3d") != "pts3d":
-            raise ValueError(f"only output_mode 'pts3d' is supported, got {cfg.get('output_mode')!r}")
+            raise InputError(f"only output_mode 'pts3d' is supported, got {cfg.get('output_mode')!r}")
         depth_mode = cfg.get("depth_mode", ["exp", "-inf", "inf"])
         conf_mode = cfg.get("conf_mode", ["exp", 1, "inf"])
         if depth_mode[0] != "exp" or conf_mode[0] != "exp" or float(conf_mode[1]) != 1.0:
-            raise ValueError(f"unsupported depth_mode/conf_mode {depth_mode}/{conf_mode}: need exp / exp 1..inf")
+            raise InputError(f"unsupported depth_mode/conf_mode {depth_mode}/{conf_mode}: need exp / exp 1..inf")
         pos = str(cfg.get("pos_embed", "RoPE100"))
         if not pos.startswith("RoPE"):
-            raise ValueError(f"only RoPE position embeddings are supported, got {pos!r}")
+            raise InputError(f"only RoPE position embeddings are supported, got {pos!r}")
         img = cfg.get("img_size", (224, 224))
         img = (img, img) if isinstance(img, int) else tuple(img)
         kw: dict[str, Any] = dict(
@@ -163,7 +165,7 @@ def get_config(preset: str | ModelConfig) -> ModelConfig:
     if isinstance(preset, ModelConfig):
         return preset
     if preset not in PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise InputError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[preset]
 
 

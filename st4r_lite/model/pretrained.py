@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from st4r_lite.errors import InputError
 from st4r_lite.model.checkpoint import LoadReport, build_model_on, load_weights, read_state_dict
 from st4r_lite.model.config import PRESETS, ModelConfig
 from st4r_lite.model.network import St4RTrack
@@ -186,7 +187,7 @@ def load_pretrained(
 
 def _spec(name: str) -> PretrainedSpec:
     if name not in PRETRAINED:
-        raise ValueError(f"unknown pretrained weights {name!r}; choose one of {sorted(PRETRAINED)}")
+        raise InputError(f"unknown pretrained weights {name!r}; choose one of {sorted(PRETRAINED)}")
     return PRETRAINED[name]
 
 

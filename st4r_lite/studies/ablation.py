@@ -39,6 +39,7 @@ from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.errors import InputError
 from st4r_lite.eval import baselines
 from st4r_lite.eval.adaptation import oracle_inputs
 from st4r_lite.eval.evaluate import (
@@ -110,7 +111,7 @@ def _load_benchmark(cfg: AblationConfig, workdir: Path) -> list[EvalSequence]:
         spec = benchmarks.BENCHMARKS[cfg.benchmark]
         parts = [p for p in spec.parts if p[0] == cfg.domain]
         if not parts:
-            raise ValueError(f"benchmark {cfg.benchmark!r} has no {cfg.domain!r} part; it has "
+            raise InputError(f"benchmark {cfg.benchmark!r} has no {cfg.domain!r} part; it has "
                              f"{[p[0] for p in spec.parts]}")
         domain, n, seed = parts[0]
         n = n if cfg.max_seqs is None else min(n, cfg.max_seqs)
@@ -203,14 +204,14 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
     """Run every row of ``cfg`` on every (sequence, seed), write the outputs into ``out``, return results.json."""
     unknown = [v for v in cfg.variants if v not in VARIANTS]
     if unknown or not cfg.variants:
-        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+        raise InputError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     bad_peers = [p for p in cfg.peers if p not in PEER_ROWS]
     if bad_peers:
-        raise ValueError(f"unknown peer(s) {bad_peers}; choose from {PEER_ROWS}")
+        raise InputError(f"unknown peer(s) {bad_peers}; choose from {PEER_ROWS}")
     if cfg.tracker not in ("sim", "lk"):
-        raise ValueError(f"--tracker must be 'sim' or 'lk', got {cfg.tracker!r}")
+        raise InputError(f"--tracker must be 'sim' or 'lk', got {cfg.tracker!r}")
     if not cfg.seeds or (cfg.steps is not None and cfg.steps < 0):
-        raise ValueError(f"need at least one seed and steps >= 0; got seeds {cfg.seeds}, steps {cfg.steps}")
+        raise InputError(f"need at least one seed and steps >= 0; got seeds {cfg.seeds}, steps {cfg.steps}")
     out = check_output_folder(out, inputs=[cfg.benchmark])
     start = time.perf_counter()
     load_start = _hardware()["load_avg_1_5_15min"]
@@ -331,7 +332,7 @@ def run_ablation_cli(args) -> str:
         new = run_ablation(cfg, out, command=command_from_config(cfg, out), progress=print)
         return check_against_reference(new, ref).report()
     if not args.out:
-        raise ValueError("--out DIR is required (or --check REFERENCE to re-run and compare)")
+        raise InputError("--out DIR is required (or --check REFERENCE to re-run and compare)")
     cfg = config_from_args(args)
     doc = run_ablation(cfg, args.out, command=command_from_config(cfg, args.out))
     return markdown_table(doc)

@@ -31,6 +31,7 @@ from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
 from st4r_lite.adapt.sim_labels import GroundTruthVideo, SimTrackerConfig
 from st4r_lite.adapt.variants import VARIANTS
 from st4r_lite.app.frames import sequence_to_network
+from st4r_lite.errors import InputError
 from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score
 from st4r_lite.geometry.pinhole import project, transform_points
 from st4r_lite.model import resolve
@@ -91,7 +92,7 @@ def compare_variants(videos: list[VideoWithTruth], model, *, variants=tuple(VARI
         pl_stats[tracker] = {}
         for vid in videos:
             if vid.gt is None:
-                raise ValueError(f"video {vid.name!r} has no ground truth: compare_variants needs it for metrics")
+                raise InputError(f"video {vid.name!r} has no ground truth: compare_variants needs it for metrics")
             provider = make_provider(tracker, depth, ground_truth=vid.gt, seed=cfg.seed, **(provider_options or {}))
             q = vid.queries(cfg.query_stride)
             labels = provider(vid.video, q)
@@ -139,7 +140,7 @@ def run_adapt_cli(args) -> str:
     variants = list(VARIANTS) if args.variant == "all" else [v.strip() for v in args.variant.split(",")]
     for v in variants:
         if v not in VARIANTS:
-            raise ValueError(f"unknown variant {v!r}; choose from {list(VARIANTS)} or 'all'")
+            raise InputError(f"unknown variant {v!r}; choose from {list(VARIANTS)} or 'all'")
     out = check_output_folder(args.out, inputs=[args.data])
     model = resolve.load(args.checkpoint)
     H, W = model.config.img_size

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from st4r_lite.errors import InputError
 from st4r_lite.model.config import get_config
 from st4r_lite.model.network import build_model, count_parameters
 from st4r_lite.train.losses import PairTargets, PretrainLoss
@@ -101,14 +102,14 @@ def benchmark(
     ``train_peak_mem_bytes``, ``infer_peak_mem_bytes``, ``memory_method``, ``loss``, ``params`` ...
     """
     if steps < 1 or warmup < 0:
-        raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+        raise InputError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     cfg = get_config(preset)
     B = DEFAULT_BATCH.get(cfg.name, 2) if batch is None else batch
     if B < 1:
-        raise ValueError(f"batch must be >= 1, got {B}")
+        raise InputError(f"batch must be >= 1, got {B}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+        raise InputError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU; use --device cpu")
     H, W = cfg.img_size
     rss_before = _peak_rss_bytes()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

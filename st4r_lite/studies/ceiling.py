@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
+from st4r_lite.errors import InputError
 from st4r_lite.geometry import track_metrics as metrics
 from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
@@ -114,7 +115,7 @@ def ceiling_table(clip, log_ambiguities=LOG_AMBIGUITIES, draws: int = DRAWS, see
                 static.append(metrics.tracking_metrics(metrics.static_tracks(y[0], len(y)), gt,
                                                        dynamic=dyn).apd_dynamic)
         if not ideal:
-            raise ValueError("no clip has a moving object; cannot measure the ceiling")
+            raise InputError("no clip has a moving object; cannot measure the ceiling")
         i, s = sum(ideal) / len(ideal), sum(static) / len(static)
         rows.append(CeilingRow(float(a), float(a) / 2, round(i, 2), round(s, 2), round(i - s, 2)))
     return rows
@@ -152,7 +153,7 @@ def model_diagnostics(model, clip, chunk: int = 8) -> dict:
                                                    dynamic=dyn).apd_dynamic)
     model.train(was_training)
     if not logs:
-        raise ValueError("no clip has a moving object; cannot diagnose the model")
+        raise InputError("no clip has a moving object; cannot diagnose the model")
     mean = lambda v: round(float(sum(v) / len(v)), 4)  # noqa: E731
     return {"median_abs_log_depth_error": mean(logs), "motion_error_ratio": mean(ratios),
             "apd_dyn": mean(apd_dyn), "static_apd_dyn": mean(static_dyn),

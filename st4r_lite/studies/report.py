@@ -26,6 +26,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from st4r_lite.app import views
+from st4r_lite.errors import InputError
 from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.runtime import atomic_write
 from st4r_lite.studies.ablation_stats import KEY_METRICS, _fmt, load_results
@@ -343,7 +344,7 @@ def build_report(ablation_dir, out=None) -> Path:
     doc = load_results(folder)
     out = Path(out) if out else (folder if folder.is_dir() else folder.parent) / "report.html"
     if out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a folder; give an .html file name")
+        raise InputError(f"--out {str(out)!r} is a folder; give an .html file name")
     base = folder if folder.is_dir() else folder.parent
 
     def div(fig: go.Figure) -> str:

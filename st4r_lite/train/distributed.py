@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from st4r_lite.errors import InputError
 from st4r_lite.runtime import pick_device
 
 
@@ -42,7 +43,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"environment variable {name}={text!r} must be a whole number (set by torchrun)") from None
+        raise InputError(f"environment variable {name}={text!r} must be a whole number (set by torchrun)") from None
 
 
 def init_distributed(device: str | None = None) -> DistEnv:
@@ -55,13 +56,13 @@ def init_distributed(device: str | None = None) -> DistEnv:
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"inconsistent RANK={rank} / WORLD_SIZE={world_size}; launch with torchrun")
+        raise InputError(f"inconsistent RANK={rank} / WORLD_SIZE={world_size}; launch with torchrun")
     dev = pick_device(device)
     if world_size == 1:
         return DistEnv(device=dev)
     if dev.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
+            raise InputError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
                              "use --nproc_per_node at most the number of GPUs")
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)

@@ -51,6 +51,7 @@ from einops import rearrange, repeat
 from torch import nn
 from tqdm.auto import tqdm
 
+from st4r_lite.errors import InputError
 from st4r_lite.model.checkpoint import save_checkpoint
 from st4r_lite.model.config import ModelConfig
 from st4r_lite.model.network import St4RTrack, build_model
@@ -91,15 +92,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "frames"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.frames < 2:
-            raise ValueError(f"frames must be ≥ 2 (anchor + at least one other frame), got {self.frames}")
+            raise InputError(f"frames must be ≥ 2 (anchor + at least one other frame), got {self.frames}")
         if self.lr <= 0 or self.grad_clip <= 0:
-            raise ValueError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
+            raise InputError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
         if self.warmup < 0:
-            raise ValueError(f"warmup must be ≥ 0, got {self.warmup}")
+            raise InputError(f"warmup must be ≥ 0, got {self.warmup}")
         if self.dynamic_factor < 0:
-            raise ValueError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
+            raise InputError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -219,7 +220,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device:
                 if saved != cfg:
                     diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in asdict(cfg)
                             if getattr(saved, k) != getattr(cfg, k)}
-                    raise ValueError(f"--resume with different settings than the checkpoint (saved, asked): {diff}")
+                    raise InputError(f"--resume with different settings than the checkpoint (saved, asked): {diff}")
                 model.load_state_dict(blob["model"])
                 opt.load_state_dict(blob["optimizer"])
                 sched.load_state_dict(blob["scheduler"])

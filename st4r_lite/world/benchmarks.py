@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from st4r_lite.errors import InputError
 from st4r_lite.runtime import atomic_write, ensure_writable_dir
 from st4r_lite.world import render as world
 from st4r_lite.world.worldtrack import MAX_TRACKS, clip_to_sequence, save_npz
@@ -21,7 +22,7 @@ def write_benchmark(out, *, domain: str, num_seqs: int, frames: int, height: int
     Deterministic (same arguments -> same bytes). Arguments are checked before anything is written; if a
     sequence fails, the files this call wrote are removed again (each file is written atomically)."""
     if isinstance(num_seqs, bool) or not isinstance(num_seqs, int) or num_seqs < 1:
-        raise ValueError(f"num_seqs must be a positive whole number, got {num_seqs!r}")
+        raise InputError(f"num_seqs must be a positive whole number, got {num_seqs!r}")
     world._check_args(1, frames, height, width, domain, seed, 1.0)
     out = ensure_writable_dir(out)
     written: list[Path] = []
@@ -63,7 +64,7 @@ def write_named_benchmark(name: str, out) -> list[Path]:
     """Write the named benchmark ``BENCHMARKS[name]`` into ``out`` (pretrain files first, then wild), plus a
     manifest ``{name}.json`` (files, domains, seeds, sizes, sha256). Returns the ``.npz`` paths."""
     if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}")
+        raise InputError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}")
     spec = BENCHMARKS[name]
     paths: list[Path] = []
     try:

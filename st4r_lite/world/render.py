@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
+from st4r_lite.errors import InputError
 from st4r_lite.world.raycast import INTERSECT, KINDS, intersect_room, local_normals, room_normals
 from st4r_lite.world.scene import (
     DOMAIN_CONFIGS,
@@ -115,17 +116,17 @@ class Clip:
 
 def _check_args(batch: int, frames: int, height: int, width: int, domain: str, seed: int, frame_gap: float) -> None:
     if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; valid domains are {', '.join(DOMAINS)}")
+        raise InputError(f"unknown domain {domain!r}; valid domains are {', '.join(DOMAINS)}")
     for name, value in (("batch", batch), ("frames", frames), ("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+            raise InputError(f"{name} must be a positive whole number, got {value!r}")
     for name, value in (("height", height), ("width", width)):
         if not 8 <= value <= MAX_SIZE:
-            raise ValueError(f"{name}={value} is not supported: use 8 <= {name} <= {MAX_SIZE} pixels")
+            raise InputError(f"{name}={value} is not supported: use 8 <= {name} <= {MAX_SIZE} pixels")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+        raise InputError(f"seed must be a whole number >= 0, got {seed!r}")
     if not (isinstance(frame_gap, int | float) and math.isfinite(frame_gap) and frame_gap > 0):
-        raise ValueError(f"frame_gap must be a finite number > 0, got {frame_gap!r}")
+        raise InputError(f"frame_gap must be a finite number > 0, got {frame_gap!r}")
 
 
 def _unit3(x: torch.Tensor) -> torch.Tensor:

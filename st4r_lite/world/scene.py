@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import roma
 import torch
 
+from st4r_lite.errors import InputError
 from st4r_lite.world.raycast import KINDS
 from st4r_lite.world.textures import Materials, sample_material, stack_materials
 
@@ -171,7 +172,7 @@ def camera_poses(camera_kind: str, cam: dict[str, torch.Tensor], tau: torch.Tens
 
     ``camera_kind`` and ``cam`` are SceneSpec.camera_kind and SceneSpec.camera."""
     if camera_kind not in CAMERA_KINDS:
-        raise ValueError(f"unknown camera kind {camera_kind!r}; choose from {CAMERA_KINDS}")
+        raise InputError(f"unknown camera kind {camera_kind!r}; choose from {CAMERA_KINDS}")
     t = tau.double()
 
     def waves(amp, w, phase):  # sum over 2 sinusoids -> (T, 3)

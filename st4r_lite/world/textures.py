@@ -26,6 +26,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from st4r_lite.errors import InputError
+
 FAMILIES = ("checker", "stripes", "blobs", "dots", "marble", "rings")
 
 
@@ -70,7 +72,7 @@ def sample_colors(gen: torch.Generator, palette: str) -> tuple[torch.Tensor, tor
     """Two colours (3,) for one material. 'vivid': saturated hues (pretrain); 'muted': desaturated, darker,
     sometimes near-monochrome pairs (wild)."""
     if palette not in ("vivid", "muted"):
-        raise ValueError(f"unknown palette {palette!r}; use 'vivid' or 'muted'")
+        raise InputError(f"unknown palette {palette!r}; use 'vivid' or 'muted'")
     h = _uniform(gen, 0.0, 1.0)
     if palette == "vivid":
         hsv_a = torch.stack([h, _uniform(gen, 0.5, 1.0), _uniform(gen, 0.55, 1.0)])
@@ -88,7 +90,7 @@ def sample_material(gen: torch.Generator, families: tuple[str, ...], palette: st
     """Random parameters of one material (a dict of float64 CPU tensors, see Materials)."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
-        raise ValueError(f"texture families {unknown or families!r} unknown; choose from {FAMILIES}")
+        raise InputError(f"texture families {unknown or families!r} unknown; choose from {FAMILIES}")
     pick = int(torch.randint(len(families), (1,), generator=gen))
     direction = torch.randn(3, generator=gen, dtype=torch.float64)
     color_a, color_b = sample_colors(gen, palette)

@@ -320,7 +320,7 @@ def query_grid(height: int, width: int, max_tracks: int = MAX_TRACKS) -> torch.T
     """Flat anchor-pixel indices (N,) of the tracks written per sequence: every pixel when H W <= max_tracks,
     else an even grid with stride s = ceil(sqrt(H W / max_tracks)) starting at s // 2."""
     if max_tracks < 1:
-        raise ValueError(f"max_tracks must be >= 1, got {max_tracks}")
+        raise InputError(f"max_tracks must be >= 1, got {max_tracks}")
     if height * width <= max_tracks:
         return torch.arange(height * width)
     s = math.ceil(math.sqrt(height * width / max_tracks))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,10 +20,12 @@ from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import PseudoLabels
 from st4r_lite.adapt.sim_labels import SimDepthConfig, SimTrackerConfig
-from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.adapt.variants import VARIANTS, Variant, get_variant, variants_help
+from st4r_lite.errors import InputError
 from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score, oracle_inputs
 from st4r_lite.model.network import build_model
 from st4r_lite.runtime import repo_data_dir
+from st4r_lite.studies import ablation
 from st4r_lite.world import render as world
 
 
@@ -145,6 +148,44 @@ def test_mask_on_ground_truth_geometry_matches_visibility():
     m = occlusion.occlusion_mask(cam[..., 2], project(cam, gt.K), gt.depth, tau=0.05)
     q = occlusion.mask_quality(m, gt.track_visible.reshape(4, -1))
     assert q["precision"] > 0.95 and q["recall"] > 0.95, q
+
+
+def test_variants_table_and_help_strings():
+    assert tuple(VARIANTS) == ablation.DEFAULT_VARIANTS                        # every variant is a default row
+    assert [v.name for v in VARIANTS.values() if not v.adapts] == ["none"]
+    assert VARIANTS["robust"].mask == "pred" and VARIANTS["robust"].sigma == "head"
+    assert VARIANTS["oracle_mask"].mask == "gt" and VARIANTS["conf_sigma"].sigma == "conf"
+    text = variants_help()
+    assert all(f"{name} = " in text for name in VARIANTS)
+    with pytest.raises(InputError, match="robust"):
+        get_variant("robustest")
+    with pytest.raises(AssertionError):
+        Variant("broken", "a mask without terms", mask="pred")
+
+
+def test_a_variant_masks_and_weights_only_its_terms(monkeypatch, small_clip, small_labels):
+    """mask_terms / sigma_terms choose the terms: a variant masking only L_traj has the oracle's L_traj and the
+    baseline's L_align; one weighting only L_align by σ² has the baseline's L_traj."""
+    gt = small_clip.gt
+    g = torch.Generator().manual_seed(0)
+    track = gt.track_world + 0.05 * torch.randn(gt.track_world.shape, generator=g)
+    T = track.shape[0]
+    out = SimpleNamespace(track=track, recon=track.clone(), conf_track=torch.full(track.shape[:-1], 2.0),
+                          log_sigma2_track=torch.full(track.shape[:-1], 0.3))
+    _, _, visible, _ = gt.lookup(small_labels.query_pixels)
+    monkeypatch.setitem(VARIANTS, "mask_traj", Variant("mask_traj", "test", mask="gt", mask_terms=("traj",)))
+    monkeypatch.setitem(VARIANTS, "sigma_align", Variant("sigma_align", "test", sigma="head", sigma_terms=("align",)))
+
+    def terms(name):
+        return losses.adaptation_losses(out, gt.K, gt.T_world_cam, small_labels, AdaptConfig(variant=name),
+                                        gt_visible=visible)
+
+    base, oracle, sigma = terms("baseline"), terms("oracle_mask"), terms("sigma")
+    mask_traj, sigma_align = terms("mask_traj"), terms("sigma_align")
+    assert T == 4 and not torch.equal(base.traj, oracle.traj) and not torch.equal(base.align, oracle.align)
+    assert torch.equal(mask_traj.traj, oracle.traj) and torch.equal(mask_traj.align, base.align)
+    assert torch.equal(sigma_align.traj, base.traj) and torch.equal(sigma_align.align, sigma.align)
+    assert not torch.equal(sigma.align, base.align)
 
 
 # ------------------------------------------------------------------------------------------- the loop

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from st4r_lite.adapt.occlusion import SIGMA_FORMS
-from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.adapt.variants import get_variant
 from st4r_lite.errors import InputError
 
 __all__ = ["AdaptConfig", "PARAM_SETS"]
@@ -41,8 +41,7 @@ class AdaptConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise InputError(f"unknown variant {self.variant!r}; choose one of {list(VARIANTS)}")
+        get_variant(self.variant)
         if self.params not in PARAM_SETS:
             raise InputError(f"params must be one of {PARAM_SETS}, got {self.params!r}")
         if self.sigma_form not in SIGMA_FORMS:

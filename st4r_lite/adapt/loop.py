@@ -45,6 +45,7 @@ from st4r_lite.adapt.config import PARAM_SETS, AdaptConfig
 from st4r_lite.adapt.losses import adaptation_losses
 from st4r_lite.adapt.occlusion import sample_map
 from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_video, grid_query_pixels, validate_pseudo_labels
+from st4r_lite.adapt.variants import VARIANTS
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.camera import cameras_for_video
 from st4r_lite.model.pairs import PairRunner
@@ -220,7 +221,7 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
     runner = PairRunner(model, chunk=chunk)
     with torch.no_grad():                      # the encoder is frozen: every frame's tokens once per video
         tokens = runner.encode(data.video * 2 - 1)
-    steps = 0 if cfg.variant == "none" else cfg.steps
+    steps = cfg.steps if VARIANTS[cfg.variant].adapts else 0
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
 
     def factor(i: int) -> float:

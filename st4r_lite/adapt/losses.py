@@ -23,7 +23,7 @@ from torch import Tensor
 from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.occlusion import nll_loss, occlusion_mask, sample_map
 from st4r_lite.adapt.pseudo_labels import PseudoLabels
-from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.adapt.variants import ROBUST_TERMS, VARIANTS
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.pinhole import invert_pose, project, transform_points
 
@@ -85,7 +85,7 @@ def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels,
 
     labels: validated pseudo-labels (T, N); gt_visible: (T, N) bool, needed by ``oracle_mask`` only.
     """
-    mask_mode, sigma_mode = VARIANTS[cfg.variant]
+    variant = VARIANTS[cfg.variant]
     q = labels.query_pixels.to(out.track)
     T = out.track.shape[0]
     qq = q[None].expand(T, -1, -1)
@@ -98,28 +98,35 @@ def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels,
     x_hat = project(safe, K.to(safe))
     depth_recon = transform_points(T_cam_world, out.recon)[..., 2]           # (T, H, W) z^rec_j
     mask = occlusion_mask(z_trk.detach(), x_hat.detach(), depth_recon.detach(), cfg.tau)
-    used = labels.track_valid.to(front.device) & front
-    if mask_mode == "pred":
-        used = used & mask
-    elif mask_mode == "gt":
+    valid = labels.track_valid.to(front.device) & front
+    used = valid
+    if variant.mask == "pred":
+        used = valid & mask
+    elif variant.mask == "gt":
         if gt_visible is None:
-            raise InputError("variant 'oracle_mask' needs ground-truth visibility (a synthetic clip or a "
+            raise InputError(f"variant {variant.name!r} needs ground-truth visibility (a synthetic clip or a "
                              "WorldTrack file with visibility)")
-        used = used & gt_visible.to(used.device)
+        used = valid & gt_visible.to(valid.device)
+    used_by = {t: used if t in variant.mask_terms else valid for t in ROBUST_TERMS}
     x_tilde = labels.tracks_2d.to(x_hat)
     scale = track_q[0].norm(dim=-1).mean().clamp_min(1e-6)                   # s̄, with gradient
     recon_tilde = sample_map(out.recon, x_tilde)
-    if sigma_mode is None:
+    if variant.sigma is None:
         log_s2 = torch.zeros_like(z_trk)
-        l_traj = traj_loss(x_hat, x_tilde, used)
-        l_align = align_loss(track_q, recon_tilde, used, scale)
     else:
-        log_s2 = (sample_map(out.log_sigma2_track, qq) if sigma_mode == "head"
+        log_s2 = (sample_map(out.log_sigma2_track, qq) if variant.sigma == "head"
                   else -torch.log(sample_map(out.conf_track, qq)))
-        f = K[0, 0].to(x_hat).detach()                # σ² is in pixels²: the 3D error as pixel-equivalents
-        l_traj = nll_loss((x_hat - x_tilde).norm(dim=-1), log_s2, used, cfg.sigma_form)
-        power = 1 if cfg.sigma_form == "laplace" else 2    # back to L_align's units: at σ² = 1 (Laplace) = L_align
-        l_align = nll_loss(f * (track_q - recon_tilde).norm(dim=-1) / scale, log_s2, used, cfg.sigma_form) / f**power
+    f = K[0, 0].to(x_hat).detach()                    # σ² is in pixels²: the 3D error as pixel-equivalents
+    power = 1 if cfg.sigma_form == "laplace" else 2   # back to L_align's units: at σ² = 1 (Laplace) = L_align
+    if "traj" in variant.sigma_terms:
+        l_traj = nll_loss((x_hat - x_tilde).norm(dim=-1), log_s2, used_by["traj"], cfg.sigma_form)
+    else:
+        l_traj = traj_loss(x_hat, x_tilde, used_by["traj"])
+    if "align" in variant.sigma_terms:
+        l_align = nll_loss(f * (track_q - recon_tilde).norm(dim=-1) / scale, log_s2, used_by["align"],
+                           cfg.sigma_form) / f**power
+    else:
+        l_align = align_loss(track_q, recon_tilde, used_by["align"], scale)
     l_depth = (depth_loss(depth_recon, labels.depth.to(depth_recon)) if labels.depth is not None
                else depth_recon.sum() * 0)
     total = cfg.w_traj * l_traj + cfg.w_depth * l_depth + cfg.w_align * l_align

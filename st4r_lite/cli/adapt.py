@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from st4r_lite.adapt.variants import VARIANTS, variants_help
 from st4r_lite.cli.args import nonneg_int, positive_int
 from st4r_lite.model import resolve
 from st4r_lite.studies import adapt_compare
@@ -15,13 +16,13 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
         help="test-time adaptation of a checkpoint to videos with pseudo-labels (baseline / occlusion mask / sigma^2)",
         description="Adapt a model to each video of --data (a WorldTrack .npz, a folder of them, or DOMAIN:SEED[:COUNT] "
         "for synthetic clips, e.g. wild:600000:4) with 2D-track and mono-depth pseudo-labels (docs/method.md §6). Variants: "
-        "none, baseline, mask, sigma, robust (mask + sigma^2, the course's proposal), oracle_mask, conf_sigma; a "
-        "comma list or 'all'. Writes <video>_<variant>.npz (track/recon maps, cameras, mask) and .json (losses, "
+        f"{variants_help()}. Give one, a comma list or 'all'. Writes <video>_<variant>.npz (track/recon maps, "
+        "cameras, mask) and .json (losses, "
         "metrics when ground truth exists) into --out.",
     )
     p.add_argument("--data", required=True, help="NPZ file, folder of NPZ files, or DOMAIN:SEED[:COUNT]")
     p.add_argument("--checkpoint", default=None, help=resolve.SPEC_HELP)
-    p.add_argument("--variant", default="robust", help="variant name, comma list, or 'all'")
+    p.add_argument("--variant", default="robust", help=f"variant name, comma list, or 'all' ({', '.join(VARIANTS)})")
     p.add_argument("--tracker", default="sim", choices=("sim", "lk", "cotracker"),
                    help="2D pseudo-labels: sim (synthetic ground truth + tracker errors), lk, cotracker (online)")
     p.add_argument("--depth", default="sim", choices=("sim", "none", "moge"), help="mono-depth pseudo-labels")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from st4r_lite import demo
+from st4r_lite.adapt.variants import VARIANTS
 from st4r_lite.app import run
 from st4r_lite.cli.args import nonneg_int, positive_int
 from st4r_lite.errors import InputError
@@ -22,7 +23,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--video", required=True, help="video file or folder of frames")
     p.add_argument("--checkpoint", required=True, help=resolve.SPEC_HELP)
-    p.add_argument("--adapt", default=None, metavar="VARIANT", help="test-time adaptation variant (st4r_lite.adapt.loop)")
+    p.add_argument("--adapt", default=None, metavar="VARIANT", help=f"test-time adaptation variant: {', '.join(VARIANTS)}")
     p.add_argument("--tracker", default="lk", choices=("lk", "cotracker"), help="2D pseudo-label tracker (--adapt)")
     p.add_argument("--depth", default="none", choices=("none", "moge"), help="mono-depth pseudo-labels (--adapt)")
     p.add_argument("--adapt-steps", type=positive_int, default=None, help="adaptation steps (default: adapt's)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from st4r_lite.adapt.variants import variants_help
 from st4r_lite.app.frames import sequence_to_network
 from st4r_lite.cli.args import nonneg_int, positive_int
 from st4r_lite.errors import InputError
@@ -46,9 +47,8 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ablation",
         help="run the adaptation variants and the peers over benchmark sequences and seeds (reproducible)",
-        description="Adapt the model with each variant (none, baseline, mask, sigma, robust, oracle_mask, "
-        "conf_sigma) on the same videos and pseudo-labels per seed, add the static and combinational peers, and "
-        "write results.json, results.md (mean ± std across seeds, paired differences to baseline with 95%% "
+        description=f"Adapt the model with each variant ({variants_help()}) on the same videos and pseudo-labels per seed, add the static and combinational peers, and "
+        "write results.json, results.md (mean ± std across seeds, paired differences to baseline with 95% "
         "t intervals), PNG plots and views.npz into --out. With --check REF: re-run REF's configuration (or "
         "compare --results) and say whether the numbers match the reference within tolerance.",
     )
@@ -57,7 +57,7 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seqs", type=positive_int, default=None, help="use only the first N sequences")
     p.add_argument("--frames", type=positive_int, default=None, help="use only the first F frames")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (pseudo-label noise, adaptation)")
-    p.add_argument("--variants", default="none,baseline,mask,sigma,robust,oracle_mask,conf_sigma")
+    p.add_argument("--variants", default=",".join(ablation.DEFAULT_VARIANTS), help="comma-separated variants")
     p.add_argument("--peers", default="static,combinational", help="comma-separated peers ('' for none)")
     p.add_argument("--tracker", default="sim", choices=("sim", "lk"), help="pseudo 2D tracks")
     p.add_argument("--depth", default="sim", choices=("sim", "sim-affine", "none"), help="pseudo mono-depth")

@@ -38,7 +38,7 @@ import torch
 from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
-from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.adapt.variants import VARIANTS, get_variant
 from st4r_lite.errors import InputError
 from st4r_lite.eval import baselines
 from st4r_lite.eval.adaptation import oracle_inputs
@@ -72,7 +72,7 @@ __all__ = ["AblationConfig", "run_ablation", "summarize", "paired_differences", 
            "markdown_table", "check_against_reference", "CheckResult", "DEFAULT_VARIANTS", "KEY_METRICS",
            "load_results"]
 
-DEFAULT_VARIANTS = ("none", "baseline", "mask", "sigma", "robust", "oracle_mask", "conf_sigma")
+DEFAULT_VARIANTS = tuple(VARIANTS)          # every variant is a default row
 PEER_ROWS = ("static", "combinational")
 RECON_VIEW_ROWS = ("none", "baseline", "robust")   # rows whose reconstructions views.npz keeps (file size)
 
@@ -202,9 +202,10 @@ def _view_arrays(seq: EvalSequence, preds: dict[str, Prediction], max_tracks: in
 
 def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=print) -> dict:
     """Run every row of ``cfg`` on every (sequence, seed), write the outputs into ``out``, return results.json."""
-    unknown = [v for v in cfg.variants if v not in VARIANTS]
-    if unknown or not cfg.variants:
-        raise InputError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    if not cfg.variants:
+        raise InputError(f"give at least one variant; choose from {', '.join(VARIANTS)}")
+    for variant in cfg.variants:
+        get_variant(variant)
     bad_peers = [p for p in cfg.peers if p not in PEER_ROWS]
     if bad_peers:
         raise InputError(f"unknown peer(s) {bad_peers}; choose from {PEER_ROWS}")

@@ -29,7 +29,7 @@ from st4r_lite.adapt.occlusion import mask_quality, occlusion_mask, sample_map
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
 from st4r_lite.adapt.sim_labels import GroundTruthVideo, SimTrackerConfig
-from st4r_lite.adapt.variants import VARIANTS
+from st4r_lite.adapt.variants import VARIANTS, get_variant
 from st4r_lite.app.frames import sequence_to_network
 from st4r_lite.errors import InputError
 from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score
@@ -139,8 +139,7 @@ def run_adapt_cli(args) -> str:
     """``st4r-lite adapt``: adapt a checkpoint to each video of --data with one or more variants."""
     variants = list(VARIANTS) if args.variant == "all" else [v.strip() for v in args.variant.split(",")]
     for v in variants:
-        if v not in VARIANTS:
-            raise InputError(f"unknown variant {v!r}; choose from {list(VARIANTS)} or 'all'")
+        get_variant(v)
     out = check_output_folder(args.out, inputs=[args.data])
     model = resolve.load(args.checkpoint)
     H, W = model.config.img_size

@@ -43,7 +43,6 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./st4r_lite_repo"], check=True)
     os.environ["ST4R_DATA"] = os.path.abspath("st4r_lite_repo/data")  # the shipped checkpoint and results
 
-import json
 import math
 from pathlib import Path
 
@@ -63,6 +62,7 @@ from st4r_lite.model.pairs import predict_video
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
+from st4r_lite.studies import adapt_compare
 
 QUICK = quick_mode()
 device = pick_device()
@@ -194,9 +194,9 @@ mask_pred = occlusion.occlusion_mask(cam[..., 2], x_hat, depth_recon, tau=cfg.ta
 q_pred = occlusion.mask_quality(mask_pred, gt_vis)
 q_valid = occlusion.mask_quality(sim.track_valid, gt_vis)
 for name, q in (("mask, exact geometry", q_exact), ("mask, network", q_pred), ("tracker's own flag", q_valid)):
-    print(f"{name:>22}: precision {q['precision']:.2f}  recall {q['recall']:.2f}  "
-          f"occluded rejected {q['occluded_rejected']:.2f}")
-assert q_exact["precision"] > 0.9 and q_exact["recall"] > 0.9, "on exact geometry the test matches visibility"
+    print(f"{name:>22}: visible precision {q['visible_precision']:.2f}  recall {q['visible_recall']:.2f}  "
+          f"occluded recall {q['occluded_recall']:.2f}")
+assert q_exact["visible_precision"] > 0.9 and q_exact["visible_recall"] > 0.9, "exact geometry: the test matches"
 
 # %% [markdown]
 # Ground truth against the network's mask, in the anchor image (each query pixel p_n), for three frames:
@@ -263,10 +263,10 @@ rows = []
 for v, res in results.items():
     m = res.metrics["tracking"]["median"]
     rows.append([v, f"{m['apd']:.1f}", f"{m['apd_dynamic']:.1f}", f"{m['epe']:.3f}", f"{m['epe_dynamic']:.3f}",
-                 f"{res.metrics['mask']['precision']:.2f}", f"{res.metrics['mask']['recall']:.2f}",
+                 f"{res.metrics['mask']['visible_precision']:.2f}", f"{res.metrics['mask']['visible_recall']:.2f}",
                  f"{res.seconds:.1f}"])
     assert all(math.isfinite(rec["total"]) for rec in res.loss_log)
-header = ["variant", "APD", "APD dyn", "EPE", "EPE dyn", "mask P", "mask R", "s"]
+header = ["variant", "APD", "APD dyn", "EPE", "EPE dyn", "mask vis. P", "mask vis. R", "s"]
 fig = go.Figure(go.Table(header=dict(values=header), cells=dict(values=list(zip(*rows)))))
 fig.update_layout(height=150, margin=dict(l=0, r=0, t=0, b=0))
 fig.show()
@@ -288,19 +288,19 @@ fig.show()
 # %%
 recorded = repo_data_dir() / "adapt_variants_quick.json"
 if recorded.is_file():
-    doc = json.loads(recorded.read_text())
+    doc = adapt_compare.read_recorded(recorded)       # files recorded with older key names read the same
     print("command:", doc["settings"].get("command", "?"), "| checkpoint:",
           Path(str(doc["settings"].get("checkpoint", "?"))).name)   # the file's name, not a machine's path
     print(doc["table"])
     print("\nocclusion mask of the unadapted model vs ground-truth visibility (mean over the clips):")
     for label, q in doc.get("mask_tau_sweep", {}).items():
-        print(f"  {label:<24} precision {q['precision']:.2f}  recall {q['recall']:.2f}  "
-              f"occluded rejected {q['occluded_rejected']:.2f}  kept {q['kept_fraction']:.2f}")
+        print(f"  {label:<24} visible precision {q['visible_precision']:.2f}  recall {q['visible_recall']:.2f}  "
+              f"occluded recall {q['occluded_recall']:.2f}  kept {q['kept_fraction']:.2f}")
 else:
     print("data/adapt_variants_quick.json is not there yet; run python -m st4r_lite.studies.adapt_compare")
 sens = repo_data_dir() / "adapt_sensitivity_quick.json"
 if sens.is_file():
-    doc = json.loads(sens.read_text())
+    doc = adapt_compare.read_recorded(sens)
     print("\nsensitivity (tracker that never flags occlusion; APD %, median):", doc["settings"]["command"])
     for name, row in doc["sensitivity"].items():
         print(f"  {name:<16}" + "  ".join(f"{v} {m['apd_median']:.1f}" for v, m in row["mean"].items()))
@@ -313,10 +313,11 @@ if sens.is_file():
 #   but the mean over the 4 wild clips by less than a point (down, with the current checkpoint), and **all
 #   variants land within about half a point of each other**, the oracle mask included. At this model size the
 #   proposal neither helps nor hurts.
-# - **The mask is only as good as the pointmaps.** On exact geometry the test reaches ~0.97 precision and
-#   ~0.99 recall; on the tiny model's pointmaps its precision is ≈ the fraction of visible entries (chance):
+# - **The mask is only as good as the pointmaps.** On exact geometry the test reaches ~0.97 visible precision
+#   and ~0.99 visible recall; on the tiny model's pointmaps its visible precision is ≈ the fraction of visible
+#   entries (chance):
 #   its depths are too far off (EPE ≈ 1.9 m in rooms of a few metres) to tell "behind the surface" from
-#   "wrong depth". τ only trades recall for rejection; it cannot create precision.
+#   "wrong depth". τ only trades visible recall for occluded recall; it cannot create visible precision.
 # - **The labels that reach the loss are mostly right already**: the tracker's own validity flag rejects most
 #   occluded points, so ~90 % of the used labels are visible. Even the oracle mask (100 %) changes nothing:
 #   occlusion noise is not what limits adaptation here; the model's capacity and the few steps are.
@@ -337,8 +338,8 @@ if sens.is_file():
 # %% [markdown]
 # ## Exercise
 # 1. Sweep τ ∈ {0.02, 0.1, 0.3, 1.0} for the mask computed from the **network's** pointmaps and from **exact**
-#    geometry. Which of precision / recall moves with τ, and why does the network's precision stay near the share
-#    of visible entries?
+#    geometry. Which of visible precision / recall moves with τ, and why does the network's visible precision stay
+#    near the share of visible entries?
 # 2. The σ² loss is ρ(r)/σ² + log σ². Minimise it over σ² by hand for a fixed residual r (Laplace ρ(r) = r).
 #    What does the optimum say about what the σ² head learns, and why can a point not "cheat" with σ² → ∞?
 #
@@ -349,10 +350,10 @@ if sens.is_file():
 #     qp = occlusion.mask_quality(occlusion.occlusion_mask(cam[..., 2], x_hat, depth_recon, tau=tau), gt_vis)
 #     qe = occlusion.mask_quality(occlusion.occlusion_mask(gt_cam[..., 2], project(gt_cam, vid.gt.K),
 #                                                          vid.gt.depth, tau=tau), gt_vis)
-#     print(f"tau {tau}: network P {qp['precision']:.2f} R {qp['recall']:.2f} | exact P {qe['precision']:.2f} "
-#           f"R {qe['recall']:.2f}")
+#     print(f"tau {tau}: network visible P {qp['visible_precision']:.2f} R {qp['visible_recall']:.2f} | "
+#           f"exact P {qe['visible_precision']:.2f} R {qe['visible_recall']:.2f}")
 # ```
-# A larger τ accepts more points, so recall rises; precision only improves if the depths can tell "behind a
+# A larger τ accepts more points, so visible recall rises; visible precision only improves if the depths can tell "behind a
 # surface" from "wrong depth". The tiny network's depths are off by about as much as objects are thick, so its
 # mask is close to a coin flip weighted by the visible share. 2: d/dσ² (r/σ² + log σ²) = −r/σ⁴ + 1/σ² = 0 gives
 # σ² = r: the head learns to predict its own error. σ² → ∞ is punished by the log σ² term.

@@ -21,7 +21,7 @@
 #    alignment forgive (a global scale; a global similarity transform);
 # 2. explain why the *dynamic* subset matters, with the **static baseline** (nothing moves) as the proof;
 # 3. score recovered cameras (ATE / RPE after Sim(3)) and the proposal's **occlusion mask** against
-#    ground-truth visibility (precision / recall);
+#    ground-truth visibility (the occluded class's precision / recall);
 # 4. run the **ablation** of the adaptation variants with paired differences and 95% intervals, check a
 #    run against the committed reference, and read the result honestly (spread across seeds, the oracle row);
 # 5. open the interactive report: track trails over time, reconstructions with a time slider, cameras,

@@ -23,9 +23,10 @@ from st4r_lite.adapt.sim_labels import SimDepthConfig, SimTrackerConfig
 from st4r_lite.adapt.variants import VARIANTS, Variant, get_variant, variants_help
 from st4r_lite.errors import InputError
 from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score, oracle_inputs
+from st4r_lite.eval.benchmark_metrics import occlusion_metrics
 from st4r_lite.model.network import build_model
 from st4r_lite.runtime import repo_data_dir
-from st4r_lite.studies import ablation
+from st4r_lite.studies import ablation, adapt_compare
 from st4r_lite.world import render as world
 
 
@@ -132,10 +133,38 @@ def test_occlusion_mask_visible_behind_outside():
 
 
 def test_mask_quality_hand_case():
-    gt = torch.tensor([[True, True, True, True], [True, True, False, False]])
-    m = torch.tensor([[True, True, True, True], [True, False, True, False]])
-    q = occlusion.mask_quality(m, gt)        # frame 0 skipped: tp=1, fn=1, fp=1, tn=1
-    assert (q["precision"], q["recall"], q["occluded_rejected"]) == (0.5, 0.5, 0.5)
+    gt = torch.tensor([[True, True, True, True], [True, True, False, False], [True, True, True, False]])
+    m = torch.tensor([[True, True, True, True], [True, False, True, False], [True, True, True, True]])
+    q = occlusion.mask_quality(m, gt)        # frame 0 skipped: tp=4, fn=1, fp=2, tn=1
+    assert q["visible_precision"] == pytest.approx(4 / 6) and q["visible_recall"] == pytest.approx(4 / 5)
+    assert q["occluded_precision"] == pytest.approx(1 / 2) and q["occluded_recall"] == pytest.approx(1 / 3)
+    assert q["accuracy"] == pytest.approx(5 / 8) and q["kept_fraction"] == pytest.approx(6 / 8)
+
+
+def test_one_convention_for_occlusion_metrics():
+    """eval's OcclusionMetrics are mask_quality's occluded class (and accuracy) in percent."""
+    g = torch.Generator().manual_seed(0)
+    gt, m = torch.rand(5, 40, generator=g) > 0.3, torch.rand(5, 40, generator=g) > 0.4
+    q = occlusion.mask_quality(m, gt, skip_first=False)
+    o = occlusion_metrics(m, gt)
+    assert o.occluded_precision == pytest.approx(100 * q["occluded_precision"])
+    assert o.occluded_recall == pytest.approx(100 * q["occluded_recall"])
+    assert o.accuracy == pytest.approx(100 * q["accuracy"])
+
+
+def test_recorded_comparison_is_read_with_class_named_keys(tmp_path):
+    old = {"rows": [{"mask_precision": 0.5, "used_recall": 0.25, "valid_precision": 0.9}],
+           "mask_tau_sweep": {"network tau=0.1": {"precision": 0.5, "recall": 0.7, "occluded_rejected": 0.2}}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    doc = adapt_compare.read_recorded(tmp_path / "old.json")
+    assert doc["rows"] == [{"mask_visible_precision": 0.5, "used_visible_recall": 0.25, "valid_precision": 0.9}]
+    assert doc["mask_tau_sweep"]["network tau=0.1"] == {"visible_precision": 0.5, "visible_recall": 0.7,
+                                                        "occluded_recall": 0.2}
+    recorded = repo_data_dir() / "adapt_variants_quick.json"
+    if recorded.is_file():
+        doc = adapt_compare.read_recorded(recorded)
+        assert all("mask_visible_precision" in row for row in doc["rows"])
+        assert all("visible_precision" in q for q in doc["mask_tau_sweep"].values())
 
 
 def test_mask_on_ground_truth_geometry_matches_visibility():
@@ -147,7 +176,7 @@ def test_mask_on_ground_truth_geometry_matches_visibility():
     cam = transform_points(T_cw, gt.track_world.reshape(4, -1, 3))
     m = occlusion.occlusion_mask(cam[..., 2], project(cam, gt.K), gt.depth, tau=0.05)
     q = occlusion.mask_quality(m, gt.track_visible.reshape(4, -1))
-    assert q["precision"] > 0.95 and q["recall"] > 0.95, q
+    assert q["visible_precision"] > 0.95 and q["visible_recall"] > 0.95, q
 
 
 def test_variants_table_and_help_strings():
@@ -367,6 +396,6 @@ def test_compare_variants_is_paired_and_summarised(small_clip, fresh_model):
     assert "EPE" in res["pseudo_labels"]["sim"][small_clip.name]["summary"]
     assert "baseline" in format_table(res)
     sweep = mask_tau_sweep([small_clip], fresh_model, taus=(0.1,))
-    assert sweep["exact geometry tau=0.05"]["precision"] > 0.9                # the test itself is right
+    assert sweep["exact geometry tau=0.05"]["visible_precision"] > 0.9                # the test itself is right
     assert 0 <= sweep["network tau=0.1"]["kept_fraction"] <= 1
     json.dumps(res)                                                           # JSON-ready

@@ -113,11 +113,16 @@ def nll_loss(r: Tensor, log_sigma2: Tensor, weight: Tensor, form: str = "laplace
 
 
 def mask_quality(mask: Tensor, gt_visible: Tensor, skip_first: bool = True) -> dict[str, float]:
-    """Precision / recall / F1 / accuracy of a visibility mask against ground-truth visibility.
+    """How well a visibility mask (m = 1: kept as visible) matches ground-truth visibility; the one place the
+    project counts mask hits, for both classes, with the class in every name (fractions in [0, 1]):
 
-    mask, gt_visible: (T, N) bool; "positive" = visible. precision = P(visible | m = 1), recall = P(m = 1 |
-    visible), occluded_rejected = P(m = 0 | not visible). ``skip_first`` leaves out frame 0 (the queries,
-    visible by definition). NaN where a ratio has no denominator.
+        visible_precision  = P(visible | m = 1)     visible_recall  = P(m = 1 | visible)
+        occluded_precision = P(occluded | m = 0)    occluded_recall = P(m = 0 | occluded)
+        accuracy = P(m = visible),  kept_fraction = P(m = 1),  gt_visible_fraction = P(visible)
+
+    mask, gt_visible: (T, N) bool (any equal shape when ``skip_first`` is False). ``skip_first`` leaves out
+    frame 0 (the queries, visible by definition). NaN where a ratio has no denominator.
+    ``eval.benchmark_metrics.occlusion_metrics`` reports the occluded class of this in percent.
     """
     if mask.shape != gt_visible.shape:
         raise ValueError(f"mask {tuple(mask.shape)} and gt_visible {tuple(gt_visible.shape)} must match")
@@ -128,8 +133,7 @@ def mask_quality(mask: Tensor, gt_visible: Tensor, skip_first: bool = True) -> d
     def ratio(a, b) -> float:
         return float(a) / float(b) if int(b) > 0 else math.nan
 
-    p, r = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    f1 = 2 * p * r / (p + r) if p + r > 0 else math.nan
-    return {"precision": p, "recall": r, "f1": f1, "accuracy": ratio(tp + tn, m.numel()),
-            "occluded_rejected": ratio(tn, tn + fp), "kept_fraction": ratio(tp + fp, m.numel()),
+    return {"visible_precision": ratio(tp, tp + fp), "visible_recall": ratio(tp, tp + fn),
+            "occluded_precision": ratio(tn, tn + fn), "occluded_recall": ratio(tn, tn + fp),
+            "accuracy": ratio(tp + tn, m.numel()), "kept_fraction": ratio(tp + fp, m.numel()),
             "gt_visible_fraction": ratio(tp + fn, m.numel())}

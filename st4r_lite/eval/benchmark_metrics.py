@@ -14,7 +14,8 @@ The relative poses do not depend on the world's rotation or origin, only on its 
 
 Occlusion masks. A mask says per (t, n) "visible, trust this point" (True) or "occluded" (False). Against the
 ground-truth visibility we report accuracy and, for the *occluded* class (the one the mask exists to find),
-precision = |pred occl ∧ gt occl| / |pred occl| and recall = |pred occl ∧ gt occl| / |gt occl|.
+precision = |pred occl ∧ gt occl| / |pred occl| and recall = |pred occl ∧ gt occl| / |gt occl|
+(counted by ``adapt.occlusion.mask_quality``: its ``occluded_precision`` / ``occluded_recall``, here in %).
 
 TAPVid-3D (optional, Koppula et al. 2024), following the official protocol of google-deepmind/tapnet
 (``tapvid3d/evaluation``: ``compute_tapvid3d_metrics`` with ``scaling='median'`` as called by
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
+from st4r_lite.adapt.occlusion import mask_quality
 from st4r_lite.geometry.pinhole import rotation_angle_deg, umeyama_sim3
 
 TAPVID3D_PIXEL_THRESHOLDS = (1.0, 2.0, 4.0, 8.0, 16.0)
@@ -135,12 +137,10 @@ def occlusion_metrics(pred_visible: torch.Tensor, gt_visible: torch.Tensor,
     p, g = p[ok], g[ok]
     if p.numel() == 0:
         return OcclusionMetrics(math.nan, math.nan, math.nan, 0, 0)
-    po, go = ~p, ~g
-    both = int((po & go).sum())
-    prec = 100.0 * both / int(po.sum()) if po.any() else math.nan
-    rec = 100.0 * both / int(go.sum()) if go.any() else math.nan
-    return OcclusionMetrics(accuracy=100.0 * float((p == g).double().mean()), occluded_precision=prec,
-                            occluded_recall=rec, num_entries=int(p.numel()), num_gt_occluded=int(go.sum()))
+    q = mask_quality(p, g, skip_first=False)
+    return OcclusionMetrics(accuracy=100.0 * q["accuracy"], occluded_precision=100.0 * q["occluded_precision"],
+                            occluded_recall=100.0 * q["occluded_recall"], num_entries=int(p.numel()),
+                            num_gt_occluded=int((~g).sum()))
 
 
 def tapvid3d_metrics(pred_tracks_cam: torch.Tensor, gt_tracks_cam: torch.Tensor, pred_visible: torch.Tensor,

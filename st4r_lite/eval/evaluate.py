@@ -375,7 +375,7 @@ def format_summary(report: dict) -> str:
     if m["occlusion"] is not None:
         o = m["occlusion"]
         lines.append(f"occlusion mask: accuracy {o.accuracy:.1f} %  occluded precision {o.occluded_precision:.1f} % "
-                     f" recall {o.occluded_recall:.1f} %")
+                     f" occluded recall {o.occluded_recall:.1f} %")
     if m.get("tapvid3d") is not None:
         tv = m["tapvid3d"]
         lines.append(f"TAPVid-3D ({eval_metrics.TAPVID3D_PROTOCOL}): APD_3D {tv.apd_3d:.1f} %  "

@@ -5,7 +5,7 @@ Dimension letters: T frames, H image rows, W image columns, N query points.
 ``compare_variants(videos, model, variants=..., trackers=("sim", "lk"))`` adapts the same starting model to
 every video with every variant, sharing one set of pseudo-labels per (tracker, video) so that the comparison
 is paired, and returns per-run rows plus means (tracking APD / EPE all and dynamic, median and Sim(3)
-alignment; occlusion-mask precision / recall against ground-truth visibility). ``measure_quick`` is the
+alignment; the occlusion mask's visible-class precision / recall against ground-truth visibility). ``measure_quick`` is the
 recorded measurement (``data/adapt_variants_quick.json``); ``run_adapt_cli`` is ``st4r-lite adapt``.
 """
 
@@ -41,7 +41,7 @@ from st4r_lite.world import worldtrack
 from st4r_lite.world.render import generate_clips
 
 __all__ = ["compare_variants", "load_videos", "measure_quick", "mask_tau_sweep", "sensitivity", "run_adapt_cli",
-           "format_table", "QUICK_SEEDS", "SENSITIVITY"]
+           "read_recorded", "format_table", "QUICK_SEEDS", "SENSITIVITY"]
 
 
 def load_videos(data: str, *, frames: int = 16, height: int = 64, width: int = 96, resize: bool = True,
@@ -84,7 +84,7 @@ def compare_variants(videos: list[VideoWithTruth], model, *, variants=tuple(VARI
     provider_options: extra ``make_provider`` arguments (e.g. ``sim_tracker_config=`` for harsher labels).
     Returns {"settings", "pseudo_labels": {tracker: per-video error stats}, "rows": one per (tracker, variant,
     video), "mean": {tracker: {variant: mean metrics}}}. Means of: APD / EPE (median and sim3; all and
-    dynamic), mask precision / recall, seconds.
+    dynamic), the mask's visible-class precision / recall (``mask_visible_precision`` ...), seconds.
     """
     cfg = config or AdaptConfig()
     rows, pl_stats = [], {}
@@ -124,7 +124,7 @@ def _flat_metrics(metrics: dict) -> dict[str, float]:
         for k in ("apd", "epe", "apd_dynamic", "epe_dynamic"):
             out[f"{k}_{al}"] = float(m[k])
     for name in ("mask", "pseudo_valid", "used"):
-        for k in ("precision", "recall"):
+        for k in ("visible_precision", "visible_recall"):
             if name in metrics:
                 out[f"{name}_{k}"] = float(metrics[name][k])
     return out
@@ -196,7 +196,7 @@ def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, fram
 def mask_tau_sweep(videos: list[VideoWithTruth], model, taus=(0.0, 0.05, 0.1, 0.3, 1.0), stride: int = 4) -> dict:
     """Occlusion-mask quality of the *unadapted* model against ground-truth visibility for several τ, next to
     the same test on exact geometry (true track points, depth and cameras; τ = 0.05): what limits the mask, the
-    test or the pointmaps it reads? Returns {label: mean precision / recall / occluded_rejected / kept_fraction}.
+    test or the pointmaps it reads? Returns {label: means of the ``mask_quality`` fractions}.
     """
     rows: dict[str, list[dict]] = {}
     for vid in videos:
@@ -216,7 +216,8 @@ def mask_tau_sweep(videos: list[VideoWithTruth], model, taus=(0.0, 0.05, 0.1, 0.
             gcam = transform_points(torch.linalg.inv(vid.gt.T_world_cam), track_gt)
             m = occlusion_mask(gcam[..., 2], project(gcam, vid.gt.K), vid.gt.depth, 0.05)
             rows.setdefault("exact geometry tau=0.05", []).append(mask_quality(m, vis))
-    keys = ("precision", "recall", "occluded_rejected", "kept_fraction", "gt_visible_fraction")
+    keys = ("visible_precision", "visible_recall", "occluded_precision", "occluded_recall", "kept_fraction",
+            "gt_visible_fraction")
     return {label: {k: _nanmean([r[k] for r in items]) for k in keys} for label, items in rows.items()}
 
 
@@ -241,10 +242,12 @@ def sensitivity(videos: list[VideoWithTruth], model, *, settings: dict | None = 
 
 def format_table(result: dict) -> str:
     """A plain-text table of ``result["mean"]``: per tracker and variant, APD (median, %) all / dynamic,
-    EPE (median, m) all / dynamic, APD (sim3) all / dynamic, mask precision / recall."""
+    EPE (median, m) all / dynamic, APD (sim3) all / dynamic, the mask's visible-class precision / recall and
+    the visible-class precision of the entries the loss used."""
     cols = [("apd_median", "APD", 1), ("apd_dynamic_median", "APDdyn", 1), ("epe_median", "EPE", 3),
             ("epe_dynamic_median", "EPEdyn", 3), ("apd_sim3", "APDs3", 1), ("apd_dynamic_sim3", "APDs3dyn", 1),
-            ("mask_precision", "mask P", 2), ("mask_recall", "mask R", 2), ("used_precision", "used P", 2)]
+            ("mask_visible_precision", "maskVisP", 2), ("mask_visible_recall", "maskVisR", 2),
+            ("used_visible_precision", "usedVisP", 2)]
     lines = []
     for tracker, per_variant in result["mean"].items():
         lines.append(f"tracker={tracker}  " + "  ".join(f"{name:>8}" for _, name, _ in cols))
@@ -255,6 +258,34 @@ def format_table(result: dict) -> str:
                 vals.append(f"{v:8.{digits}f}" if isinstance(v, float) and math.isfinite(v) else f"{'-':>8}")
             lines.append(f"  {variant:<12}" + "  ".join(vals))
     return "\n".join(lines)
+
+
+# Key names in files recorded before the occlusion metrics named their class (``mask_quality``'s
+# "precision" / "recall" were the visible class; "occluded_rejected" is the occluded class's recall).
+_LEGACY_KEYS = {"precision": "visible_precision", "recall": "visible_recall", "occluded_rejected": "occluded_recall"}
+
+
+def _current_key(key: str) -> str:
+    if key in _LEGACY_KEYS:
+        return _LEGACY_KEYS[key]
+    for prefix in ("mask_", "pseudo_valid_", "used_"):
+        if key in (f"{prefix}precision", f"{prefix}recall"):
+            return prefix + "visible_" + key[len(prefix):]
+    return key
+
+
+def read_recorded(path: str | Path) -> dict:
+    """A recorded comparison (``data/adapt_variants_quick.json``, ``data/adapt_sensitivity_quick.json``) with
+    today's key names. Files written before the mask metrics named their class keep their numbers and are read
+    with ``precision`` → ``visible_precision``, ``recall`` → ``visible_recall``, ``occluded_rejected`` →
+    ``occluded_recall``, ``mask_precision`` → ``mask_visible_precision`` (and so on); the ``table`` text is
+    kept as recorded."""
+    def rename(obj):
+        if isinstance(obj, dict):
+            return {_current_key(k): rename(v) for k, v in obj.items()}
+        return [rename(v) for v in obj] if isinstance(obj, list) else obj
+
+    return rename(json.loads(Path(path).read_text()))
 
 
 def main(argv=None) -> int:

@@ -12,11 +12,14 @@
   output cannot be written (read-only filesystem, a path under a regular file) or would replace an input.
 - ``sigterm_as_interrupt()``: SIGTERM (``kill``, a job scheduler) stops a command like Ctrl-C, so the same
   clean-up runs.
+- ``to_jsonable(obj)``: dataclasses → dicts, tensors and arrays → lists, NaN / inf → None, recursively, so that
+  every JSON file the project writes is strict JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import re
@@ -25,6 +28,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +267,20 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+def to_jsonable(obj):
+    """Dataclasses → dicts, tensors / numpy arrays and numbers → lists / Python numbers, NaN and inf → None,
+    dict keys → str, recursively (for ``json.dumps``)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from st4r_lite.adapt.occlusion import SIGMA_FORMS
+from st4r_lite.adapt.occlusion import OCCLUSION_TAU, SIGMA_FORMS
 from st4r_lite.adapt.variants import get_variant
 from st4r_lite.errors import InputError
 
@@ -27,7 +27,7 @@ class AdaptConfig:
     w_traj: float = 0.5
     w_depth: float = 10.0
     w_align: float = 5.0
-    tau: float = 0.1                # occlusion mask tolerance, relative to the reconstruction's depth
+    tau: float = OCCLUSION_TAU      # occlusion mask tolerance, relative to the reconstruction's depth
     sigma_form: str = "laplace"     # SIGMA_FORMS
     sigma_lr_mult: float = 10.0     # the zero-initialised sigma head learns faster
     query_stride: int = 4

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -49,10 +48,11 @@ from st4r_lite.adapt.variants import VARIANTS
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.camera import cameras_for_video
 from st4r_lite.model.pairs import PairRunner
-from st4r_lite.runtime import atomic_write
+from st4r_lite.runtime import atomic_write, to_jsonable
+from st4r_lite.train.schedule import WarmupCosine
 
 __all__ = ["AdaptVideo", "AdaptResult", "KnownCameras", "adapt_video", "select_parameters",
-           "cameras_from_prediction", "jsonable"]
+           "cameras_from_prediction"]
 
 ENCODER_MODULES = ("patch_embed", "enc_blocks", "enc_norm")
 
@@ -118,18 +118,8 @@ class AdaptResult:
         with atomic_write(out / f"{stem}.npz", "wb") as fh:
             np.savez_compressed(fh, **arrays)
         with atomic_write(out / f"{stem}.json", "w") as fh:
-            json.dump(jsonable(self.summary()), fh, indent=1)
+            json.dump(to_jsonable(self.summary()), fh, indent=1)
         return out / f"{stem}.npz", out / f"{stem}.json"
-
-
-def jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -224,13 +214,8 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
     steps = cfg.steps if VARIANTS[cfg.variant].adapts else 0
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
 
-    def factor(i: int) -> float:
-        if i < cfg.warmup:
-            return (i + 1) / (cfg.warmup + 1)
-        if cfg.schedule == "constant":
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * (i - cfg.warmup) / max(1, steps - cfg.warmup)))
-
+    total = max(steps, 1)                      # after warm-up: cosine to 0, or constant (min_ratio 1)
+    factor = WarmupCosine(total, min(cfg.warmup, total), min_ratio=1.0 if cfg.schedule == "constant" else 0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     log, gen = [], torch.Generator().manual_seed(cfg.seed)
     if steps:

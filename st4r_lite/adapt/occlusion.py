@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["SIGMA_FORMS", "sample_map", "inside_image", "occlusion_mask", "robust_penalty", "nll_loss",
+__all__ = ["SIGMA_FORMS", "OCCLUSION_TAU", "sample_map", "inside_image", "occlusion_mask", "robust_penalty", "nll_loss",
            "mask_quality"]
 
 SIGMA_FORMS = ("gaussian", "laplace")
+OCCLUSION_TAU = 0.1   # τ: the occlusion test's depth tolerance, relative to the reconstruction's depth
 
 
 def inside_image(pixels: Tensor, H: int, W: int) -> Tensor:
@@ -68,7 +69,7 @@ def sample_map(maps: Tensor, pixels: Tensor, mode: str = "bilinear") -> Tensor:
 
 
 @torch.no_grad()
-def occlusion_mask(z_track: Tensor, pixels_hat: Tensor, depth_recon: Tensor, tau: float = 0.1) -> Tensor:
+def occlusion_mask(z_track: Tensor, pixels_hat: Tensor, depth_recon: Tensor, tau: float = OCCLUSION_TAU) -> Tensor:
     """The proposal's occlusion mask m = 1[z^trk ≤ z^rec(x̂) + τ·z^rec(x̂)], 0 outside the image (no gradient).
 
     z_track: (T, N) depth of each tracked point seen from camera j; pixels_hat: (T, N, 2) its reprojection x̂;

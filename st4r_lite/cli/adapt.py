@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from st4r_lite.adapt.occlusion import OCCLUSION_TAU
 from st4r_lite.adapt.variants import VARIANTS, variants_help
 from st4r_lite.cli.args import nonneg_int, positive_int
 from st4r_lite.model import resolve
@@ -31,7 +32,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs-per-step", type=positive_int, default=None,
                    help="pairs (0, j) per step: pair 0 + random others (default 8; all with a large number)")
     p.add_argument("--params", default="track", choices=("track", "all_but_encoder"), help="what adapts")
-    p.add_argument("--tau", type=float, default=0.1, help="occlusion mask tolerance (relative depth)")
+    p.add_argument("--tau", type=float, default=OCCLUSION_TAU, help="occlusion mask tolerance (relative depth)")
     p.add_argument("--sigma-form", default="laplace", choices=("laplace", "gaussian"), help="sigma^2 loss form")
     p.add_argument("--frames", type=positive_int, default=16, help="frames of generated clips (DOMAIN:SEED)")
     p.add_argument("--seed", type=nonneg_int, default=0)

@@ -12,7 +12,7 @@ from st4r_lite.errors import InputError
 from st4r_lite.eval import baselines, evaluate
 from st4r_lite.geometry import track_metrics
 from st4r_lite.model import resolve
-from st4r_lite.runtime import atomic_write, check_writable, pick_device
+from st4r_lite.runtime import atomic_write, check_writable, pick_device, to_jsonable
 from st4r_lite.studies import ablation, report
 
 
@@ -118,10 +118,10 @@ def run_evaluate_cli(args) -> str:
     sequences = evaluate.load_sequences(args.data, prepare=prepare)
     report = evaluate.evaluate_model(model, sequences, alignments)
     text = f"{len(sequences)} sequence(s)\n" + evaluate.format_summary(report)
-    doc = {"checkpoint": str(args.checkpoint), "data": str(args.data), **evaluate.to_jsonable(report), "peers": {}}
+    doc = {"checkpoint": str(args.checkpoint), "data": str(args.data), **to_jsonable(report), "peers": {}}
     for peer in peers:
         peer_report = baselines.evaluate_peer(model, sequences, peer, alignments)
-        doc["peers"][peer] = evaluate.to_jsonable(peer_report)
+        doc["peers"][peer] = to_jsonable(peer_report)
         text += f"\n--- peer: {peer} ---\n" + evaluate.format_summary(peer_report)
     for r in report["sequences"]:
         for note in r["notes"]:

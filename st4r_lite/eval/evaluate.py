@@ -24,8 +24,7 @@ official WorldTrack files) skip recon and depth and say so in ``notes``.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,9 +49,7 @@ from st4r_lite.world import worldtrack
 
 __all__ = ["EvalSequence", "Prediction", "sequence_from_clip", "sequence_from_worldtrack", "load_sequences",
            "sample_maps", "occlusion_mask", "predict_model", "evaluate_prediction", "evaluate_model",
-           "mean_results", "flat_metrics", "OCCLUSION_TAU"]
-
-OCCLUSION_TAU = 0.1  # relative depth tolerance of the occlusion test (adapt.AdaptConfig's default)
+           "mean_results", "flat_metrics"]
 
 
 @dataclass
@@ -217,7 +214,7 @@ def sample_maps(maps: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def occlusion_mask(tracks: torch.Tensor, recon_depth: torch.Tensor, T_world_cam: torch.Tensor, K: torch.Tensor,
-                   tau: float = OCCLUSION_TAU) -> torch.Tensor:
+                   tau: float = occlusion.OCCLUSION_TAU) -> torch.Tensor:
     """The proposal's occlusion test (docs/method.md §6), True = visible: m = 1[z^trk ≤ (1 + τ) z^rec(x̂)], 0 outside.
 
     tracks: (T, N, 3) world; recon_depth: (T, H, W) depth of frame t's recon in camera t; T_world_cam (T, 4, 4);
@@ -334,21 +331,6 @@ def flat_metrics(result: dict) -> dict[str, float]:
     if result.get("tapvid3d") is not None:
         flat.update({"tapvid3d_apd": result["tapvid3d"].apd_3d, "tapvid3d_aj": result["tapvid3d"].average_jaccard})
     return flat
-
-
-def to_jsonable(obj):
-    """Dataclasses -> dicts, NaN -> None, tensors -> lists, recursively (for ``json.dumps``)."""
-    if is_dataclass(obj):
-        return to_jsonable(asdict(obj))
-    if isinstance(obj, dict):
-        return {k: to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def evaluate_model(model, sequences: list[EvalSequence], alignments=("median", "sim3"),

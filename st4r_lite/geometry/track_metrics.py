@@ -37,7 +37,7 @@ from st4r_lite.errors import InputError
 from st4r_lite.geometry.pinhole import umeyama_sim3
 
 THRESHOLDS = (0.1, 0.3, 0.5, 1.0)
-DYNAMIC_MIN_DISPLACEMENT = 0.05
+DYNAMIC_MIN_MOTION = 0.05   # metres: a track is dynamic if its ground truth moves farther than this from frame 0
 ALIGNMENTS = ("median", "sim3", "none")
 
 
@@ -112,7 +112,7 @@ def epe(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None)
     return float((p[ok] - g[ok]).norm(dim=-1).mean())
 
 
-def dynamic_tracks(gt_tracks: torch.Tensor, min_displacement: float = DYNAMIC_MIN_DISPLACEMENT
+def dynamic_tracks(gt_tracks: torch.Tensor, min_displacement: float = DYNAMIC_MIN_MOTION
                    ) -> torch.Tensor:
     """Which tracks move: max_t ‖gt_t − gt_0‖ > min_displacement. gt_tracks: (T, N, 3) -> (N,) bool.
 

@@ -50,11 +50,10 @@ from st4r_lite.eval.evaluate import (
     load_sequences,
     predict_model,
     sample_maps,
-    to_jsonable,
 )
 from st4r_lite.geometry.pinhole import invert_pose, transform_points
 from st4r_lite.model import resolve
-from st4r_lite.runtime import atomic_write, check_output_folder, staged_dir
+from st4r_lite.runtime import atomic_write, check_output_folder, staged_dir, to_jsonable
 from st4r_lite.studies.ablation_stats import (  # noqa: F401  (re-exported: the ablation's public API)
     KEY_METRICS,
     CheckResult,

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from st4r_lite.adapt.config import AdaptConfig
-from st4r_lite.adapt.loop import cameras_from_prediction, jsonable
-from st4r_lite.adapt.occlusion import mask_quality, occlusion_mask, sample_map
+from st4r_lite.adapt.loop import cameras_from_prediction
+from st4r_lite.adapt.occlusion import OCCLUSION_TAU, mask_quality, occlusion_mask, sample_map
 from st4r_lite.adapt.online import make_provider
 from st4r_lite.adapt.pseudo_labels import pseudo_label_error_stats
 from st4r_lite.adapt.sim_labels import GroundTruthVideo, SimTrackerConfig
@@ -36,7 +36,7 @@ from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score
 from st4r_lite.geometry.pinhole import project, transform_points
 from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
-from st4r_lite.runtime import atomic_write, check_output_folder, repo_data_dir, staged_dir
+from st4r_lite.runtime import atomic_write, check_output_folder, repo_data_dir, staged_dir, to_jsonable
 from st4r_lite.world import worldtrack
 from st4r_lite.world.render import generate_clips
 
@@ -113,7 +113,7 @@ def compare_variants(videos: list[VideoWithTruth], model, *, variants=tuple(VARI
         for variant, items in per_variant.items():
             keys = [k for k, v in items[0].items() if isinstance(v, float)]
             per_variant[variant] = {k: _nanmean([it[k] for it in items]) for k in keys}
-    return jsonable({"settings": {"config": asdict(cfg), "trackers": list(trackers), "depth": depth,
+    return to_jsonable({"settings": {"config": asdict(cfg), "trackers": list(trackers), "depth": depth,
                                    "variants": list(variants), "videos": [v.name for v in videos]},
                       "pseudo_labels": pl_stats, "rows": rows, "mean": mean})
 
@@ -189,8 +189,11 @@ def measure_quick(out_json: str | Path | None, model, *, seeds=QUICK_SEEDS, fram
     result["table"] = format_table(result)
     if out_json is not None:
         with atomic_write(out_json, "w") as fh:
-            json.dump(jsonable(result), fh, indent=1)
+            json.dump(to_jsonable(result), fh, indent=1)
     return result
+
+
+EXACT_GEOMETRY_TAU = 0.05   # the occlusion test's tolerance on exact geometry (only rendering noise to forgive)
 
 
 def mask_tau_sweep(videos: list[VideoWithTruth], model, taus=(0.0, 0.05, 0.1, 0.3, 1.0), stride: int = 4) -> dict:
@@ -214,8 +217,8 @@ def mask_tau_sweep(videos: list[VideoWithTruth], model, taus=(0.0, 0.05, 0.1, 0.
             rows.setdefault(f"network tau={tau}", []).append(mask_quality(m, vis))
         if vid.gt.depth is not None:
             gcam = transform_points(torch.linalg.inv(vid.gt.T_world_cam), track_gt)
-            m = occlusion_mask(gcam[..., 2], project(gcam, vid.gt.K), vid.gt.depth, 0.05)
-            rows.setdefault("exact geometry tau=0.05", []).append(mask_quality(m, vis))
+            m = occlusion_mask(gcam[..., 2], project(gcam, vid.gt.K), vid.gt.depth, EXACT_GEOMETRY_TAU)
+            rows.setdefault(f"exact geometry tau={EXACT_GEOMETRY_TAU}", []).append(mask_quality(m, vis))
     keys = ("visible_precision", "visible_recall", "occluded_precision", "occluded_recall", "kept_fraction",
             "gt_visible_fraction")
     return {label: {k: _nanmean([r[k] for r in items]) for k in keys} for label, items in rows.items()}
@@ -297,7 +300,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--pairs-per-step", type=int, default=8)
     p.add_argument("--params", default="track", choices=("track", "all_but_encoder"))
-    p.add_argument("--tau", type=float, default=0.1)
+    p.add_argument("--tau", type=float, default=OCCLUSION_TAU)
     p.add_argument("--sigma-form", default="laplace", choices=("laplace", "gaussian"))
     p.add_argument("--trackers", default="sim,lk")
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -327,7 +330,7 @@ def main(argv=None) -> int:
                             "videos": [v.name for v in videos], "harsh": args.harsh,
                             "seconds": round(time.perf_counter() - start, 1)}, "sensitivity": table}
         with atomic_write(out, "w") as fh:
-            json.dump(jsonable(doc), fh, indent=1)
+            json.dump(to_jsonable(doc), fh, indent=1)
         for name, row in table.items():
             print(name, {v: round(m["apd_median"], 2) for v, m in row["mean"].items()})
         return 0
@@ -340,7 +343,7 @@ def main(argv=None) -> int:
                             flush=True))
     res["settings"].update({"checkpoint": ckpt})
     with atomic_write(out, "w") as fh:
-        json.dump(jsonable(res), fh, indent=1)
+        json.dump(to_jsonable(res), fh, indent=1)
     print(res["table"])
     print(f"wrote {out} ({res['settings']['seconds']} s)")
     return 0

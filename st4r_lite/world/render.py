@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from st4r_lite.errors import InputError
+from st4r_lite.geometry.track_metrics import DYNAMIC_MIN_MOTION
 from st4r_lite.world.raycast import INTERSECT, KINDS, intersect_room, local_normals, room_normals
 from st4r_lite.world.scene import (
     DOMAIN_CONFIGS,
@@ -54,7 +55,6 @@ from st4r_lite.world.textures import shade_albedo
 
 DOMAINS = ("pretrain", "wild")
 VIS_TOL = 0.01          # relative depth tolerance of the (exact-ray) visibility test
-DYNAMIC_MIN_MOTION = 0.05  # metres: a track on an object is dynamic if it moves farther than this from frame 0
 MAX_SIZE = 2048
 _CHUNK = 1 << 21        # ray-object tests per rendering chunk (bounds memory)
 

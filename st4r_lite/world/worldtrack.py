@@ -36,10 +36,10 @@ from einops import rearrange
 from PIL import Image
 
 from st4r_lite.errors import InputError
+from st4r_lite.geometry.track_metrics import DYNAMIC_MIN_MOTION
 from st4r_lite.runtime import atomic_write
 from st4r_lite.world.npy_bytes import read_bytes_array
 
-DYNAMIC_MIN_MOTION = 0.05  # metres, the dynamic-track rule of docs/method.md §7 when a file has no is_dynamic key
 MAX_TRACKS = 8192          # default cap of tracks per synthetic sequence (an even pixel grid beyond it)
 JPEG_QUALITY = 95
 REQUIRED_KEYS = ("images_jpeg_bytes", "tracks_XYZ", "visibility", "fx_fy_cx_cy")

@@ -12,6 +12,7 @@
   output cannot be written (read-only filesystem, a path under a regular file) or would replace an input.
 - ``sigterm_as_interrupt()``: SIGTERM (``kill``, a job scheduler) stops a command like Ctrl-C, so the same
   clean-up runs.
+- ``hardware_info(device)``: what a measurement ran on (CPU, cores, threads, load, GPU, versions).
 - ``to_jsonable(obj)``: dataclasses → dicts, tensors and arrays → lists, NaN / inf → None, recursively, so that
   every JSON file the project writes is strict JSON.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import random
 import re
 import shutil
@@ -267,6 +269,31 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_info(device: torch.device | str = "cpu") -> dict:
+    """The machine a measurement ran on (recorded with every number): CPU, cores, torch threads, the load
+    average (other processes compete for shared cores), versions, and the GPU when ``device`` is CUDA."""
+    device = torch.device(device)
+    info = {"cpu": _cpu_name(), "machine": platform.machine(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+            "load_avg_1_5_15min": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+            "python": platform.python_version(), "torch": torch.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
+    return info
+
+
 def to_jsonable(obj):
     """Dataclasses → dicts, tensors / numpy arrays and numbers → lists / Python numbers, NaN and inf → None,
     dict keys → str, recursively (for ``json.dumps``)."""

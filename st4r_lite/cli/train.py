@@ -12,7 +12,7 @@ import torch
 from st4r_lite.cli.args import nonneg_int, positive_int
 from st4r_lite.errors import InputError
 from st4r_lite.model import resolve
-from st4r_lite.runtime import atomic_write, check_writable, pick_device
+from st4r_lite.runtime import atomic_write, check_writable, hardware_info, pick_device
 from st4r_lite.studies import bench, reference_compare
 from st4r_lite.train import heldout
 from st4r_lite.train.loop import TrainConfig, export_weights, pretrain
@@ -117,7 +117,7 @@ def _run_bench(args: argparse.Namespace) -> None:
     command = (f"st4r-lite bench --preset {' '.join(args.preset)} --device {args.device} --steps {args.steps} "
                f"--warmup {args.warmup}" + (f" --batch {args.batch}" if args.batch else "") + " --json"
                + ("" if args.json == "-" else f" {args.json}"))
-    doc = {"command": command, "hardware": bench.hardware_info(device), "results": results}
+    doc = {"command": command, "hardware": hardware_info(device), "results": results}
     text = json.dumps(doc, indent=1)
     if args.json == "-":
         print(text)

@@ -25,8 +25,6 @@ predictions before / after adaptation, for ``st4r-lite report``).
 from __future__ import annotations
 
 import json
-import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -53,7 +51,7 @@ from st4r_lite.eval.evaluate import (
 )
 from st4r_lite.geometry.pinhole import invert_pose, transform_points
 from st4r_lite.model import resolve
-from st4r_lite.runtime import atomic_write, check_output_folder, staged_dir, to_jsonable
+from st4r_lite.runtime import atomic_write, check_output_folder, hardware_info, staged_dir, to_jsonable
 from st4r_lite.studies.ablation_stats import (  # noqa: F401  (re-exported: the ablation's public API)
     KEY_METRICS,
     CheckResult,
@@ -155,23 +153,6 @@ def prediction_from_adapt(res, seq: EvalSequence) -> Prediction:
 
 
 # ----------------------------------------------------------------------------------------------- running
-def _hardware() -> dict:
-    """What the numbers were measured on: CPU model, cores, torch threads, load average (shared machines)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    return {"machine": platform.machine(), "processor": cpu, "cpu_count": os.cpu_count(),
-            "cpu_threads": torch.get_num_threads(), "load_avg_1_5_15min": load, "torch": torch.__version__,
-            "python": platform.python_version(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
 def _view_arrays(seq: EvalSequence, preds: dict[str, Prediction], max_tracks: int = 160) -> dict[str, np.ndarray]:
     """Small arrays of one sequence for the report's 3D views (float16, recon at half resolution)."""
     N = seq.gt_tracks.shape[1]
@@ -214,7 +195,7 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
         raise InputError(f"need at least one seed and steps >= 0; got seeds {cfg.seeds}, steps {cfg.steps}")
     out = check_output_folder(out, inputs=[cfg.benchmark])
     start = time.perf_counter()
-    load_start = _hardware()["load_avg_1_5_15min"]
+    load_start = hardware_info()["load_avg_1_5_15min"]
     model, model_source = _load_model(cfg)
     with tempfile.TemporaryDirectory(prefix="st4r-ablation-") as tmp:
         seqs = _load_benchmark(cfg, Path(tmp))
@@ -249,7 +230,8 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
     rows = list(cfg.variants) + list(cfg.peers)
     summary = summarize(runs, rows, cfg.seeds)
     doc = {"command": command or command_from_config(cfg, out),
-           "hardware": {**_hardware(), "load_avg_at_start": load_start}, "wall_time_s": round(wall, 1),
+           "hardware": {**hardware_info(), "load_avg_at_start": load_start},
+           "wall_time_s": round(wall, 1),
            "model": model_source, "config": asdict(cfg),
            "adapt_config": asdict(_adapt_config(cfg, "baseline", cfg.seeds[0])), "sequences": [s.name for s in seqs],
            "num_queries": [int(s.query_pixels.shape[0]) for s in seqs], "rows": rows,

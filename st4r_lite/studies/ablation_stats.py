@@ -21,8 +21,8 @@ import numpy as np
 from st4r_lite.errors import InputError
 from st4r_lite.studies.results_schema import validate_results
 
-__all__ = ["KEY_METRICS", "t_quantile_975", "summarize", "paired_differences", "markdown_table", "CheckResult",
-           "load_results", "check_against_reference"]
+__all__ = ["KEY_METRICS", "hardware_summary", "t_quantile_975", "summarize", "paired_differences", "markdown_table",
+           "CheckResult", "load_results", "check_against_reference"]
 
 # (metric key, label, unit, higher is better)
 KEY_METRICS = (("track_apd_median", "APD", "%", True), ("track_epe_median", "EPE", "m", False),
@@ -44,6 +44,15 @@ def t_quantile_975(dof: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- statistics
+def hardware_summary(hw: dict) -> dict:
+    """cpu, torch_threads, torch, gpu, load_avg_1_5_15min of a results.json "hardware" entry: today's
+    ``runtime.hardware_info`` keys, or those of files recorded before it (processor, cpu_threads, cuda)."""
+    return {"cpu": hw.get("cpu", hw.get("processor")),
+            "torch_threads": hw.get("torch_threads", hw.get("cpu_threads")),
+            "torch": hw.get("torch"), "gpu": hw.get("gpu", hw.get("cuda")),
+            "load_avg_1_5_15min": hw.get("load_avg_1_5_15min")}
+
+
 def _finite(xs) -> list[float]:
     return [x for x in xs if x is not None and isinstance(x, (int, float)) and math.isfinite(x)]
 
@@ -133,11 +142,12 @@ def markdown_table(doc: dict) -> str:
                 ci = ("" if d["ci_low"] is None else f" [{_fmt(d['ci_low'], unit)}, {_fmt(d['ci_high'], unit)}]")
                 cells.append(f"{_fmt(d['mean_diff'], unit)}{ci}")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    hw = hardware_summary(doc["hardware"])
     lines += ["", f"Command: `{doc['command']}`; wall time {doc['wall_time_s']} s; hardware: "
-              f"{doc['hardware']['processor']}, {doc['hardware']['cpu_threads']} thread(s), torch "
-              f"{doc['hardware']['torch']}" + (f", {doc['hardware']['cuda']}" if doc['hardware'].get('cuda') else "")
-              + (f"; load average {doc['hardware'].get('load_avg_1_5_15min')} (shared machine: wall time varies)"
-                 if doc['hardware'].get('load_avg_1_5_15min') else "")]
+              f"{hw['cpu']}, {hw['torch_threads']} thread(s), torch {hw['torch']}"
+              + (f", {hw['gpu']}" if hw["gpu"] else "")
+              + (f"; load average {hw['load_avg_1_5_15min']} (shared machine: wall time varies)"
+                 if hw["load_avg_1_5_15min"] else "")]
     lines += [f"Note: {n}" for n in cfg.get("notes", [])]
     return "\n".join(lines)
 

@@ -12,13 +12,12 @@ random targets (speed does not depend on the data):
     process's peak resident set size from ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (a high-water mark of the
     whole process since it started: Python, torch and the model included, never reset; so the training number
     usually also bounds inference). The baseline RSS before the model was built is reported beside it.
-Timings on a shared machine vary by ±20 %; record the hardware with the numbers (``hardware_info``).
+Timings on a shared machine vary by ±20 %; record the hardware with the numbers (``runtime.hardware_info``).
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 from typing import Any
@@ -41,33 +40,6 @@ def _peak_rss_bytes() -> int | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux kilobytes
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware_info(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The machine the numbers were measured on: CPU, cores, torch threads, GPU (if used), versions."""
-    device = torch.device(device)
-    info: dict[str, Any] = {
-        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"), "platform": platform.platform(),
-        "python": platform.python_version(), "torch": torch.__version__,
-        # Other processes compete for the cores: the 1-minute load average says how busy the machine was.
-        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["gpu_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
-    return info
 
 
 def _random_batch(B: int, H: int, W: int, device: torch.device, seed: int):
@@ -186,4 +158,4 @@ def format_result(r: dict[str, Any]) -> str:
             f"peak memory train {mem[0]:.0f} MiB, inference {mem[1]:.0f} MiB")
 
 
-__all__ = ["benchmark", "hardware_info", "format_result", "DEFAULT_BATCH"]
+__all__ = ["benchmark", "format_result", "DEFAULT_BATCH"]

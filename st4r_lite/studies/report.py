@@ -29,7 +29,7 @@ from st4r_lite.app import views
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.runtime import atomic_write
-from st4r_lite.studies.ablation_stats import KEY_METRICS, _fmt, load_results
+from st4r_lite.studies.ablation_stats import KEY_METRICS, _fmt, hardware_summary, load_results
 
 __all__ = ["ablation_plots_png", "summary_figure", "paired_figure", "loss_figure", "view_figures",
            "build_report", "table_html"]
@@ -351,11 +351,11 @@ def build_report(ablation_dir, out=None) -> Path:
         return fig.to_html(full_html=False, include_plotlyjs=False, auto_play=False,
                            config={"displaylogo": False, "responsive": True})
 
+    hw = hardware_summary(doc["hardware"])
     parts = [f"<h1>st4r_lite ablation report</h1><p>Command: <code>{html.escape(doc['command'])}</code><br>"
              f"Model: {html.escape(str(doc['model']))}; sequences: {html.escape(', '.join(doc['sequences']))}; "
              f"seeds {html.escape(str(doc['config']['seeds']))}; wall time {html.escape(str(doc['wall_time_s']))} s "
-             f"on {html.escape(str(doc['hardware'].get('processor')))} "
-             f"({html.escape(str(doc['hardware'].get('cpu_threads')))} threads)"
+             f"on {html.escape(str(hw['cpu']))} ({html.escape(str(hw['torch_threads']))} threads)"
              "</p>"]
     parts += [f"<p><b>Note:</b> {html.escape(n)}</p>" for n in doc["config"].get("notes", [])]
     parts += [f"<h2>Results ({html.escape(_spread_phrase(doc))})</h2>", table_html(doc),

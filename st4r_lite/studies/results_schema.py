@@ -43,7 +43,8 @@ RESULTS_SCHEMA = {
     "command": str,
     "model": str,
     "wall_time_s": float,
-    "hardware": {"processor": Optional((str, None)), "cpu_threads": Optional((int, None))},
+    "hardware": {"cpu": Optional((str, None)), "torch_threads": Optional((int, None)),   # runtime.hardware_info
+                 "processor": Optional((str, None)), "cpu_threads": Optional((int, None))},  # recorded before it
     "config": {"seeds": [int], "notes": Optional([str])},
     "sequences": [str],
     "rows": [str],

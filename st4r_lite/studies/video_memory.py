@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -19,12 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from st4r_lite.app.run import run_video
 from st4r_lite.app.video import write_video
 from st4r_lite.model import resolve
-from st4r_lite.runtime import atomic_write
+from st4r_lite.runtime import atomic_write, hardware_info
 
 __all__ = ["synthetic_video_frames", "measure_long_video", "default_checkpoint", "main"]
 
@@ -123,8 +121,7 @@ def measure_long_video(frame_counts=(50, 100, 200, 400), *, height: int = 360, w
            "video": f"synthetic H.264 {height}x{width}, written by the measurement",
            "memory": "resident set size of a fresh process per video: ru_maxrss (getrusage high-water mark) "
                      "and a 20 ms /proc/self/statm sampling thread",
-           "threads": os.environ.get("OMP_NUM_THREADS", "default"), "machine": platform.platform(),
-           "cpu_count": os.cpu_count(), "torch": torch.__version__, "rows": rows,
+           "hardware": hardware_info(), "rows": rows,
            "slope_mb_per_frame": slope}
     if out:
         with atomic_write(out, "w") as f:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from st4r_lite.adapt.lk_tracker import LKConfig, LKTracker, lk_flow, opencv_available, to_gray
-from st4r_lite.adapt.pseudo_labels import grid_query_pixels
+from st4r_lite.geometry.pinhole import grid_query_pixels
 
 BACKENDS = ["torch"] + (["opencv"] if opencv_available() else [])
 

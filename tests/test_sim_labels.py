@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from st4r_lite.adapt.pseudo_labels import fit_depth, grid_query_pixels, pseudo_label_error_stats
+from st4r_lite.adapt.pseudo_labels import fit_depth, pseudo_label_error_stats
 from st4r_lite.adapt.sim_labels import (
     GroundTruthVideo,
     SimDepthConfig,
@@ -15,6 +15,7 @@ from st4r_lite.adapt.sim_labels import (
     as_ground_truth,
     gaussian_blur_masked,
 )
+from st4r_lite.geometry.pinhole import grid_query_pixels
 from st4r_lite.world.render import generate_clips
 
 

@@ -43,10 +43,11 @@ from torch import Tensor
 from st4r_lite.adapt.config import PARAM_SETS, AdaptConfig
 from st4r_lite.adapt.losses import adaptation_losses
 from st4r_lite.adapt.occlusion import sample_map
-from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_video, grid_query_pixels, validate_pseudo_labels
+from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_video, validate_pseudo_labels
 from st4r_lite.adapt.variants import VARIANTS
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.camera import cameras_for_video
+from st4r_lite.geometry.pinhole import grid_query_pixels
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write, to_jsonable
 from st4r_lite.train.schedule import WarmupCosine

@@ -39,7 +39,7 @@ from st4r_lite.geometry.pinhole import project
 
 __all__ = [
     "PseudoLabels", "PseudoLabelProvider", "DepthProvider", "CombinedProvider", "ValidationReport",
-    "PseudoLabelErrorStats", "check_video", "check_query_pixels", "grid_query_pixels", "inside_image",
+    "PseudoLabelErrorStats", "check_video", "check_query_pixels", "inside_image",
     "validate_pseudo_labels", "pseudo_label_error_stats", "fit_depth", "WITHIN_PX", "ANCHOR_QUERY_RULE",
     "anchor_queries",
 ]
@@ -201,21 +201,6 @@ def inside_image(pixels: Tensor, H: int, W: int) -> Tensor:
     """(..., 2) pixels -> (...) bool: -0.5 <= u <= W - 0.5 and -0.5 <= v <= H - 0.5 (NaN -> False)."""
     u, v = pixels[..., 0], pixels[..., 1]
     return (u >= -0.5) & (u <= W - 0.5) & (v >= -0.5) & (v <= H - 0.5)
-
-
-def grid_query_pixels(H: int, W: int, stride: int = 4, margin: int | None = None) -> Tensor:
-    """Query pixels on a regular grid of the anchor frame: (N, 2) (u, v) integer centres, row-major.
-
-    margin defaults to stride // 2. >>> grid_query_pixels(4, 8, stride=4).tolist()  -> [[2, 2], [6, 2]]
-    """
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    m = stride // 2 if margin is None else margin
-    vs, us = torch.arange(m, H, stride), torch.arange(m, W, stride)
-    if len(vs) == 0 or len(us) == 0:
-        raise ValueError(f"no grid pixel fits a {H}x{W} image with stride {stride} and margin {m}")
-    v, u = torch.meshgrid(vs, us, indexing="ij")
-    return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1).float()
 
 
 # ----------------------------------------------------------------------------------------------- validation

@@ -38,12 +38,12 @@ import torch
 from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
-from st4r_lite.adapt.pseudo_labels import grid_query_pixels
 from st4r_lite.app import views
 from st4r_lite.app.frames import FrameTransform, intrinsics_to_original
 from st4r_lite.app.video import Video, probe, read_video
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.camera import cameras_for_video
+from st4r_lite.geometry.pinhole import grid_query_pixels
 from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
 from st4r_lite.runtime import check_output_folder, pick_device, staged_dir
@@ -73,10 +73,6 @@ class RunResult:
 
 
 # ----------------------------------------------------------------------------------------------- outputs
-def _query_grid(H: int, W: int, stride: int) -> torch.Tensor:
-    return grid_query_pixels(H, W, stride=stride)
-
-
 def write_outputs(folder: Path, result: RunResult, video: Video, query_stride: int = 4, view: bool = True,
                   view_frames: int = 24, view_points: int = 1200, settings: dict | None = None) -> None:
     """Write result.npz, tracks.npz, view.html and run.json into ``folder`` (see the module docstring)."""
@@ -90,7 +86,7 @@ def write_outputs(folder: Path, result: RunResult, video: Video, query_stride: i
         camera_status=np.asarray(result.camera_status), images=images, source=np.asarray(video.source))
     # WorldTrack-style tracks of a query grid: tracks_XYZ in each frame's camera, extrinsics world -> camera;
     # visibility is all True (the model predicts no visibility); queries_xyt = (u, v, 0).
-    q = _query_grid(H, W, query_stride)
+    q = grid_query_pixels(H, W, stride=query_stride)
     u, v = q[:, 0].long(), q[:, 1].long()
     world = result.track[:, v, u]                                                  # (T, N, 3)
     w2c = torch.linalg.inv(result.T_world_cam.double()).float()                    # (T, 4, 4)

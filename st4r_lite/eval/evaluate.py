@@ -39,6 +39,7 @@ from st4r_lite.geometry import track_metrics as metrics
 from st4r_lite.geometry.camera import cameras_for_video
 from st4r_lite.geometry.pinhole import (
     depth_to_pointmap,
+    grid_query_pixels,
     intrinsics_matrix,
     invert_pose,
     project,
@@ -121,11 +122,7 @@ def sequence_from_clip(clip, index: int = 0, query_stride: int = 4, name: str | 
     """Clip ``index`` of a ``world.Clip`` with queries on a regular grid of the anchor frame (every
     ``query_stride`` pixels, offset stride // 2)."""
     H, W = clip.height, clip.width
-    s = int(query_stride)
-    if s < 1:
-        raise InputError(f"query_stride must be >= 1, got {query_stride}")
-    v, u = torch.meshgrid(torch.arange(s // 2, H, s), torch.arange(s // 2, W, s), indexing="ij")
-    u, v = u.reshape(-1), v.reshape(-1)
+    u, v = grid_query_pixels(H, W, stride=int(query_stride)).long().unbind(-1)
     c = clip.to("cpu")
     return EvalSequence(
         name=name or f"{clip.domain}-seed{clip.seeds[index]}", video=c.rgb[index].float(), K=c.K[index].double(),

@@ -23,8 +23,10 @@ import roma
 import torch
 from torch import Tensor
 
+from st4r_lite.errors import InputError
+
 __all__ = [
-    "pixel_grid", "intrinsics_matrix", "project", "unproject", "depth_to_pointmap", "make_pose",
+    "pixel_grid", "grid_query_pixels", "intrinsics_matrix", "project", "unproject", "depth_to_pointmap", "make_pose",
     "invert_pose", "compose", "relative_pose", "transform_points", "estimate_focal", "umeyama_sim3",
     "sim3_matrix", "to_homogeneous", "rotation_angle_deg",
 ]
@@ -76,6 +78,21 @@ def pixel_grid(H: int, W: int, device=None, dtype=None) -> Tensor:
     v, u = torch.meshgrid(torch.arange(H, device=device, dtype=dtype),
                           torch.arange(W, device=device, dtype=dtype), indexing="ij")
     return torch.stack([u, v], dim=-1)
+
+
+def grid_query_pixels(H: int, W: int, stride: int = 4, margin: int | None = None) -> Tensor:
+    """Query pixels on a regular grid of the anchor frame: (N, 2) (u, v) integer centres, row-major.
+
+    margin defaults to stride // 2. >>> grid_query_pixels(4, 8, stride=4).tolist()  -> [[2, 2], [6, 2]]
+    """
+    if stride < 1:
+        raise InputError(f"stride must be >= 1, got {stride}")
+    m = stride // 2 if margin is None else margin
+    vs, us = torch.arange(m, H, stride), torch.arange(m, W, stride)
+    if len(vs) == 0 or len(us) == 0:
+        raise InputError(f"no grid pixel fits a {H}x{W} image with stride {stride} and margin {m}")
+    v, u = torch.meshgrid(vs, us, indexing="ij")
+    return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1).float()
 
 
 def intrinsics_matrix(f, cx, cy) -> Tensor:

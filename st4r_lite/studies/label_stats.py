@@ -9,8 +9,9 @@ import argparse
 import json
 
 from st4r_lite.adapt.lk_tracker import LKConfig, LKTracker
-from st4r_lite.adapt.pseudo_labels import PseudoLabels, grid_query_pixels, pseudo_label_error_stats
+from st4r_lite.adapt.pseudo_labels import PseudoLabels, pseudo_label_error_stats
 from st4r_lite.adapt.sim_labels import GroundTruthVideo, SimDepthConfig, SimulatedMonoDepth, SimulatedTracker
+from st4r_lite.geometry.pinhole import grid_query_pixels
 from st4r_lite.runtime import atomic_write, repo_data_dir
 from st4r_lite.world.render import generate_clips
 

@@ -36,6 +36,7 @@ from einops import rearrange
 from PIL import Image
 
 from st4r_lite.errors import InputError
+from st4r_lite.geometry.pinhole import grid_query_pixels
 from st4r_lite.geometry.track_metrics import DYNAMIC_MIN_MOTION
 from st4r_lite.runtime import atomic_write
 from st4r_lite.world.npy_bytes import read_bytes_array
@@ -323,9 +324,8 @@ def query_grid(height: int, width: int, max_tracks: int = MAX_TRACKS) -> torch.T
         raise InputError(f"max_tracks must be >= 1, got {max_tracks}")
     if height * width <= max_tracks:
         return torch.arange(height * width)
-    s = math.ceil(math.sqrt(height * width / max_tracks))
-    v, u = torch.meshgrid(torch.arange(s // 2, height, s), torch.arange(s // 2, width, s), indexing="ij")
-    return (v * width + u).reshape(-1)
+    uv = grid_query_pixels(height, width, stride=math.ceil(math.sqrt(height * width / max_tracks))).long()
+    return uv[:, 1] * width + uv[:, 0]
 
 
 def clip_to_sequence(clip, b: int = 0, max_tracks: int = MAX_TRACKS) -> WorldTrackSequence:

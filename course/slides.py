@@ -186,9 +186,9 @@ def _provenance(data_dir: Path) -> str:
 def view3d_html(seed: int = 0, frames: int = 8, height: int = 48, width: int = 72) -> str:
     """An interactive world-frame view (tracks over time + camera frustums) of one synthetic scene, as a div."""
     from st4r_lite.app import views
-    from st4r_lite.world import render as world
+    from st4r_lite.world import render
 
-    clip = world.generate_clips(1, frames=frames, height=height, width=width, domain="pretrain", seed=seed)
+    clip = render.generate_clips(1, frames=frames, height=height, width=width, domain="pretrain", seed=seed)
     colors = clip.rgb[0, 0].permute(1, 2, 0).expand(frames, height, width, 3)
     fig = views.sequence_figure(clip.track_world[0], colors=colors, T_world_cam=clip.T_world_cam[0],
                                 K=clip.K[0], max_points_per_frame=3000)
@@ -310,9 +310,9 @@ def overview_png(out: str | Path, seed: int = 3, frames: int = 12, height: int =
     import matplotlib.pyplot as plt
     import torch
 
-    from st4r_lite.world import render as world
+    from st4r_lite.world import render
 
-    clip = world.generate_clips(1, frames=frames, height=height, width=width, domain="pretrain", seed=seed)
+    clip = render.generate_clips(1, frames=frames, height=height, width=width, domain="pretrain", seed=seed)
     fig = plt.figure(figsize=(12, 3.6), dpi=110)
     for i, (t, label) in enumerate([(0, "anchor frame I₁ (defines the world)"),
                                     (frames - 1, f"frame I_{frames} (camera and objects moved)")]):

@@ -44,9 +44,9 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
 
 import torch
 
-from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.geometry import pinhole
 from st4r_lite.app import views
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.runtime import pick_device, quick_mode
 
 QUICK = quick_mode()
@@ -66,10 +66,10 @@ print(f"quick mode: {QUICK}, device: {device}")
 
 # %%
 H, W = 64, 96
-K = geometry.intrinsics_matrix(80.0, (W - 1) / 2, (H - 1) / 2)
+K = pinhole.intrinsics_matrix(80.0, (W - 1) / 2, (H - 1) / 2)
 points = torch.tensor([[0.3, -0.2, 2.0], [0.0, 0.0, 1.0], [-1.0, 0.5, 4.0]])
-pixels = geometry.project(points, K)
-back = geometry.unproject(pixels, points[:, 2], K)
+pixels = pinhole.project(points, K)
+back = pinhole.unproject(pixels, points[:, 2], K)
 print("K =\n", K)
 print("pixels (u, v):\n", pixels)
 assert torch.allclose(back, points, atol=1e-5), "project then unproject must be the identity"
@@ -82,9 +82,9 @@ assert torch.allclose(back, points, atol=1e-5), "project then unproject must be 
 # We take a scene from the synthetic 4D world (notebook 02 shows how it is made).
 
 # %%
-clip = world.generate_clips(1, frames=8 if QUICK else 16, height=H, width=W, seed=3, device=device).to("cpu")
+clip = render.generate_clips(1, frames=8 if QUICK else 16, height=H, width=W, seed=3, device=device).to("cpu")
 rgb0, depth0, K0 = clip.rgb[0, 0], clip.depth[0, 0], clip.K[0]
-pointmap0 = geometry.depth_to_pointmap(depth0, K0)  # (H, W, 3) in camera 0 = the world
+pointmap0 = pinhole.depth_to_pointmap(depth0, K0)  # (H, W, 3) in camera 0 = the world
 print("pointmap shape:", tuple(pointmap0.shape))
 # Frame 0's camera IS the world frame, so this equals the ground-truth world points of frame 0.
 assert torch.allclose(pointmap0, clip.points_world[0, 0], atol=1e-3)
@@ -101,8 +101,8 @@ views.pointmap_figure(pointmap0, colors0, title="frame 0 as a pointmap (camera 0
 # %%
 j = clip.num_frames - 1
 T_world_cam_j = clip.T_world_cam[0, j]
-points_cam_j = geometry.depth_to_pointmap(clip.depth[0, j], K0)
-points_world_j = geometry.transform_points(T_world_cam_j, points_cam_j)
+points_cam_j = pinhole.depth_to_pointmap(clip.depth[0, j], K0)
+points_world_j = pinhole.transform_points(T_world_cam_j, points_cam_j)
 err = (points_world_j - clip.points_world[0, j]).norm(dim=-1).max()
 print(f"max error of frame {j}'s world points: {err:.2e} m")
 assert err < 1e-3
@@ -147,8 +147,8 @@ fig.show()
 # <details><summary>Solution (for the teacher to reveal)</summary>
 #
 # ```python
-# pts_cam = geometry.transform_points(geometry.invert_pose(T_world_cam_j), track_j)
-# uv = geometry.project(pts_cam, K0).round().long()
+# pts_cam = pinhole.transform_points(pinhole.invert_pose(T_world_cam_j), track_j)
+# uv = pinhole.project(pts_cam, K0).round().long()
 # inside = (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H) & (pts_cam[..., 2] > 0)
 # u, v = uv[..., 0].clamp(0, W - 1), uv[..., 1].clamp(0, H - 1)
 # visible = inside & (pts_cam[..., 2] <= clip.depth[0, j][v, u] * 1.02)
@@ -157,8 +157,8 @@ fig.show()
 # </details>
 
 # %%
-pts_cam = geometry.transform_points(geometry.invert_pose(T_world_cam_j), track_j)
-uv = geometry.project(pts_cam, K0).round().long()
+pts_cam = pinhole.transform_points(pinhole.invert_pose(T_world_cam_j), track_j)
+uv = pinhole.project(pts_cam, K0).round().long()
 inside = (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H) & (pts_cam[..., 2] > 0)
 u, v = uv[..., 0].clamp(0, W - 1), uv[..., 1].clamp(0, H - 1)
 visible = inside & (pts_cam[..., 2] <= clip.depth[0, j][v, u] * 1.02)

@@ -52,9 +52,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import torch
 
-from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.geometry import pinhole
 from st4r_lite.app import views
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.studies import world_stats
 from st4r_lite.world import benchmarks, worldtrack
 from st4r_lite.world.raycast import intersect_spheres
@@ -168,7 +168,7 @@ assert set(shown) == {"orbit", "handheld", "forward"}
 # %% [markdown]
 # ## 2. A clip and its ground truth
 #
-# `world.generate_clips` renders B clips at once and returns a `Clip` (shapes in its docstring). The **world
+# `render.generate_clips` renders B clips at once and returns a `Clip` (shapes in its docstring). The **world
 # frame is the camera of frame 0** (the anchor), as in St4RTrack. Per frame: `rgb`, `depth` (z-depth, metres),
 # `object_id` (0 = room), `points_world`, `K`, `T_world_cam`. Per anchor pixel: `track_world` (T, H, W, 3),
 # `track_visible` (T, H, W) and `track_dynamic` (H, W).
@@ -179,7 +179,7 @@ assert set(shown) == {"orbit", "handheld", "forward"}
 # hits that same point first (within 1 % of its depth).
 
 # %%
-clip = world.generate_clips(2, frames=FRAMES, height=H, width=W, domain="pretrain", seed=7)
+clip = render.generate_clips(2, frames=FRAMES, height=H, width=W, domain="pretrain", seed=7)
 b = 0
 frames_rgb = (clip.rgb[b].permute(0, 2, 3, 1) * 255).byte().numpy()
 px.imshow(frames_rgb, animation_frame=0, title="pretrain clip, seed 7 (slider: frame)").update_layout(
@@ -197,22 +197,22 @@ fig.update_layout(height=230, margin=dict(l=0, r=0, t=30, b=0), coloraxis_showsc
 # 1. At t = 0 the track is the anchor's depth unprojected: X = z K⁻¹ (u, v, 1) (camera 0 = world).
 # 2. Frame t's world points are its depth unprojected in its own camera and moved by `T_world_cam[t]`.
 # 3. A **visible** track projects (with frame t's camera) onto a pixel whose rendered surface is that very
-#    object point: re-cast the ray through its projection with `world.cast_rays` and compare the hit.
+#    object point: re-cast the ray through its projection with `render.cast_rays` and compare the hit.
 # 4. A static (room) point never moves.
 
 # %%
 K = clip.K[b]
-anchor = geometry.depth_to_pointmap(clip.depth[b, 0], K)
+anchor = pinhole.depth_to_pointmap(clip.depth[b, 0], K)
 assert torch.allclose(clip.track_world[b, 0], anchor, atol=1e-4), "t = 0 track = unprojected anchor depth"
 t = FRAMES - 1
-moved_t = geometry.transform_points(clip.T_world_cam[b, t], geometry.depth_to_pointmap(clip.depth[b, t], K))
+moved_t = pinhole.transform_points(clip.T_world_cam[b, t], pinhole.depth_to_pointmap(clip.depth[b, t], K))
 assert torch.allclose(moved_t, clip.points_world[b, t], atol=1e-4)
 
 track = clip.track_world[b].reshape(FRAMES, -1, 3)                               # (T, N=H*W, 3)
 visible = clip.track_visible[b].reshape(FRAMES, -1)
-cam = geometry.transform_points(geometry.invert_pose(clip.T_world_cam[b]), track)  # world -> camera t
-uv = geometry.project(cam, K)                                                    # (T, N, 2) sub-pixel
-hits = world.cast_rays(clip.seeds[b], uv, torch.arange(FRAMES), height=H, width=W, domain="pretrain")
+cam = pinhole.transform_points(pinhole.invert_pose(clip.T_world_cam[b]), track)  # world -> camera t
+uv = pinhole.project(cam, K)                                                    # (T, N, 2) sub-pixel
+hits = render.cast_rays(clip.seeds[b], uv, torch.arange(FRAMES), height=H, width=W, domain="pretrain")
 err = (hits.points_world - track).norm(dim=-1)[visible]
 print(f"visible track points: {int(visible.sum())}; ray hit = track point for {(err < 1e-3).float().mean():.2%}")
 assert (err < 1e-3).float().mean() > 0.99
@@ -227,16 +227,16 @@ assert drift[room].max() < 1e-5
 #
 # The model is pretrained on `pretrain`. `wild` stands in for in-the-wild video: the scene *statistics* and
 # the *image formation* change, never the labels (its ground truth is exact too, but is used for evaluation
-# only, never by adaptation). `world.DOMAIN_SHIFT` lists every difference:
+# only, never by adaptation). `render.DOMAIN_SHIFT` lists every difference:
 
 # %%
-for aspect, values in world.DOMAIN_SHIFT.items():
+for aspect, values in render.DOMAIN_SHIFT.items():
     print(f"{aspect:16s} pretrain: {values['pretrain']:38s} wild: {values['wild']}")
-side = torch.stack([world.generate_clips(1, frames=1, height=H, width=W, domain=d, seed=s).rgb[0, 0]
-                    for s in (7, 8, 9) for d in world.DOMAINS])
+side = torch.stack([render.generate_clips(1, frames=1, height=H, width=W, domain=d, seed=s).rgb[0, 0]
+                    for s in (7, 8, 9) for d in render.DOMAINS])
 fig = px.imshow((side.permute(0, 2, 3, 1) * 255).byte().numpy(), facet_col=0, facet_col_wrap=6)
 for i in range(6):
-    fig.layout.annotations[i].text = f"{world.DOMAINS[i % 2]} seed {7 + i // 2}"
+    fig.layout.annotations[i].text = f"{render.DOMAINS[i % 2]} seed {7 + i // 2}"
 fig.update_layout(height=220, margin=dict(l=0, r=0, t=30, b=0)).update_xaxes(visible=False).update_yaxes(
     visible=False).show()
 
@@ -250,8 +250,8 @@ fig.update_layout(height=220, margin=dict(l=0, r=0, t=30, b=0)).update_xaxes(vis
 
 # %%
 n = 4 if QUICK else 16
-stats = {d: world_stats.occlusion_statistics(world.generate_clips(n, frames=FRAMES, height=H, width=W, domain=d,
-                                                            seed=0)) for d in world.DOMAINS}
+stats = {d: world_stats.occlusion_statistics(render.generate_clips(n, frames=FRAMES, height=H, width=W, domain=d,
+                                                            seed=0)) for d in render.DOMAINS}
 for d, s in stats.items():
     print(d, s)
 assert all(s["occluded_some_frame"] > 0.02 and s["leaves_image"] > 0.05 for s in stats.values())
@@ -262,7 +262,7 @@ if recorded.is_file():
     print("recorded occlusion statistics:", json.dumps(rec["occlusion"], indent=1))
     print("recorded clips/s on", rec["settings"]["device"], ":", json.dumps(rec["clips_per_s"], indent=1))
 start = time.perf_counter()
-world.generate_clips(2, frames=16, height=H, width=W, domain="pretrain", seed=100)
+render.generate_clips(2, frames=16, height=H, width=W, domain="pretrain", seed=100)
 print(f"here and now: {2 / (time.perf_counter() - start):.1f} pretrain clips/s (16 frames, {H}x{W}, full GT)")
 
 # %% [markdown]

@@ -55,10 +55,10 @@ from plotly.subplots import make_subplots
 
 from st4r_lite.train import heldout
 from st4r_lite.train import losses
-from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.geometry import track_metrics
 from st4r_lite.train import schedule
 from st4r_lite.app import views
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
 from st4r_lite.train.loop import TrainConfig, clip_pairs, pretrain
 
@@ -79,7 +79,7 @@ print(f"quick mode: {QUICK}, device: {device}")
 
 # %%
 H, W = 64, 96
-clip = world.generate_clips(1, frames=4, height=H, width=W, seed=7)
+clip = render.generate_clips(1, frames=4, height=H, width=W, seed=7)
 frames, targets = clip_pairs(clip)
 print("frames (anchor = frame 0)", tuple(frames.shape), " track target", tuple(targets.track.shape))
 assert torch.allclose(targets.track[0], targets.recon[0]), "pair (0, 0): track = recon"
@@ -229,8 +229,8 @@ out = predict_video(model, (test.rgb[0] * 2 - 1), out_device="cpu")
 T = test.num_frames
 gt_tracks = rearrange(test.track_world[0].cpu(), "t h w c -> t (h w) c")
 pred_tracks = rearrange(out.track, "t h w c -> t (h w) c")
-scale = metrics.median_scale(pred_tracks, gt_tracks)
-dyn = metrics.dynamic_tracks(gt_tracks)
+scale = track_metrics.median_scale(pred_tracks, gt_tracks)
+dyn = track_metrics.dynamic_tracks(gt_tracks)
 print(f"median scale {scale:.3f}; moving anchor pixels: {int(dyn.sum())} of {dyn.numel()}")
 assert torch.isfinite(out.track).all() and torch.isfinite(out.recon).all()
 
@@ -298,7 +298,7 @@ assert all(0 <= h[k] <= 100 for k in ("apd", "apd_dyn", "static_apd", "static_ap
 # %%
 from st4r_lite.studies import ceiling
 
-ceil_clips = world.generate_clips(2 if QUICK else 16, frames=8, height=64, width=96, domain="pretrain",
+ceil_clips = render.generate_clips(2 if QUICK else 16, frames=8, height=64, width=96, domain="pretrain",
                                   seed=heldout.HELDOUT_SEED)
 table = ceiling.ceiling_table(ceil_clips, draws=1 if QUICK else 4)
 print(" ±log f | ideal dyn APD | static dyn APD | gap")

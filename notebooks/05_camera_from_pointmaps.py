@@ -47,10 +47,10 @@ import roma
 import torch
 
 from st4r_lite.geometry import camera
-from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.geometry import pinhole
 from st4r_lite.geometry import pnp
 from st4r_lite.app import views
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.runtime import quick_mode
 
 QUICK = quick_mode()
@@ -64,7 +64,7 @@ print(f"quick mode: {QUICK}")
 
 # %%
 T, H, W = (6, 48, 64) if QUICK else (12, 96, 128)
-clip = world.generate_clips(1, frames=T, height=H, width=W, domain="pretrain", seed=3)
+clip = render.generate_clips(1, frames=T, height=H, width=W, domain="pretrain", seed=3)
 recon = clip.points_world[0]            # (T, H, W, 3) ¹Xʲ_j in the world frame
 K_true, T_true = clip.K[0], clip.T_world_cam[0]
 print("recon", tuple(recon.shape), " true focal", float(K_true[0, 0]))
@@ -81,7 +81,7 @@ print("recon", tuple(recon.shape), " true focal", float(K_true[0, 0]))
 
 # %%
 pts0 = recon[0].double()
-pix = geometry.pixel_grid(H, W, dtype=torch.float64)
+pix = pinhole.pixel_grid(H, W, dtype=torch.float64)
 d = pix - torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=torch.float64)     # d_p
 q = pts0[..., :2] / pts0[..., 2:]                                           # q_p
 w = torch.ones(H, W, dtype=torch.float64)
@@ -108,15 +108,15 @@ assert abs(float(f) / float(K_true[0, 0]) - 1) < 1e-3 and abs(float(f_lib) / flo
 j = T - 1
 X = recon[j].double().reshape(-1, 3)
 pixels = pix.reshape(-1, 2)
-T_cw_true = geometry.invert_pose(T_true[j].double())
+T_cw_true = pinhole.invert_pose(T_true[j].double())
 idx = torch.tensor([5, 1000, 2500]) if QUICK else torch.tensor([5, 4000, 10000])
 rays = torch.cat([pnp.normalized_coords(pixels[None, idx], K_true.double()[None])[0],
                   torch.ones(3, 1, dtype=torch.float64)], -1)
 R4, t4, ok = pnp.p3p(X[idx], rays / rays.norm(dim=-1, keepdim=True))
 for k in range(4):
-    err = geometry.rotation_angle_deg(R4[k], T_cw_true[:3, :3])
+    err = pinhole.rotation_angle_deg(R4[k], T_cw_true[:3, :3])
     print(f"P3P solution {k}: real & in front = {bool(ok[k])}, rotation error {float(err):8.4f}°")
-best = torch.where(ok, geometry.rotation_angle_deg(R4, T_cw_true[:3, :3].expand(4, 3, 3)), 1e9).min()
+best = torch.where(ok, pinhole.rotation_angle_deg(R4, T_cw_true[:3, :3].expand(4, 3, 3)), 1e9).min()
 assert best < 1e-4, "one of the P3P solutions is the true pose"
 
 # %% [markdown]
@@ -150,15 +150,15 @@ assert rms[-1] < 1e-4 < 1 < rms[0]  # float32 pointmaps: ~1e-6 px floor
 
 # %%
 def pose_errors(T_est, T_gt):
-    rot = geometry.rotation_angle_deg(T_est[:, :3, :3].double(), T_gt[:, :3, :3].double())
+    rot = pinhole.rotation_angle_deg(T_est[:, :3, :3].double(), T_gt[:, :3, :3].double())
     return rot, (T_est[:, :3, 3] - T_gt[:, :3, 3]).double().norm(dim=-1)
 
 
 g = torch.Generator().manual_seed(0)
-cam_pts = geometry.transform_points(geometry.invert_pose(T_true), recon)            # camera frames
+cam_pts = pinhole.transform_points(pinhole.invert_pose(T_true), recon)            # camera frames
 shift = 0.5 * torch.randn(*cam_pts.shape[:-1], 2, generator=g) / K_true[0, 0]
 cam_pts = cam_pts + torch.cat([shift * cam_pts[..., 2:], torch.zeros_like(cam_pts[..., :1])], -1)
-noisy = geometry.transform_points(T_true, cam_pts).reshape(T, -1, 3)
+noisy = pinhole.transform_points(T_true, cam_pts).reshape(T, -1, 3)
 is_out = torch.rand(T, H * W, generator=g) < 0.3
 for i in range(T):
     o = is_out[i].nonzero()[:, 0]
@@ -176,7 +176,7 @@ Kt = noisy_sol.K.double().expand(T, 3, 3)
 R_ls, t_ls = pnp.lm_refine(T_cw[:, :3, :3], T_cw[:, :3, 3], noisy.double().reshape(T, -1, 3),
                            pixels.expand(T, -1, -1), Kt, torch.ones(T, H * W, dtype=torch.float64), iters=20,
                            robust=None)
-plain = geometry.invert_pose(geometry.make_pose(R_ls, t_ls))
+plain = pinhole.invert_pose(pinhole.make_pose(R_ls, t_ls))
 for name, T_est in (("clean", clean_sol.T_world_cam), ("30% outliers, robust", noisy_sol.T_world_cam),
                     ("oracle (true inliers only)", oracle.T_world_cam), ("plain least squares, all points", plain)):
     rot, dt = pose_errors(T_est, T_true)

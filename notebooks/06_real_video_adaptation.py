@@ -51,10 +51,10 @@ import torch
 from plotly.subplots import make_subplots
 
 from st4r_lite.app import views
-from st4r_lite.adapt import loop as adapt
+from st4r_lite.adapt import loop
 from st4r_lite.adapt import losses, occlusion
 from st4r_lite.adapt.config import AdaptConfig
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score
 from st4r_lite.geometry.pinhole import project, transform_points
 from st4r_lite.model import resolve
@@ -79,7 +79,7 @@ print(f"quick mode: {QUICK}, device: {device}")
 # with known strengths) and **Lucas–Kanade** (a classical tracker that works on any video).
 
 # %%
-clip = world.generate_clips(1, frames=16, height=64, width=96, domain="wild", seed=600_000)
+clip = render.generate_clips(1, frames=16, height=64, width=96, domain="wild", seed=600_000)
 vid = VideoWithTruth.from_clip(clip, 0)
 queries = vid.queries(stride=4)
 T, H, W = vid.video.shape[0], vid.video.shape[2], vid.video.shape[3]
@@ -135,7 +135,7 @@ print("model:", resolve.describe(None))
 cfg = AdaptConfig(variant="baseline")
 out = predict_video(model, vid.video * 2 - 1)                  # PairOutput, B = T pairs (0, j)
 with torch.no_grad():
-    K, T_world_cam, status = adapt.cameras_from_prediction(out, cfg, 0, False)
+    K, T_world_cam, status = loop.cameras_from_prediction(out, cfg, 0, False)
 print(f"f = {float(K[0, 0]):.1f} px (true {float(vid.gt.K[0, 0]):.1f}); camera status: {status.count('ok')}/{T} ok")
 
 track_q = occlusion.sample_map(out.track, queries[None].expand(T, -1, -1).to(out.track))   # (T, N, 3)
@@ -249,7 +249,7 @@ fig.show()
 # %% [markdown]
 # ## 6. A short adaptation: baseline against the proposal
 #
-# `adapt.adapt_video` adapts a copy of the model (by default the tracking branch: decoder stack 1, head 1 and
+# `loop.adapt_video` adapts a copy of the model (by default the tracking branch: decoder stack 1, head 1 and
 # its σ² head; the encoder is frozen) for a few steps with the simulated pseudo-labels; it never sees the ground
 # truth. `eval.adaptation.adapt_and_score` runs it and then scores the tracks in the world frame (APD in %, EPE in m after median scaling, [docs/method.md §7](../docs/method.md#s7)). Each step uses pair (0, 0)
 # and 7 other random pairs. Quick mode runs 3 steps: it shows the mechanics, not the effect. `data/adapt_variants_quick.json` holds the

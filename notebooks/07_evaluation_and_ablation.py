@@ -51,14 +51,14 @@ import roma
 import torch
 from IPython.display import Image, Markdown, display
 
-from st4r_lite.studies import ablation
+from st4r_lite.studies import ablation, ablation_stats
 from st4r_lite.eval import baselines
-from st4r_lite.eval import benchmark_metrics as eval_metrics
+from st4r_lite.eval import benchmark_metrics
 from st4r_lite.eval import evaluate
-from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.geometry import track_metrics
 from st4r_lite.studies import report
 from st4r_lite.app import views
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.world import benchmarks, worldtrack
 from st4r_lite.model import resolve
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
@@ -83,7 +83,7 @@ print(f"quick mode: {QUICK}, device: {device}, scratch folder: {work}")
 # similarity (Umeyama) s R X̂ + t. We take one synthetic "wild" sequence and its exact ground truth.
 
 # %%
-clip = world.generate_clips(1, frames=8, height=64, width=96, domain="wild", seed=7)
+clip = render.generate_clips(1, frames=8, height=64, width=96, domain="wild", seed=7)
 seq = evaluate.sequence_from_clip(clip, 0, query_stride=4)
 gt = seq.gt_tracks                                                # (T, N, 3) world
 print(f"{seq.name}: T={seq.num_frames} frames, N={gt.shape[1]} queries, {int(seq.is_dynamic.sum())} on moving objects")
@@ -93,8 +93,8 @@ noisy = gt + 0.15 * torch.randn(gt.shape, generator=g, dtype=gt.dtype)   # 15 cm
 dist = (noisy - gt).norm(dim=-1)
 apd_by_hand = 100 * sum((dist < d).double().mean() for d in (0.1, 0.3, 0.5, 1.0)) / 4
 epe_by_hand = dist.mean()
-m = metrics.tracking_metrics(noisy, gt, alignment="none")
-print(f"by hand: APD {apd_by_hand:.2f} %, EPE {epe_by_hand:.3f} m  |  metrics.py: APD {m.apd:.2f} %, EPE {m.epe:.3f} m")
+m = track_metrics.tracking_metrics(noisy, gt, alignment="none")
+print(f"by hand: APD {apd_by_hand:.2f} %, EPE {epe_by_hand:.3f} m  |  track_metrics.py: APD {m.apd:.2f} %, EPE {m.epe:.3f} m")
 assert abs(m.apd - apd_by_hand) < 1e-9 and abs(m.epe - epe_by_hand) < 1e-9
 
 # %% [markdown]
@@ -105,10 +105,10 @@ assert abs(m.apd - apd_by_hand) < 1e-9 and abs(m.epe - epe_by_hand) < 1e-9
 R = roma.rotvec_to_rotmat(torch.tensor([0.2, -0.1, 0.3], dtype=torch.float64))
 scaled, similar = gt / 3.0, 0.5 * gt @ R.T + torch.tensor([1.0, 0.0, -0.5], dtype=torch.float64)
 for name, pred in (("scaled by 1/3", scaled), ("Sim(3)-moved", similar)):
-    row = {a: metrics.tracking_metrics(pred, gt, alignment=a).apd for a in ("none", "median", "sim3")}
+    row = {a: track_metrics.tracking_metrics(pred, gt, alignment=a).apd for a in ("none", "median", "sim3")}
     print(f"{name:>14}: " + "  ".join(f"APD[{a}] {v:6.2f} %" for a, v in row.items()))
-assert metrics.tracking_metrics(scaled, gt, alignment="median").apd == 100.0
-assert metrics.tracking_metrics(similar, gt, alignment="sim3").epe < 1e-9
+assert track_metrics.tracking_metrics(scaled, gt, alignment="median").apd == 100.0
+assert track_metrics.tracking_metrics(similar, gt, alignment="sim3").epe < 1e-9
 
 # %% [markdown]
 # ## 2. The dynamic subset, and the static baseline that proves we need it
@@ -142,16 +142,16 @@ assert s.apd_dynamic < s.apd
 # %%
 T_noisy = seq.T_world_cam.clone()
 T_noisy[1:, :3, 3] += 0.05 * torch.randn(seq.num_frames - 1, 3, generator=g, dtype=torch.float64)
-cam = eval_metrics.camera_metrics(T_noisy, seq.T_world_cam)
+cam = benchmark_metrics.camera_metrics(T_noisy, seq.T_world_cam)
 print(f"cameras with 5 cm of centre noise: ATE {cam.ate:.3f} m, RPE {cam.rpe_trans:.3f} m / {cam.rpe_rot_deg:.2f} deg")
 exact = evaluate.occlusion_mask(gt, seq.depth, seq.T_world_cam, seq.K)
 bumpy = seq.depth * (1 + 0.1 * torch.randn(seq.depth.shape, generator=g, dtype=torch.float64))
 rough = evaluate.occlusion_mask(gt, bumpy, seq.T_world_cam, seq.K)
 for name, mask in (("exact depth", exact), ("10% depth noise", rough)):
-    o = eval_metrics.occlusion_metrics(mask[1:], seq.gt_visible[1:])
+    o = benchmark_metrics.occlusion_metrics(mask[1:], seq.gt_visible[1:])
     print(f"mask from {name:>16}: accuracy {o.accuracy:.1f} %, occluded precision {o.occluded_precision:.1f} %, "
           f"recall {o.occluded_recall:.1f} %")
-assert eval_metrics.occlusion_metrics(exact[1:], seq.gt_visible[1:]).accuracy > 95
+assert benchmark_metrics.occlusion_metrics(exact[1:], seq.gt_visible[1:]).accuracy > 95
 
 # %% [markdown]
 # ## 4. The model and the combinational peer on one sequence
@@ -189,8 +189,8 @@ display(Markdown("\n".join(lines)))
 # %%
 ref_path = repo_data_dir() / "ablation_quick" / "results.json"
 if ref_path.is_file():
-    ref = ablation.load_results(ref_path)
-    display(Markdown(ablation.markdown_table(ref)))
+    ref = ablation_stats.load_results(ref_path)
+    display(Markdown(ablation_stats.markdown_table(ref)))
     for png in sorted(ref_path.parent.glob("ablation_*.png")):
         display(Image(filename=str(png)))
 else:
@@ -204,8 +204,8 @@ cfg = ablation.AblationConfig(benchmark=str(bench), seeds=(0,) if QUICK else (0,
                               variants=("none", "robust") if QUICK else ("none", "baseline", "robust", "oracle_mask"),
                               steps=2 if QUICK else None)   # None: adapt's recorded settings
 doc = ablation.run_ablation(cfg, work / "ablation")
-display(Markdown(ablation.markdown_table(doc)))
-check = ablation.check_against_reference(doc, doc)
+display(Markdown(ablation_stats.markdown_table(doc)))
+check = ablation_stats.check_against_reference(doc, doc)
 print(check.report())
 assert check.ok and set(doc["rows"]) >= {"none", "robust", "static", "combinational"}
 
@@ -264,7 +264,7 @@ assert views.MAX_POINTS_PER_FRAME >= 3000
 # R = torch.tensor([[math.cos(0.52), 0, math.sin(0.52)], [0, 1, 0], [-math.sin(0.52), 0, math.cos(0.52)]])
 # pred = 2 * gt @ R.T
 # for a in ("median", "sim3"):
-#     m = metrics.tracking_metrics(pred, gt, alignment=a)
+#     m = track_metrics.tracking_metrics(pred, gt, alignment=a)
 #     print(a, m.apd, m.epe)
 # ```
 # Median alignment removes only the scale, so the rotation stays and the score is poor; Sim(3) removes scale,

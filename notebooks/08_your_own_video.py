@@ -46,11 +46,11 @@ from pathlib import Path
 
 import torch
 
-from st4r_lite.geometry import pinhole as geometry
-from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.geometry import pinhole
+from st4r_lite.geometry import track_metrics
 from st4r_lite.app import run
 from st4r_lite.app import views
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.app import frames as FT
 from st4r_lite.app import video as V
 from st4r_lite.model import resolve
@@ -81,7 +81,7 @@ if UPLOAD and "google.colab" in sys.modules:
     video_path.write_bytes(uploaded[name])
 if video_path is None:
     frames = 10 if QUICK else 24
-    clip = world.generate_clips(1, frames=frames, height=90, width=150, domain="wild", seed=7)
+    clip = render.generate_clips(1, frames=frames, height=90, width=150, domain="wild", seed=7)
     video_path = V.write_video(WORK / "synthetic.mp4", clip.rgb[0], fps=10)
 print("video:", video_path.name, "| size, fps:", V.probe(video_path))
 
@@ -103,12 +103,12 @@ vid = V.read_video(video_path, "tiny")
 tf = vid.transform
 print(tf)
 print("portrait 1080x1920 video ->", FT.network_size("tiny", (1920, 1080)), "network size")
-K0 = geometry.intrinsics_matrix(120.0, (tf.orig_size[1] - 1) / 2, (tf.orig_size[0] - 1) / 2).double()
+K0 = pinhole.intrinsics_matrix(120.0, (tf.orig_size[1] - 1) / 2, (tf.orig_size[0] - 1) / 2).double()
 K_net = FT.intrinsics_to_network(K0, tf)
 print("K original:\n", K0, "\nK network:\n", K_net)
 assert torch.allclose(FT.intrinsics_to_original(K_net, tf), K0), "the intrinsics round trip must be exact"
 X = torch.tensor([[0.2, -0.1, 2.0]], dtype=torch.float64)  # one 3D point, seen by both "cameras"
-assert torch.allclose(geometry.project(X, K_net), tf.pixels_to_network(geometry.project(X, K0)))
+assert torch.allclose(pinhole.project(X, K_net), tf.pixels_to_network(pinhole.project(X, K0)))
 
 # %%
 import plotly.express as px  # noqa: E402
@@ -158,14 +158,14 @@ def track_scores(tracks):
     """Tracking scores of predicted tracks (T, N, 3) of the grid pixels against the clip's truth there."""
     uv0 = tf.pixels_to_original(grid.double()).round().long()
     gt = clip.track_world[0][:, uv0[:, 1].clamp(0, tf.orig_size[0] - 1), uv0[:, 0].clamp(0, tf.orig_size[1] - 1)]
-    return metrics.tracking_metrics(tracks.double(), gt.double())
+    return track_metrics.tracking_metrics(tracks.double(), gt.double())
 
 
 if clip is not None:
     f_true = float(clip.K[0, 0, 0])
     print(f"focal: estimated {float(res.K_orig[0, 0]):.1f} px, true {f_true:.1f} px (original video)")
     before = track_scores(res.track[:, v, u])
-    static = track_scores(metrics.static_tracks(res.track[0][v, u], vid.num_frames))
+    static = track_scores(track_metrics.static_tracks(res.track[0][v, u], vid.num_frames))
     print(f"model:  EPE {before.epe:.3f} m, APD {before.apd:.1f}")
     print(f"static: EPE {static.epe:.3f} m, APD {static.apd:.1f}")
 

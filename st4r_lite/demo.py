@@ -24,7 +24,7 @@ from st4r_lite.eval import evaluate
 from st4r_lite.eval.baselines import static_prediction
 from st4r_lite.model import resolve
 from st4r_lite.runtime import check_output_folder, removed_on_failure
-from st4r_lite.studies import ablation, report
+from st4r_lite.studies import ablation, ablation_stats, report
 from st4r_lite.world import benchmarks
 
 
@@ -70,7 +70,7 @@ def _run_demo(out: Path, *, seed: int, full: bool, checkpoint: str | Path | None
         checkpoint=None if checkpoint is None else str(checkpoint))
     doc = ablation.run_ablation(cfg, out / "ablation", progress=lambda s: print("      " + s, flush=True))
     written["ablation"] = out / "ablation"
-    print(ablation.markdown_table(doc), flush=True)
+    print(ablation_stats.markdown_table(doc), flush=True)
 
     _step(4, n, "writing the interactive report")
     written["report"] = report.build_report(out / "ablation", out / "report.html")

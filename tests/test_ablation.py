@@ -8,15 +8,15 @@ import math
 
 import pytest
 
-from st4r_lite.studies import ablation
+from st4r_lite.studies import ablation, ablation_stats
 from st4r_lite.world import benchmarks
 
 
 def test_t_quantile_table():
-    assert ablation.t_quantile_975(1) == pytest.approx(12.706)
-    assert ablation.t_quantile_975(3) == pytest.approx(3.182)
-    assert ablation.t_quantile_975(100) == pytest.approx(1.984, abs=0.003)   # exact t_{0.975,100} = 1.984
-    assert math.isnan(ablation.t_quantile_975(0))
+    assert ablation_stats.t_quantile_975(1) == pytest.approx(12.706)
+    assert ablation_stats.t_quantile_975(3) == pytest.approx(3.182)
+    assert ablation_stats.t_quantile_975(100) == pytest.approx(1.984, abs=0.003)   # exact t_{0.975,100} = 1.984
+    assert math.isnan(ablation_stats.t_quantile_975(0))
 
 
 def _runs():
@@ -28,14 +28,14 @@ def _runs():
 
 
 def test_paired_differences_hand_computed():
-    d = ablation.paired_differences(_runs(), ["baseline", "robust"])["robust"]["track_apd_median"]
+    d = ablation_stats.paired_differences(_runs(), ["baseline", "robust"])["robust"]["track_apd_median"]
     # differences 1, 2, 3: mean 2, sd 1, half width t_{0.975,2} / sqrt(3) = 4.303 / 1.732
     assert d["mean_diff"] == pytest.approx(2.0) and d["n"] == 3
     assert d["ci_high"] - d["mean_diff"] == pytest.approx(4.303 / math.sqrt(3))
 
 
 def test_summarize_std_across_seeds():
-    s = ablation.summarize(_runs(), ["baseline", "robust"], seeds=(0, 1))["baseline"]["track_apd_median"]
+    s = ablation_stats.summarize(_runs(), ["baseline", "robust"], seeds=(0, 1))["baseline"]["track_apd_median"]
     # seed 0: runs s0 (10) and s2 (30) -> 20; seed 1: s1 (20) -> 20; std of (20, 20) = 0
     assert s["mean"] == pytest.approx(20.0) and s["std_seeds"] == pytest.approx(0.0) and s["n"] == 3
 
@@ -69,14 +69,14 @@ def test_check_passes_against_itself_and_fails_when_perturbed(tiny_ablation, tmp
     from st4r_lite.cli import main
 
     out, doc = tiny_ablation
-    assert ablation.check_against_reference(out, out).ok
+    assert ablation_stats.check_against_reference(out, out).ok
     bad = copy.deepcopy(doc)
     bad["summary"]["baseline"]["track_apd_median"]["mean"] += 5.0
-    res = ablation.check_against_reference(doc, bad)
+    res = ablation_stats.check_against_reference(doc, bad)
     assert not res.ok and any("baseline APD" in m for m in res.mismatches)
     other = copy.deepcopy(doc)
     other["config"]["steps"] = 99
-    assert not ablation.check_against_reference(doc, other).ok
+    assert not ablation_stats.check_against_reference(doc, other).ok
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     assert main(["ablation", "--check", str(out / "results.json"), "--results", str(out / "results.json")]) == 0
     assert main(["ablation", "--check", str(tmp_path / "bad.json"), "--results", str(out / "results.json")]) == 2
@@ -89,9 +89,9 @@ def test_reference_results_are_consistent():
     ref = repo_data_dir() / "ablation_quick" / "results.json"
     if not ref.is_file():
         pytest.skip("data/ablation_quick/results.json not produced yet")
-    doc = ablation.load_results(ref)
+    doc = ablation_stats.load_results(ref)
     assert doc["command"].startswith("st4r-lite ablation") and doc["wall_time_s"] > 0 and doc["hardware"]
-    assert ablation.check_against_reference(doc, doc).ok
+    assert ablation_stats.check_against_reference(doc, doc).ok
     assert set(doc["rows"]) >= {"none", "baseline"}
 
 
@@ -108,9 +108,9 @@ def test_check_reruns_the_reference_config_and_reproduces_it(tiny_ablation, tmp_
     out, doc = tiny_ablation
     assert main(["ablation", "--check", str(out / "results.json"), "--out", str(tmp_path / "again")]) == 0
     assert "MATCH" in capsys.readouterr().out
-    again = ablation.load_results(tmp_path / "again")
+    again = ablation_stats.load_results(tmp_path / "again")
     for row in doc["rows"]:   # deterministic: same config, same machine -> the same numbers
-        for key, *_ in ablation.KEY_METRICS:
+        for key, *_ in ablation_stats.KEY_METRICS:
             a = doc["summary"][row].get(key, {}).get("mean")
             b = again["summary"][row].get(key, {}).get("mean")
             assert a == b or abs(a - b) < 1e-6, (row, key, a, b)

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from st4r_lite.adapt import loop as adapt
-from st4r_lite.adapt import losses, occlusion
+from st4r_lite.adapt import loop, losses, occlusion
 from st4r_lite.adapt.config import PARAM_SETS, AdaptConfig
 from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
@@ -27,14 +26,14 @@ from st4r_lite.eval.benchmark_metrics import occlusion_metrics
 from st4r_lite.model.network import build_model
 from st4r_lite.runtime import repo_data_dir
 from st4r_lite.studies import ablation, adapt_compare
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 
 
 # ------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def small_clip():
     """A 4-frame 32x48 wild clip (tiny enough for many adaptation runs)."""
-    clip = world.generate_clips(1, frames=4, height=32, width=48, domain="wild", seed=600_000)
+    clip = render.generate_clips(1, frames=4, height=32, width=48, domain="wild", seed=600_000)
     return VideoWithTruth.from_clip(clip, 0)
 
 
@@ -169,7 +168,7 @@ def test_recorded_comparison_is_read_with_class_named_keys(tmp_path):
 
 def test_mask_on_ground_truth_geometry_matches_visibility():
     """The proposal's mask computed from exact pointmaps and cameras agrees with the world's visibility."""
-    clip = world.generate_clips(1, frames=4, height=32, width=48, domain="wild", seed=600_001)
+    clip = render.generate_clips(1, frames=4, height=32, width=48, domain="wild", seed=600_001)
     gt = VideoWithTruth.from_clip(clip, 0).gt
     T_cw = torch.linalg.inv(gt.T_world_cam)
     from st4r_lite.geometry.pinhole import project, transform_points
@@ -267,7 +266,7 @@ def test_deterministic_with_seed(pairs, small_clip, small_labels, fresh_model):
     assert torch.equal(a.track, b.track) and torch.equal(a.T_world_cam, b.T_world_cam)
     assert [r["total"] for r in a.loss_log] == [r["total"] for r in b.loss_log]
     if pairs is not None:                                            # pair 0 + (pairs - 1) others per step
-        idx = adapt._pick_pairs(4, pairs, torch.Generator().manual_seed(0))
+        idx = loop._pick_pairs(4, pairs, torch.Generator().manual_seed(0))
         assert idx[0] == 0 and len(idx) == pairs and len(set(idx.tolist())) == pairs
 
 
@@ -284,7 +283,7 @@ def test_the_loop_takes_ground_truth_only_as_explicit_inputs(small_clip, small_l
     """adapt.loop knows no ground truth: the oracle's visibility is an argument, and scores come from eval."""
     import inspect
 
-    source = inspect.getsource(adapt)
+    source = inspect.getsource(loop)
     assert "sim_labels" not in source and "GroundTruthVideo" not in source and "tracking_metrics" not in source
     cfg = AdaptConfig(variant="oracle_mask", **QUICK)
     inputs = oracle_inputs(small_clip.gt, small_labels, cfg)
@@ -308,7 +307,7 @@ def test_perfect_pseudo_labels_do_not_hurt():
     """With exact 2D tracks and exact (scaled) depth, baseline adaptation lowers its loss and does not make
     tracking worse (data/tiny.pt when shipped; a fresh model otherwise, where only the loss is checked)."""
     model, trained = _trained_or_fresh()
-    clip = world.generate_clips(1, frames=6, height=64, width=96, domain="wild", seed=600_002)
+    clip = render.generate_clips(1, frames=6, height=64, width=96, domain="wild", seed=600_002)
     vid = VideoWithTruth.from_clip(clip, 0)
     exact_depth = SimDepthConfig(edge_sigma_px=0.0, warp_strength=0.0, noise_rel=0.0)
     provider = make_provider("sim", "sim", ground_truth=vid.gt, sim_tracker_config=SimTrackerConfig.perfect(),

@@ -18,8 +18,7 @@ from st4r_lite import cli
 from st4r_lite.app import run as run_mod
 from st4r_lite.app import video as video_io
 from st4r_lite.runtime import atomic_write, repo_data_dir, staged_dir
-from st4r_lite.world import render as world
-from st4r_lite.world import worldtrack
+from st4r_lite.world import render, worldtrack
 
 NO_GPU = not torch.cuda.is_available()
 
@@ -35,7 +34,7 @@ class _Payload:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
-    clip = world.generate_clips(1, domain="pretrain", seed=2, frames=3, height=16, width=24)
+    clip = render.generate_clips(1, domain="pretrain", seed=2, frames=3, height=16, width=24)
     npz = worldtrack.save_npz(d / "good.npz", worldtrack.clip_to_sequence(clip, 0))
     with np.load(npz) as data:
         good = dict(data)

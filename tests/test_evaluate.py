@@ -10,9 +10,8 @@ import pytest
 import roma
 import torch
 
-from st4r_lite.eval import baselines, evaluate
-from st4r_lite.eval import benchmark_metrics as eval_metrics
-from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.eval import baselines, benchmark_metrics, evaluate
+from st4r_lite.geometry import track_metrics
 from st4r_lite.geometry.pinhole import intrinsics_matrix, make_pose, project, transform_points
 from st4r_lite.world import benchmarks, worldtrack
 
@@ -29,7 +28,7 @@ def _poses(T: int, seed: int = 0) -> torch.Tensor:
 def test_camera_metrics_hand_computed_two_frames():
     gt = make_pose(torch.eye(3).expand(2, 3, 3), torch.tensor([[0.0, 0, 0], [1.0, 0, 0]]))
     pred = make_pose(torch.eye(3).expand(2, 3, 3), torch.tensor([[0.0, 0, 0], [3.0, 0, 0]]))
-    m = eval_metrics.camera_metrics(pred, gt)
+    m = benchmark_metrics.camera_metrics(pred, gt)
     # 2 frames: centroid match only -> centres (-1, 0, 0), (2, 0, 0) vs (0, 0, 0), (1, 0, 0): errors 1 and 1
     assert m.ate == pytest.approx(1.0)
     assert m.rpe_trans == pytest.approx(2.0)   # |3 - 1| with scale 1
@@ -43,22 +42,22 @@ def test_camera_metrics_sim3_transformed_gt_is_perfect():
     pred = gt.clone()
     pred[:, :3, :3] = R @ gt[:, :3, :3]
     pred[:, :3, 3] = s * gt[:, :3, 3] @ R.T + t
-    m = eval_metrics.camera_metrics(pred, gt)
+    m = benchmark_metrics.camera_metrics(pred, gt)
     assert m.ate < 1e-9 and m.rpe_trans < 1e-9 and m.rpe_rot_deg < 1e-4
     assert m.scale == pytest.approx(1 / s)
     wrong = pred.clone()
     wrong[3, :3, 3] += 1.0
-    assert eval_metrics.camera_metrics(wrong, gt).ate > 0.1
+    assert benchmark_metrics.camera_metrics(wrong, gt).ate > 0.1
 
 
 def test_occlusion_metrics_hand_computed():
     pred = torch.tensor([True, True, False, False])
     gt = torch.tensor([True, False, False, True])
-    m = eval_metrics.occlusion_metrics(pred, gt)
+    m = benchmark_metrics.occlusion_metrics(pred, gt)
     assert m.accuracy == pytest.approx(50.0)
     assert m.occluded_precision == pytest.approx(50.0)     # predicted occluded {2, 3}, truly occluded {2}
     assert m.occluded_recall == pytest.approx(50.0)        # truly occluded {1, 2}, found {2}
-    assert math.isnan(eval_metrics.occlusion_metrics(gt | True, gt | True).occluded_recall)
+    assert math.isnan(benchmark_metrics.occlusion_metrics(gt | True, gt | True).occluded_recall)
 
 
 def test_tapvid3d_metrics_follow_the_official_protocol_hand_computed():
@@ -68,17 +67,17 @@ def test_tapvid3d_metrics_follow_the_official_protocol_hand_computed():
     pred = gt / 2                 # the prediction's own scale: the median scale (20 / 10) undoes it
     pred[0, 0, 0] += 0.15         # 0.3 m off after scaling: within 3 of 5 thresholds at z = 10
     vis = torch.ones(1, 3, dtype=torch.bool)
-    m = eval_metrics.tapvid3d_metrics(pred, gt, vis, vis, fx_fy=(25.0, 25.0), image_hw=(64, 96))
+    m = benchmark_metrics.tapvid3d_metrics(pred, gt, vis, vis, fx_fy=(25.0, 25.0), image_hw=(64, 96))
     assert m.scale == pytest.approx(2.0) and m.focal_256 == pytest.approx(100.0)
     assert m.apd_3d == pytest.approx(100 * (2 / 3 + 2 / 3 + 1 + 1 + 1) / 5)
     assert m.average_jaccard == pytest.approx(100 * (2 / 4 + 2 / 4 + 1 + 1 + 1) / 5)  # TP / (gt visible + FP)
     assert m.occlusion_accuracy == pytest.approx(100.0) and "official" in m.protocol
     # The same K at 256 px short side gives the same thresholds: the metric does not depend on the eval size.
-    same = eval_metrics.tapvid3d_metrics(pred, gt, vis, vis, fx_fy=(100.0, 100.0), image_hw=(256, 384))
+    same = benchmark_metrics.tapvid3d_metrics(pred, gt, vis, vis, fx_fy=(100.0, 100.0), image_hw=(256, 384))
     assert same.apd_3d == pytest.approx(m.apd_3d)
     # Points not visible in both are left out of the scale: hide the far point, the median becomes (10+20)/2.
     pv = torch.tensor([[True, True, False]])
-    hidden = eval_metrics.tapvid3d_metrics(pred, gt, pv, vis, fx_fy=(25.0, 25.0), image_hw=(64, 96))
+    hidden = benchmark_metrics.tapvid3d_metrics(pred, gt, pv, vis, fx_fy=(25.0, 25.0), image_hw=(64, 96))
     pn = pred[0, :2].norm(dim=-1)
     assert hidden.scale == pytest.approx(15.0 / float(pn.mean()))
 
@@ -87,13 +86,13 @@ def test_alignments_scaled_and_sim3_gt():
     g = torch.Generator().manual_seed(1)
     gt = torch.randn(5, 40, 3, generator=g, dtype=torch.float64) + torch.tensor([0, 0, 4.0], dtype=torch.float64)
     scaled = gt / 2.5
-    assert metrics.tracking_metrics(scaled, gt, alignment="median").apd == pytest.approx(100.0)
-    assert metrics.tracking_metrics(scaled, gt, alignment="median").epe < 1e-9
-    assert metrics.tracking_metrics(scaled, gt, alignment="none").apd < 100.0
+    assert track_metrics.tracking_metrics(scaled, gt, alignment="median").apd == pytest.approx(100.0)
+    assert track_metrics.tracking_metrics(scaled, gt, alignment="median").epe < 1e-9
+    assert track_metrics.tracking_metrics(scaled, gt, alignment="none").apd < 100.0
     R = roma.rotvec_to_rotmat(torch.tensor([0.4, 0.1, -0.3], dtype=torch.float64))
     sim3 = 0.7 * gt @ R.T + torch.tensor([2.0, -1.0, 3.0], dtype=torch.float64)
-    assert metrics.tracking_metrics(sim3, gt, alignment="sim3").epe < 1e-9
-    assert metrics.tracking_metrics(sim3, gt, alignment="median").apd < 90.0
+    assert track_metrics.tracking_metrics(sim3, gt, alignment="sim3").epe < 1e-9
+    assert track_metrics.tracking_metrics(sim3, gt, alignment="median").apd < 90.0
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -179,7 +178,7 @@ def test_combinational_lift_is_exact_on_a_plane():
     uv = project(cam, K)
     lifted = baselines.lift_tracks(uv, torch.ones(T, N, dtype=torch.bool), depth, K, poses)
     assert (lifted - world).norm(dim=-1).max() < 1e-9
-    f = metrics.tracking_metrics(lifted, world.expand(T, N, 3), alignment="median")
+    f = track_metrics.tracking_metrics(lifted, world.expand(T, N, 3), alignment="median")
     assert f.apd == pytest.approx(100.0)
     # invalid entries hold the last lifted position
     valid = torch.ones(T, N, dtype=torch.bool)

@@ -13,8 +13,7 @@ import pytest
 from st4r_lite import cli
 from st4r_lite.errors import InputError
 from st4r_lite.runtime import repo_data_dir
-from st4r_lite.world import npy_bytes, worldtrack
-from st4r_lite.world import render as world
+from st4r_lite.world import npy_bytes, render, worldtrack
 
 PACKAGE = pathlib.Path(worldtrack.__file__).resolve().parents[1]
 
@@ -31,7 +30,7 @@ class _WritesAFile:
 
 @pytest.fixture(scope="module")
 def good_arrays(tmp_path_factory) -> dict:
-    clip = world.generate_clips(1, domain="pretrain", seed=1, frames=3, height=12, width=16)
+    clip = render.generate_clips(1, domain="pretrain", seed=1, frames=3, height=12, width=16)
     path = worldtrack.save_npz(tmp_path_factory.mktemp("good") / "good.npz", worldtrack.clip_to_sequence(clip, 0))
     with np.load(path) as data:
         return dict(data)

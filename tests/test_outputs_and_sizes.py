@@ -14,8 +14,7 @@ import torch
 
 from st4r_lite import cli, runtime
 from st4r_lite.app import frames, video
-from st4r_lite.world import render as world
-from st4r_lite.world import worldtrack
+from st4r_lite.world import render, worldtrack
 
 
 def test_staged_dir_leaves_nothing_on_failure(tmp_path):
@@ -78,7 +77,7 @@ def test_pretrain_checkpoints_periodically_by_default():
 
 
 def test_full_size_files_are_brought_to_the_network_size(tmp_path):
-    clip = world.generate_clips(1, domain="pretrain", seed=5, frames=3, height=48, width=96)
+    clip = render.generate_clips(1, domain="pretrain", seed=5, frames=3, height=48, width=96)
     seq = worldtrack.clip_to_sequence(clip, 0)
     small, tf = frames.sequence_to_network(seq, (32, 48))
     assert small.images.shape == (3, 32, 48, 3) and small.depth_map.shape == (3, 32, 48)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from st4r_lite.studies import ablation, report
+from st4r_lite.studies import ablation, ablation_stats, report
 from st4r_lite.world import benchmarks
 
 
@@ -28,7 +28,7 @@ def test_report_is_self_contained_and_has_the_numbers(ablation_dir, tmp_path):
     page = out.read_text()
     assert page.count("* plotly.js v") == 1                         # the library inline, exactly once
     assert not re.search(r"<script[^>]+src=[\"']?https?:", page)      # nothing fetched from the network
-    doc = ablation.load_results(ablation_dir)
+    doc = ablation_stats.load_results(ablation_dir)
     for row in ("none", "robust", "static", "combinational"):
         m = doc["summary"][row]["track_apd_median"]["mean"]
         assert f"{m:.2f}" in page, row
@@ -66,7 +66,7 @@ def _with_pairs(doc, n, rows=("none", "robust", "static", "combinational")):
 
 
 def test_report_says_one_seed_and_hides_intervals_under_three_pairs(ablation_dir):
-    doc = _with_pairs(ablation.load_results(ablation_dir), n=2)
+    doc = _with_pairs(ablation_stats.load_results(ablation_dir), n=2)
     assert doc["config"]["seeds"] == [0]
     assert "one seed" in report._spread_phrase(doc) and "±" not in report._spread_phrase(doc)
     page = report.table_html(doc)
@@ -77,7 +77,7 @@ def test_report_says_one_seed_and_hides_intervals_under_three_pairs(ablation_dir
 
 
 def test_paired_figure_gives_peers_their_own_axes_and_intervals_from_three_pairs(ablation_dir):
-    doc = _with_pairs(ablation.load_results(ablation_dir), n=3)
+    doc = _with_pairs(ablation_stats.load_results(ablation_dir), n=3)
     doc["config"]["seeds"] = [0, 1, 2]
     fig = report.paired_figure(doc)
     rows = {t.yaxis: set(t.y) for t in fig.data}

@@ -16,7 +16,7 @@ from st4r_lite.model import resolve
 from st4r_lite.model.checkpoint import save_checkpoint
 from st4r_lite.model.network import build_model
 from st4r_lite.model.pairs import predict_video
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 
 pytest.importorskip("av")
 
@@ -24,7 +24,7 @@ pytest.importorskip("av")
 @pytest.fixture(scope="module")
 def clip_video(tmp_path_factory):
     """A 10-frame H.264 video of a moving synthetic scene, 72x100 (so it is scaled and cropped to 64x96)."""
-    rgb = world.generate_clips(1, frames=10, height=72, width=100, seed=5).rgb[0]
+    rgb = render.generate_clips(1, frames=10, height=72, width=100, seed=5).rgb[0]
     return V.write_video(tmp_path_factory.mktemp("video") / "scene.mp4", rgb, fps=10)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from st4r_lite.model.network import build_model
 from st4r_lite.model.pairs import PairRunner
-from st4r_lite.train import loop as train
+from st4r_lite.train import loop
 from st4r_lite.train.loop import TrainConfig, clip_pairs, export_weights, pretrain
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.train.schedule import (
@@ -44,7 +44,7 @@ def _state_equal(a: dict, b: dict) -> bool:
 def test_overfit_one_clip():
     """A fixed clip is fitted: the loss drops well below its start and the track error shrinks."""
     torch.manual_seed(0)
-    model = train.trainable_model(build_model("tiny"))
+    model = loop.trainable_model(build_model("tiny"))
     clip = generate_clips(1, frames=2, height=64, width=96, seed=123)
     frames, targets = clip_pairs(clip)
     runner, loss_fn = PairRunner(model), PretrainLoss()
@@ -83,8 +83,8 @@ def test_resume_is_bit_exact(tmp_path):
     assert half["step"] == 2
     resumed = pretrain(cfg, tmp_path / "half.pt", resume=True, progress=False, final_eval=False)
     assert resumed["step"] == 4
-    a = train.load_train_checkpoint(tmp_path / "full.pt")
-    b = train.load_train_checkpoint(tmp_path / "half.pt")
+    a = loop.load_train_checkpoint(tmp_path / "full.pt")
+    b = loop.load_train_checkpoint(tmp_path / "half.pt")
     assert _state_equal(a["model"], b["model"])
     assert _state_equal(a["optimizer"], b["optimizer"])
     assert _state_equal(a["scheduler"], b["scheduler"])
@@ -92,7 +92,7 @@ def test_resume_is_bit_exact(tmp_path):
     assert full["weights_digest"] == resumed["weights_digest"]
     # and training did change the weights (the comparison above is not between two untouched models)
     torch.manual_seed(cfg.seed)
-    init = train.weights_digest(build_model("tiny"))
+    init = loop.weights_digest(build_model("tiny"))
     assert init != full["weights_digest"]
 
 
@@ -117,7 +117,7 @@ def test_resume_errors(tmp_path):
     # a weights-only file is not a training checkpoint
     export_weights(tmp_path / "a.pt", tmp_path / "w.pt")
     with pytest.raises(ValueError, match="not a st4r_lite training checkpoint"):
-        train.load_train_checkpoint(tmp_path / "w.pt")
+        loop.load_train_checkpoint(tmp_path / "w.pt")
 
 
 @pytest.mark.parametrize("bad", [dict(frames=1), dict(steps=0), dict(batch=0), dict(lr=0.0), dict(lr=-1e-3),
@@ -164,7 +164,7 @@ def test_warmup_cosine_values():
 
 
 def test_param_groups_no_decay_on_norms_and_biases():
-    model = train.trainable_model(build_model("tiny"))
+    model = loop.trainable_model(build_model("tiny"))
     decay, no_decay = param_groups(model, 0.05)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
@@ -232,13 +232,13 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(train.torch, "save", broken_save)
+    monkeypatch.setattr(loop.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         pretrain(cfg, out, resume=True, progress=False, final_eval=False)
     monkeypatch.undo()
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
-    assert train.load_train_checkpoint(out)["state"]["step"] == 1
+    assert loop.load_train_checkpoint(out)["state"]["step"] == 1
 
 
 def test_export_roundtrip(tmp_path):
@@ -249,7 +249,7 @@ def test_export_roundtrip(tmp_path):
     path = export_weights(tmp_path / "c.pt", tmp_path / "w.pt")
     assert path.stat().st_size < (tmp_path / "c.pt").stat().st_size / 4   # float16, no optimiser state
     model = load_model(path)
-    blob = train.load_train_checkpoint(tmp_path / "c.pt")
+    blob = loop.load_train_checkpoint(tmp_path / "c.pt")
     for name, t in model.state_dict().items():
         ref = blob["model"][name]
         if ref.is_floating_point():
@@ -306,14 +306,14 @@ def test_heldout_baselines_on_ground_truth():
     diagnostic is perfect, and a perfect track prediction scores 100."""
     from einops import rearrange
 
-    from st4r_lite.geometry import track_metrics as metrics
+    from st4r_lite.geometry import track_metrics
     from st4r_lite.train import heldout
 
     clip = generate_clips(1, frames=4, height=32, width=48, seed=11)
     gt = rearrange(clip.track_world[0], "t h w c -> t (h w) c")
-    if not metrics.dynamic_tracks(gt).any():
+    if not track_metrics.dynamic_tracks(gt).any():
         pytest.skip("this clip has no moving object")
-    static = metrics.static_tracks(0.5 * gt[0], gt.shape[0])       # right shape, wrong scale: alignment fixes it
+    static = track_metrics.static_tracks(0.5 * gt[0], gt.shape[0])       # right shape, wrong scale: alignment fixes it
     oracle = heldout.oracle_motion_tracks(0.5 * gt[0], gt)
     torch.testing.assert_close(oracle, 0.5 * gt.double())
     res = heldout.evaluate_predictions([0.5 * gt], [static], [gt])

@@ -9,15 +9,15 @@ from PIL import Image
 
 from st4r_lite.app import frames as FT
 from st4r_lite.app import video as V
-from st4r_lite.geometry import pinhole as geometry
-from st4r_lite.world import render as world
+from st4r_lite.geometry import pinhole
+from st4r_lite.world import render
 
 av = pytest.importorskip("av")
 
 
 @pytest.fixture(scope="module")
 def clip_rgb() -> torch.Tensor:
-    return world.generate_clips(1, frames=8, height=64, width=96, seed=3).rgb[0]  # (8, 3, 64, 96)
+    return render.generate_clips(1, frames=8, height=64, width=96, seed=3).rgb[0]  # (8, 3, 64, 96)
 
 
 def _ramp(H0: int, W0: int) -> np.ndarray:
@@ -40,16 +40,16 @@ def test_intrinsics_round_trip_and_projection(orig, out):
     H0, W0 = orig
     assert tf.scale * H0 >= out[0] - 1e-9 and tf.scale * W0 >= out[1] - 1e-9  # covers the output: crop, no pad
     assert tf.crop_x >= -1e-9 and tf.crop_y >= -1e-9
-    K0 = geometry.intrinsics_matrix(0.9 * W0, (W0 - 1) / 2 + 3.0, (H0 - 1) / 2 - 2.0).double()
+    K0 = pinhole.intrinsics_matrix(0.9 * W0, (W0 - 1) / 2 + 3.0, (H0 - 1) / 2 - 2.0).double()
     Kn = FT.intrinsics_to_network(K0, tf)
     assert torch.allclose(FT.intrinsics_to_original(Kn, tf), K0, atol=1e-9)
     # a 3D point projects to u0 in the original and to the mapped pixel in the network image
     X = torch.tensor([[0.3, -0.2, 2.0], [-0.5, 0.4, 3.0]], dtype=torch.float64)
-    uv0 = geometry.project(X, K0)
-    assert torch.allclose(geometry.project(X, Kn), tf.pixels_to_network(uv0), atol=1e-9)
+    uv0 = pinhole.project(X, K0)
+    assert torch.allclose(pinhole.project(X, Kn), tf.pixels_to_network(uv0), atol=1e-9)
     assert torch.allclose(tf.pixels_to_original(tf.pixels_to_network(uv0)), uv0, atol=1e-9)
     # the default principal point of the original maps to the default principal point of the crop
-    Kc = FT.intrinsics_to_network(geometry.intrinsics_matrix(100.0, (W0 - 1) / 2, (H0 - 1) / 2).double(), tf)
+    Kc = FT.intrinsics_to_network(pinhole.intrinsics_matrix(100.0, (W0 - 1) / 2, (H0 - 1) / 2).double(), tf)
     assert Kc[0, 2].item() == pytest.approx((out[1] - 1) / 2) and Kc[1, 2].item() == pytest.approx((out[0] - 1) / 2)
     assert FT.FrameTransform.from_array(tf.as_array()) == tf
     assert FT.FrameTransform.from_dict(tf.to_dict()) == tf

@@ -8,7 +8,7 @@ import roma
 import torch
 
 from st4r_lite.app import sequence_view, views
-from st4r_lite.geometry import pinhole as G
+from st4r_lite.geometry import pinhole
 
 T, H, W = 4, 12, 16
 
@@ -16,12 +16,12 @@ T, H, W = 4, 12, 16
 def _scene(seed: int = 0):
     """A small moving-camera sequence: world points (T, H, W, 3), colours, poses, K, tracks (T, N, 3)."""
     g = torch.Generator().manual_seed(seed)
-    K = G.intrinsics_matrix(torch.tensor(14.0, dtype=torch.float64), (W - 1) / 2, (H - 1) / 2)
+    K = pinhole.intrinsics_matrix(torch.tensor(14.0, dtype=torch.float64), (W - 1) / 2, (H - 1) / 2)
     depth = 2.0 + torch.rand(T, H, W, generator=g, dtype=torch.float64)
     R = torch.eye(3, dtype=torch.float64).expand(T, 3, 3)
     t = torch.stack([0.1 * torch.arange(T, dtype=torch.float64), torch.zeros(T), torch.zeros(T)], -1)
-    poses = G.make_pose(R, t)
-    points = G.transform_points(poses, G.depth_to_pointmap(depth, K))
+    poses = pinhole.make_pose(R, t)
+    points = pinhole.transform_points(poses, pinhole.depth_to_pointmap(depth, K))
     colors = torch.rand(T, H, W, 3, generator=g)
     tracks = points[:, ::3, ::4].reshape(T, -1, 3)
     return points, colors, poses, K, tracks
@@ -66,9 +66,9 @@ def test_pointmap_figure_without_colors_and_uint8_colors():
 # ------------------------------------------------------------------------------------------- frustums
 def test_camera_frustum_geometry():
     _, _, poses, K, _ = _scene()
-    R = G.make_pose(roma.rotvec_to_rotmat(torch.tensor([0.1, -0.4, 0.2], dtype=torch.float64)),
+    R = pinhole.make_pose(roma.rotvec_to_rotmat(torch.tensor([0.1, -0.4, 0.2], dtype=torch.float64)),
                     torch.tensor([0.5, -0.2, 1.0], dtype=torch.float64))
-    poses = G.compose(R, poses)
+    poses = pinhole.compose(R, poses)
     seg = views.camera_frustum_lines(poses, K, H, W, scale=0.3)
     assert seg.shape == (T, 8, 2, 3)
     seg = torch.as_tensor(seg)
@@ -76,11 +76,11 @@ def test_camera_frustum_geometry():
         apex = seg[t, :4, 0]
         torch.testing.assert_close(apex, poses[t, :3, 3].expand(4, 3))  # apex at the camera centre
         corners_world = seg[t, :4, 1]
-        corners_cam = G.transform_points(G.invert_pose(poses[t]), corners_world)
+        corners_cam = pinhole.transform_points(pinhole.invert_pose(poses[t]), corners_world)
         torch.testing.assert_close(corners_cam[:, 2], torch.full((4,), 0.3, dtype=torch.float64))
         expected = torch.tensor([[-0.5, -0.5], [W - 0.5, -0.5], [W - 0.5, H - 0.5], [-0.5, H - 0.5]],
                                 dtype=torch.float64)
-        torch.testing.assert_close(G.project(corners_cam, K), expected)  # far corners = image corners
+        torch.testing.assert_close(pinhole.project(corners_cam, K), expected)  # far corners = image corners
         # the base ring closes: each ring edge starts where the previous one ended
         ring = seg[t, 4:]
         torch.testing.assert_close(ring[:, 0], corners_world)
@@ -199,9 +199,9 @@ SMALL = dict(frames=3, height=16, width=24, seed=1)
 
 
 def test_sequence_view_figure_synthetic_matches_the_clip():
-    from st4r_lite.world import render as world
+    from st4r_lite.world import render
 
-    clip = world.generate_clips(1, frames=SMALL["frames"], height=SMALL["height"], width=SMALL["width"],
+    clip = render.generate_clips(1, frames=SMALL["frames"], height=SMALL["height"], width=SMALL["width"],
                                 seed=SMALL["seed"])
     fig = sequence_view.sequence_view_figure(None, domain="pretrain", **SMALL)
     assert len(fig.frames) == SMALL["frames"]
@@ -215,10 +215,9 @@ def test_sequence_view_figure_synthetic_matches_the_clip():
 
 
 def test_write_sequence_html_from_npz_uses_world_frame(tmp_path):
-    from st4r_lite.world import render as world
-    from st4r_lite.world import worldtrack
+    from st4r_lite.world import render, worldtrack
 
-    clip = world.generate_clips(1, frames=SMALL["frames"], height=SMALL["height"], width=SMALL["width"],
+    clip = render.generate_clips(1, frames=SMALL["frames"], height=SMALL["height"], width=SMALL["width"],
                                 seed=SMALL["seed"])
     npz = tmp_path / "seq.npz"
     worldtrack.save_npz(npz, worldtrack.clip_to_sequence(clip, 0))

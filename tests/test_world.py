@@ -1,6 +1,6 @@
-"""Ground-truth consistency of the synthetic 4D world (world.py, scene.py, raycast.py, textures.py).
+"""Ground-truth consistency of the synthetic 4D world (render.py, scene.py, raycast.py, textures.py).
 
-The checks use geometry.py (written independently of the renderer), so a wrong pose direction, a swapped
+The checks use pinhole.py (written independently of the renderer), so a wrong pose direction, a swapped
 (u, v), an off-by-half-pixel principal point or a stale track would make them fail.
 """
 
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.geometry import pinhole
 from st4r_lite.studies import world_stats
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.world.scene import CAMERA_KINDS, DOMAIN_CONFIGS, OBJECT_CLASSES, object_motion, sample_scene
 from st4r_lite.world.textures import FAMILIES
 
@@ -23,25 +23,25 @@ SIZE = dict(frames=8, height=24, width=32)
 
 
 @pytest.fixture(scope="module")
-def clips() -> dict[str, world.Clip]:
-    return {d: world.generate_clips(3, domain=d, seed=11, **SIZE) for d in world.DOMAINS}
+def clips() -> dict[str, render.Clip]:
+    return {d: render.generate_clips(3, domain=d, seed=11, **SIZE) for d in render.DOMAINS}
 
 
-def _flat_tracks(clip: world.Clip, b: int):
+def _flat_tracks(clip: render.Clip, b: int):
     T = clip.num_frames
     return (rearrange(clip.track_world[b], "t h w c -> t (h w) c"), clip.track_visible[b].reshape(T, -1),
             clip.object_id[b, 0].reshape(-1))
 
 
-def _project(clip: world.Clip, b: int):
+def _project(clip: render.Clip, b: int):
     """Tracks of clip b in each frame's camera via geometry: x_cam = T_world_cam[t]^-1 x_world."""
     track, _, _ = _flat_tracks(clip, b)
-    T_cam_world = geometry.invert_pose(clip.T_world_cam[b].double())
-    X = geometry.transform_points(T_cam_world, track.double())  # (T, P, 3)
-    return X, geometry.project(X, clip.K[b].double())
+    T_cam_world = pinhole.invert_pose(clip.T_world_cam[b].double())
+    X = pinhole.transform_points(T_cam_world, track.double())  # (T, P, 3)
+    return X, pinhole.project(X, clip.K[b].double())
 
 
-@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("domain", render.DOMAINS)
 def test_clip_shapes_and_conventions(clips, domain):
     c = clips[domain]
     B, T, H, W = 3, SIZE["frames"], SIZE["height"], SIZE["width"]
@@ -63,25 +63,25 @@ def test_clip_shapes_and_conventions(clips, domain):
     assert not bool((c.track_dynamic & (c.object_id[:, 0] == 0)).any()), "the room is never dynamic"
 
 
-@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("domain", render.DOMAINS)
 def test_t0_track_is_the_unprojected_anchor_depth(clips, domain):
     c = clips[domain]
-    anchor = geometry.depth_to_pointmap(c.depth[:, 0], c.K)  # camera 0 = world
+    anchor = pinhole.depth_to_pointmap(c.depth[:, 0], c.K)  # camera 0 = world
     torch.testing.assert_close(c.track_world[:, 0], anchor, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(c.points_world[:, 0], anchor, atol=1e-4, rtol=1e-5)
     assert bool(c.track_visible[:, 0].all()), "every anchor pixel is visible in the anchor frame"
 
 
-@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("domain", render.DOMAINS)
 def test_points_world_are_depth_unprojected_and_moved_by_T_world_cam(clips, domain):
     c = clips[domain]
     for t in range(c.num_frames):
-        cam = geometry.depth_to_pointmap(c.depth[:, t], c.K)
-        torch.testing.assert_close(geometry.transform_points(c.T_world_cam[:, t], cam), c.points_world[:, t],
+        cam = pinhole.depth_to_pointmap(c.depth[:, t], c.K)
+        torch.testing.assert_close(pinhole.transform_points(c.T_world_cam[:, t], cam), c.points_world[:, t],
                                    atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("domain", render.DOMAINS)
 def test_visible_track_projects_onto_its_own_surface_point(clips, domain):
     """Frame t's GT camera maps a visible track onto a pixel whose rendered surface is that object point:
     the ray through its exact (sub-pixel) projection hits the track's world point; at the nearest pixel centre
@@ -92,7 +92,7 @@ def test_visible_track_projects_onto_its_own_surface_point(clips, domain):
     for b in range(c.num_clips):
         track, vis, ids0 = _flat_tracks(c, b)
         X, uv = _project(c, b)
-        hits = world.cast_rays(c.seeds[b], uv.float(), torch.arange(c.num_frames), height=H, width=W,
+        hits = render.cast_rays(c.seeds[b], uv.float(), torch.arange(c.num_frames), height=H, width=W,
                                domain=domain)
         err = (hits.points_world - track).norm(dim=-1)[vis]
         same = (hits.object_id == ids0)[vis]
@@ -108,12 +108,12 @@ def test_visible_track_projects_onto_its_own_surface_point(clips, domain):
     assert checked > 1000
 
 
-@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("domain", render.DOMAINS)
 def test_visibility_agrees_with_the_depth_buffer(clips, domain):
     """visible = inside the image and first hit of the ray through the projection is the track itself; checked
     against (a) re-cast rays and (b) the rendered depth buffer around the nearest pixel (3x3 min / max)."""
     c = clips[domain]
-    H, W, T, tol = c.height, c.width, c.num_frames, world.VIS_TOL
+    H, W, T, tol = c.height, c.width, c.num_frames, render.VIS_TOL
     D_min = -F.max_pool2d(-c.depth, 3, stride=1, padding=1)  # (B, T, H, W) 3x3 neighbourhood of the buffer
     D_max = F.max_pool2d(c.depth, 3, stride=1, padding=1)
     for b in range(c.num_clips):
@@ -122,7 +122,7 @@ def test_visibility_agrees_with_the_depth_buffer(clips, domain):
         z = X[..., 2]
         ui, vi = uv[..., 0].round(), uv[..., 1].round()
         inside = (z > 0) & (ui >= 0) & (ui <= W - 1) & (vi >= 0) & (vi <= H - 1)
-        hits = world.cast_rays(c.seeds[b], uv.float(), torch.arange(T), height=H, width=W, domain=domain)
+        hits = render.cast_rays(c.seeds[b], uv.float(), torch.arange(T), height=H, width=W, domain=domain)
         expected = inside & (hits.object_id == ids0) & ((hits.depth - z).abs() <= tol * z)
         assert float((expected != vis).float().mean()) < 1e-3
         flat = (vi.clamp(0, H - 1) * W + ui.clamp(0, W - 1)).long()
@@ -138,21 +138,21 @@ def test_visibility_agrees_with_the_depth_buffer(clips, domain):
         assert float((z[hidden] > lo[hidden] * (1 + tol)).float().mean()) > 0.9
 
 
-@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("domain", render.DOMAINS)
 def test_static_points_never_move_and_dynamic_ones_do(clips, domain):
     c = clips[domain]
     static = c.object_id[:, 0] == 0  # (B, H, W)
     drift = (c.track_world - c.track_world[:, :1]).norm(dim=-1).amax(1)  # (B, H, W)
     assert float(drift[static].max()) < 1e-5
-    assert bool((drift[c.track_dynamic] > world.DYNAMIC_MIN_MOTION).all())
+    assert bool((drift[c.track_dynamic] > render.DYNAMIC_MIN_MOTION).all())
     assert bool(c.track_dynamic.any()), "some anchor pixels lie on moving objects"
 
 
 def test_occlusion_and_leaving_the_view_happen_in_both_domains():
     """Every clip has occlusions; tracks get hidden and reappear, and leave the image (16-frame clips)."""
     stats = {}
-    for d in world.DOMAINS:
-        clip = world.generate_clips(4, domain=d, seed=0, frames=16, height=32, width=48)
+    for d in render.DOMAINS:
+        clip = render.generate_clips(4, domain=d, seed=0, frames=16, height=32, width=48)
         stats[d] = world_stats.occlusion_statistics(clip)
         for b in range(clip.num_clips):  # clip b alone (the batch is independent clips)
             one = replace(clip, **{f.name: getattr(clip, f.name)[b:b + 1] for f in fields(clip)
@@ -169,13 +169,13 @@ def test_occlusion_and_leaving_the_view_happen_in_both_domains():
     assert stats["wild"]["dynamic"] > stats["pretrain"]["dynamic"], stats
 
 
-@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("domain", render.DOMAINS)
 def test_deterministic_per_seed_and_independent_of_batch_size(domain):
     kw = dict(domain=domain, frames=3, height=16, width=24)
-    a = world.generate_clips(3, seed=40, **kw)
-    b = world.generate_clips(3, seed=40, **kw)
-    single = world.generate_clips(1, seed=41, **kw)
-    other = world.generate_clips(1, seed=42, **kw)
+    a = render.generate_clips(3, seed=40, **kw)
+    b = render.generate_clips(3, seed=40, **kw)
+    single = render.generate_clips(1, seed=41, **kw)
+    other = render.generate_clips(1, seed=42, **kw)
     for name in ("rgb", "depth", "points_world", "object_id", "K", "T_world_cam", "track_world", "track_visible",
                  "track_dynamic"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
@@ -186,17 +186,17 @@ def test_deterministic_per_seed_and_independent_of_batch_size(domain):
 
 def test_frame_gap_scales_time():
     kw = dict(domain="pretrain", height=16, width=24, seed=5)
-    slow = world.generate_clips(1, frames=5, **kw)
-    fast = world.generate_clips(1, frames=3, frame_gap=2.0, **kw)
+    slow = render.generate_clips(1, frames=5, **kw)
+    fast = render.generate_clips(1, frames=3, frame_gap=2.0, **kw)
     for name in ("track_world", "T_world_cam", "depth"):
         torch.testing.assert_close(getattr(fast, name)[:, 1], getattr(slow, name)[:, 2], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(getattr(fast, name)[:, 2], getattr(slow, name)[:, 4], atol=1e-5, rtol=1e-5)
 
 
 def test_domains_differ_as_documented():
-    assert set(world.DOMAIN_SHIFT) >= {"num_objects", "object_families", "speed", "noise_sigma", "blur_subframes"}
-    for aspect, values in world.DOMAIN_SHIFT.items():
-        assert set(values) == set(world.DOMAINS), aspect
+    assert set(render.DOMAIN_SHIFT) >= {"num_objects", "object_families", "speed", "noise_sigma", "blur_subframes"}
+    for aspect, values in render.DOMAIN_SHIFT.items():
+        assert set(values) == set(render.DOMAINS), aspect
     pre, wild = DOMAIN_CONFIGS["pretrain"], DOMAIN_CONFIGS["wild"]
     assert not set(pre.object_families) & set(wild.object_families), "texture families are disjoint"
     kinds = set()
@@ -211,8 +211,8 @@ def test_domains_differ_as_documented():
             kinds.add(spec.camera_kind)
     assert kinds == set(CAMERA_KINDS), "all camera trajectory kinds occur"
     # image formation: wild frames carry sensor noise, pretrain frames are clean renders
-    p = world.generate_clips(2, domain="pretrain", frames=1, height=32, width=48, seed=3)
-    w = world.generate_clips(2, domain="wild", frames=1, height=32, width=48, seed=3)
+    p = render.generate_clips(2, domain="pretrain", frames=1, height=32, width=48, seed=3)
+    w = render.generate_clips(2, domain="wild", frames=1, height=32, width=48, seed=3)
 
     def saturation(rgb):  # (max - min) / max over the colour channels: vivid vs muted palettes
         return float(((rgb.amax(2) - rgb.amin(2)) / rgb.amax(2).clamp_min(1e-3)).mean())
@@ -231,14 +231,14 @@ def test_bad_arguments_raise_value_error_naming_the_problem(kwargs, word):
     args.update(kwargs)
     batch = args.pop("batch")
     with pytest.raises(ValueError, match=word):
-        world.generate_clips(batch, **args)
+        render.generate_clips(batch, **args)
 
 
 def test_cast_rays_checks_its_inputs():
     with pytest.raises(ValueError, match="pixels"):
-        world.cast_rays(0, torch.zeros(2, 5, 3), torch.arange(2), height=16, width=24)
+        render.cast_rays(0, torch.zeros(2, 5, 3), torch.arange(2), height=16, width=24)
     with pytest.raises(ValueError, match="domain"):
-        world.cast_rays(0, torch.zeros(2, 5, 2), torch.arange(2), height=16, width=24, domain="x")
+        render.cast_rays(0, torch.zeros(2, 5, 2), torch.arange(2), height=16, width=24, domain="x")
 
 
 def _object_surface_extremes(spec, tau: torch.Tensor):
@@ -257,7 +257,7 @@ def _object_surface_extremes(spec, tau: torch.Tensor):
     return torch.stack(lows, -1)  # (T, K)
 
 
-@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("domain", render.DOMAINS)
 def test_world_v2_objects_rest_on_the_floor_with_class_sizes(domain):
     """World v2: every object touches the floor (y = room_hi[1]) at all times and has its class's size."""
     tau = torch.arange(16, dtype=torch.float64) * 2.0

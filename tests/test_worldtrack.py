@@ -14,15 +14,14 @@ from PIL import Image
 from st4r_lite import cli
 from st4r_lite.studies import world_stats
 from st4r_lite.train import heldout
-from st4r_lite.world import benchmarks, worldtrack
-from st4r_lite.world import render as world
+from st4r_lite.world import benchmarks, render, worldtrack
 
 SIZE = dict(frames=5, height=16, width=24)
 
 
 @pytest.fixture(scope="module")
-def clip() -> world.Clip:
-    return world.generate_clips(2, domain="pretrain", seed=3, **SIZE)
+def clip() -> render.Clip:
+    return render.generate_clips(2, domain="pretrain", seed=3, **SIZE)
 
 
 def _dense(x: torch.Tensor) -> np.ndarray:
@@ -188,7 +187,7 @@ def test_write_benchmark_is_deterministic_and_checks_arguments_first(tmp_path):
 
 
 def test_write_benchmark_leaves_no_partial_set_on_failure(tmp_path, monkeypatch):
-    real = world.generate_clips
+    real = render.generate_clips
     calls = []
 
     def flaky(*args, **kwargs):
@@ -197,7 +196,7 @@ def test_write_benchmark_leaves_no_partial_set_on_failure(tmp_path, monkeypatch)
             raise RuntimeError("simulated failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(world, "generate_clips", flaky)
+    monkeypatch.setattr(render, "generate_clips", flaky)
     with pytest.raises(RuntimeError, match="simulated"):
         benchmarks.write_benchmark(tmp_path / "out", domain="pretrain", num_seqs=3, frames=2, height=16, width=24,
                                    seed=0)
@@ -208,7 +207,7 @@ def test_named_benchmark_seeds_and_manifest(tmp_path):
     spans = []
     for name, spec in benchmarks.BENCHMARKS.items():
         for domain, n, seed in spec.parts:
-            assert domain in world.DOMAINS and n >= 1 and 0 <= seed and seed + n <= 10**6, name
+            assert domain in render.DOMAINS and n >= 1 and 0 <= seed and seed + n <= 10**6, name
             spans.append((seed, seed + n))
     spans.append((heldout.HELDOUT_SEED, heldout.HELDOUT_SEED + heldout.REPORT_CLIPS))
     spans.sort()
@@ -218,7 +217,7 @@ def test_named_benchmark_seeds_and_manifest(tmp_path):
     assert len(paths) == sum(n for _, n, _ in spec.parts)
     manifest = json.loads((tmp_path / "lite" / "worldtrack-lite.json").read_text())
     assert [s["file"] for s in manifest["sequences"]] == [p.name for p in paths]
-    assert {s["domain"] for s in manifest["sequences"]} == set(world.DOMAINS)
+    assert {s["domain"] for s in manifest["sequences"]} == set(render.DOMAINS)
     seq = worldtrack.load_npz(paths[-1])
     assert (seq.num_frames, seq.height, seq.width) == (spec.frames, spec.height, spec.width)
     assert seq.meta["domain"] == "wild"
@@ -273,7 +272,7 @@ def test_stats_command_writes_json(tmp_path):
     out = tmp_path / "stats.json"
     assert world_stats.main(["--out", str(out), "--num-clips", "1", "--sizes", "16x24"]) == 0
     stats = json.loads(out.read_text())
-    assert set(stats["occlusion"]) == set(world.DOMAINS)
+    assert set(stats["occlusion"]) == set(render.DOMAINS)
     assert set(stats["clips_per_s"]["wild"]) == {"16x24_batch1", "16x24_batch8"}
     assert all(v > 0 for d in stats["clips_per_s"].values() for v in d.values())
     assert set(stats["clips_per_cpu_s"]["pretrain"]) == {"16x24_batch1", "16x24_batch8"}

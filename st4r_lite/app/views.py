@@ -34,7 +34,7 @@ MAX_POINTS_PER_FRAME = 50_000  # beyond this a browser animates 3D scatter plots
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def _np(x, name: str, shape: tuple | None, dtype=np.float64) -> np.ndarray:
+def checked_array(x, name: str, shape: tuple | None, dtype=np.float64) -> np.ndarray:
     """``x`` (tensor or array) as numpy, checked against ``shape`` (ints must match, None is free)."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -47,7 +47,7 @@ def _np(x, name: str, shape: tuple | None, dtype=np.float64) -> np.ndarray:
 
 
 def _colors01(colors, name: str, shape: tuple) -> np.ndarray:
-    c = _np(colors, name, shape, dtype=None)
+    c = checked_array(colors, name, shape, dtype=None)
     if c.dtype == np.uint8:
         return c.astype(np.float64) / 255.0
     c = c.astype(np.float64)
@@ -71,7 +71,7 @@ def _track_colors(n: int) -> list[str]:
     return _hex(np.array(hsv).reshape(n, 3))
 
 
-def _even_subsample(n: int, k: int) -> np.ndarray:
+def even_subsample(n: int, k: int) -> np.ndarray:
     """Deterministic, evenly spread indices: all of range(n) if n <= k, else k of them."""
     if n <= k:
         return np.arange(n)
@@ -86,7 +86,7 @@ def _select_points(points: np.ndarray, colors: np.ndarray | None, valid: np.ndar
     if valid is not None:
         keep &= valid.reshape(-1).astype(bool)
     idx = np.flatnonzero(keep)
-    idx = idx[_even_subsample(len(idx), max_points)]
+    idx = idx[even_subsample(len(idx), max_points)]
     return flat[idx], (None if colors is None else colors.reshape(-1, 3)[idx])
 
 
@@ -150,9 +150,9 @@ def pointmap_figure(points, colors=None, valid=None, max_points: int = 20_000, t
     Invalid and non-finite points are dropped, then at most ``max_points`` are kept (evenly, deterministic).
     """
     _check_max(max_points, "max_points")
-    pts = _np(points, "points", (None, None, 3))
+    pts = checked_array(points, "points", (None, None, 3))
     rgb = None if colors is None else _colors01(colors, "colors", pts.shape)
-    ok = None if valid is None else _np(valid, "valid", pts.shape[:2], dtype=bool)
+    ok = None if valid is None else checked_array(valid, "valid", pts.shape[:2], dtype=bool)
     xyz, rgb = _select_points(pts, rgb, ok, max_points)
     fig = go.Figure(_points_trace(xyz, rgb, "points", marker_size))
     fig.update_layout(title=title, scene=_scene(), margin=dict(l=0, r=0, t=40 if title else 0, b=0))
@@ -167,10 +167,10 @@ def camera_frustum_lines(T_world_cam, K, height: int, width: int, scale: float =
     X_world = T_world_cam (scale K⁻¹ [u, v, 1]). Edges: 4 apex -> corner, then 4 around the base.
     T_world_cam: (4, 4) or (T, 4, 4); K: (3, 3). Returns (E=8, 2, 3) or (T, 8, 2, 3) segment end points.
     """
-    T = torch.as_tensor(_np(T_world_cam, "T_world_cam", None))
+    T = torch.as_tensor(checked_array(T_world_cam, "T_world_cam", None))
     if T.ndim not in (2, 3) or tuple(T.shape[-2:]) != (4, 4):
         raise ValueError(f"T_world_cam must have shape (4, 4) or (T, 4, 4), got {tuple(T.shape)}")
-    Kt = torch.as_tensor(_np(K, "K", (3, 3)))
+    Kt = torch.as_tensor(checked_array(K, "K", (3, 3)))
     if scale <= 0 or height < 1 or width < 1:
         raise ValueError(f"need scale > 0 and height, width >= 1; got scale={scale}, {height}x{width}")
     u0, v0, u1, v1 = -0.5, -0.5, width - 0.5, height - 0.5
@@ -208,11 +208,11 @@ def track_trails_figure(tracks, visible=None, max_tracks: int = 300, title: str 
     """
     if max_tracks < 1:
         raise ValueError(f"max_tracks must be >= 1, got {max_tracks}")
-    tr = _np(tracks, "tracks", (None, None, 3))
+    tr = checked_array(tracks, "tracks", (None, None, 3))
     vis = np.ones(tr.shape[:2], bool)
     if visible is not None:
-        vis = _np(visible, "visible", tr.shape[:2], dtype=bool)
-    idx = _even_subsample(tr.shape[1], max_tracks)
+        vis = checked_array(visible, "visible", tr.shape[:2], dtype=bool)
+    idx = even_subsample(tr.shape[1], max_tracks)
     tr = np.where(vis[..., None], tr, np.nan)[:, idx]
     colors = _track_colors(len(idx))
     fig = go.Figure()
@@ -258,11 +258,11 @@ def sequence_figure(points=None, colors=None, T_world_cam=None, K=None, tracks=N
     _check_max(max_points_per_frame, "max_points_per_frame")
     if points is None and tracks is None:
         raise ValueError("sequence_figure needs points (T, H, W, 3), tracks (T, N, 3), or both")
-    pts = None if points is None else _np(points, "points", (None, None, None, 3))
-    trk = None if tracks is None else _np(tracks, "tracks", (None if pts is None else pts.shape[0], None, 3))
+    pts = None if points is None else checked_array(points, "points", (None, None, None, 3))
+    trk = None if tracks is None else checked_array(tracks, "tracks", (None if pts is None else pts.shape[0], None, 3))
     T = pts.shape[0] if pts is not None else trk.shape[0]
     rgb = None if colors is None or pts is None else _colors01(colors, "colors", pts.shape)
-    ok = None if valid is None or pts is None else _np(valid, "valid", pts.shape[:3], dtype=bool)
+    ok = None if valid is None or pts is None else checked_array(valid, "valid", pts.shape[:3], dtype=bool)
     if (T_world_cam is None) != (K is None):
         raise ValueError("pass both T_world_cam (T, 4, 4) and K (3, 3) to draw cameras, or neither")
     if pts is not None:
@@ -275,7 +275,7 @@ def sequence_figure(points=None, colors=None, T_world_cam=None, K=None, tracks=N
     chunks = [xyz for xyz, _ in frames_xyz]
     segments = None
     if T_world_cam is not None:
-        poses = _np(T_world_cam, "T_world_cam", (T, 4, 4))
+        poses = checked_array(T_world_cam, "T_world_cam", (T, 4, 4))
         if frustum_scale is None:
             z = np.concatenate([c[:, 2] for c in chunks] + ([trk[..., 2].ravel()] if trk is not None else []))
             z = z[np.isfinite(z)]
@@ -284,11 +284,11 @@ def sequence_figure(points=None, colors=None, T_world_cam=None, K=None, tracks=N
         segments = camera_frustum_lines(poses, K, image_size[0], image_size[1], frustum_scale)
         chunks.append(segments.reshape(-1, 3))
     if trk is not None:
-        idx = _even_subsample(trk.shape[1], max_tracks)
+        idx = even_subsample(trk.shape[1], max_tracks)
         trk = trk[:, idx]
         tvis = None
         if track_visible is not None:
-            tvis = _np(track_visible, "track_visible", (T, None), dtype=bool)[:, idx]
+            tvis = checked_array(track_visible, "track_visible", (T, None), dtype=bool)[:, idx]
         tcolors = _track_colors(len(idx))
         chunks.append(trk.reshape(-1, 3))
 

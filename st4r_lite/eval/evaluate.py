@@ -18,7 +18,7 @@ m = 1[z^trk ≤ (1 + τ) z^rec(x̂)] with x̂ the track reprojected into frame t
 tracking APD (δ ∈ {0.1, 0.3, 0.5, 1.0} m) and EPE on all and on moving tracks, after "median" or "sim3"
 alignment; recon APD / EPE; depth Abs Rel and δ<1.25 (median scaling per sequence); camera ATE / RPE after
 Sim(3); occlusion-mask precision / recall against ground-truth visibility; and, optionally, TAPVid-3D
-depth-adaptive APD, occlusion accuracy and 3D-AJ under the official protocol (``eval_metrics.TAPVID3D_PROTOCOL``). Files without a depth map (e.g.
+depth-adaptive APD, occlusion accuracy and 3D-AJ under the official protocol (``benchmark_metrics.TAPVID3D_PROTOCOL``). Files without a depth map (e.g.
 official WorldTrack files) skip recon and depth and say so in ``notes``.
 """
 
@@ -34,8 +34,8 @@ from st4r_lite.adapt import occlusion
 from st4r_lite.adapt.pseudo_labels import anchor_queries
 from st4r_lite.adapt.sim_labels import GroundTruthVideo
 from st4r_lite.errors import InputError
-from st4r_lite.eval import benchmark_metrics as eval_metrics
-from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.eval import benchmark_metrics
+from st4r_lite.geometry import track_metrics
 from st4r_lite.geometry.camera import cameras_for_video
 from st4r_lite.geometry.pinhole import (
     depth_to_pointmap,
@@ -261,30 +261,30 @@ def evaluate_prediction(seq: EvalSequence, pred: Prediction, alignments=("median
         raise ValueError(f"predicted tracks {tuple(pred.tracks.shape)} do not match the ground truth "
                          f"{tuple(seq.gt_tracks.shape)} of {seq.name!r}")
     notes = list(seq.notes)
-    dyn = seq.is_dynamic if seq.is_dynamic is not None else metrics.dynamic_tracks(seq.gt_tracks)
+    dyn = seq.is_dynamic if seq.is_dynamic is not None else track_metrics.dynamic_tracks(seq.gt_tracks)
     out = {"name": seq.name, "tracking": {}, "recon": None, "depth": None, "camera": None, "occlusion": None}
     for a in alignments:
-        out["tracking"][a] = metrics.tracking_metrics(pred.tracks.double(), seq.gt_tracks.double(),
+        out["tracking"][a] = track_metrics.tracking_metrics(pred.tracks.double(), seq.gt_tracks.double(),
                                                       alignment=a, dynamic=dyn)
     if seq.gt_points is not None and pred.recon is not None:
         valid = torch.isfinite(seq.depth) & (seq.depth > 0)
-        out["recon"] = {a: metrics.recon_metrics(pred.recon.double(), seq.gt_points, valid, alignment=a)
+        out["recon"] = {a: track_metrics.recon_metrics(pred.recon.double(), seq.gt_points, valid, alignment=a)
                         for a in alignments}
     elif pred.recon is not None:
         notes.append("recon not scored: the sequence has no depth map")
     if seq.depth is not None and pred.depth is not None:
-        out["depth"] = metrics.depth_metrics(pred.depth, seq.depth)
+        out["depth"] = track_metrics.depth_metrics(pred.depth, seq.depth)
     if pred.T_world_cam is not None:
-        out["camera"] = eval_metrics.camera_metrics(pred.T_world_cam, seq.T_world_cam)
+        out["camera"] = benchmark_metrics.camera_metrics(pred.T_world_cam, seq.T_world_cam)
     out["tapvid3d"] = None
     if pred.visible is not None:
-        out["occlusion"] = eval_metrics.occlusion_metrics(pred.visible[1:], seq.gt_visible[1:])
+        out["occlusion"] = benchmark_metrics.occlusion_metrics(pred.visible[1:], seq.gt_visible[1:])
         # TAPVid-3D, official protocol: each side's tracks in its own cameras (the prediction's cameras when it
         # has them), median scaling and K at a 256-pixel short side inside tapvid3d_metrics.
         if pred.T_world_cam is None:
             notes.append("TAPVid-3D: the prediction has no cameras; its tracks are seen from the ground-truth ones")
         T_pred = (seq.T_world_cam if pred.T_world_cam is None else pred.T_world_cam).double()
-        out["tapvid3d"] = eval_metrics.tapvid3d_metrics(
+        out["tapvid3d"] = benchmark_metrics.tapvid3d_metrics(
             transform_points(invert_pose(T_pred), pred.tracks.double()),
             transform_points(invert_pose(seq.T_world_cam.double()), seq.gt_tracks.double()),
             pred.visible.bool(), seq.gt_visible.bool(), fx_fy=(float(seq.K[0, 0]), float(seq.K[1, 1])),
@@ -300,10 +300,10 @@ def mean_results(results: list[dict]) -> dict:
     mean = {"name": "mean", "notes": []}
     for part in ("tracking", "recon"):
         have = [r[part] for r in results if r[part] is not None]
-        mean[part] = None if not have else {a: metrics.mean_metrics([h[a] for h in have]) for a in have[0]}
+        mean[part] = None if not have else {a: track_metrics.mean_metrics([h[a] for h in have]) for a in have[0]}
     for part in ("depth", "camera", "occlusion", "tapvid3d"):
         have = [r[part] for r in results if r.get(part) is not None]
-        mean[part] = metrics.mean_metrics(have) if have else None
+        mean[part] = track_metrics.mean_metrics(have) if have else None
     return mean
 
 
@@ -357,7 +357,7 @@ def format_summary(report: dict) -> str:
                      f" occluded recall {o.occluded_recall:.1f} %")
     if m.get("tapvid3d") is not None:
         tv = m["tapvid3d"]
-        lines.append(f"TAPVid-3D ({eval_metrics.TAPVID3D_PROTOCOL}): APD_3D {tv.apd_3d:.1f} %  "
+        lines.append(f"TAPVid-3D ({benchmark_metrics.TAPVID3D_PROTOCOL}): APD_3D {tv.apd_3d:.1f} %  "
                      f"3D-AJ {tv.average_jaccard:.1f} %  "
                      f"occlusion accuracy {tv.occlusion_accuracy:.1f} %")
     return "\n".join(lines)

@@ -52,22 +52,17 @@ from st4r_lite.eval.evaluate import (
 from st4r_lite.geometry.pinhole import invert_pose, transform_points
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, check_output_folder, hardware_info, staged_dir, to_jsonable
-from st4r_lite.studies.ablation_stats import (  # noqa: F401  (re-exported: the ablation's public API)
-    KEY_METRICS,
-    CheckResult,
+from st4r_lite.studies.ablation_stats import (
     check_against_reference,
     load_results,
     markdown_table,
     paired_differences,
     summarize,
-    t_quantile_975,
 )
 from st4r_lite.studies.report import ablation_plots_png
 from st4r_lite.world import benchmarks
 
-__all__ = ["AblationConfig", "run_ablation", "summarize", "paired_differences", "t_quantile_975",
-           "markdown_table", "check_against_reference", "CheckResult", "DEFAULT_VARIANTS", "KEY_METRICS",
-           "load_results"]
+__all__ = ["AblationConfig", "run_ablation", "run_ablation_cli", "DEFAULT_VARIANTS", "PEER_ROWS"]
 
 DEFAULT_VARIANTS = tuple(VARIANTS)          # every variant is a default row
 PEER_ROWS = ("static", "combinational")

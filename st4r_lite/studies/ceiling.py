@@ -36,7 +36,7 @@ import torch
 from einops import rearrange
 
 from st4r_lite.errors import InputError
-from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.geometry import track_metrics
 from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
 from st4r_lite.train.heldout import HELDOUT_SEED, write_eval_json
@@ -93,7 +93,7 @@ def ceiling_table(clip, log_ambiguities=LOG_AMBIGUITIES, draws: int = DRAWS, see
     """Ideal vs static dynamic APD (mean over the clips of a ``world.Clip``) for each ambiguity a.
 
     Per clip and draw: log f_k ~ U(−a, a) for every object, ideal tracks by :func:`ideal_tracks`, static =
-    their frame 0 repeated; both scored by ``metrics.tracking_metrics`` (median alignment) on dynamic tracks.
+    their frame 0 repeated; both scored by ``track_metrics.tracking_metrics`` (median alignment) on dynamic tracks.
     """
     gen = torch.Generator().manual_seed(seed)
     rows = []
@@ -105,14 +105,14 @@ def ceiling_table(clip, log_ambiguities=LOG_AMBIGUITIES, draws: int = DRAWS, see
             gt = rearrange(clip.track_world[b], "t h w c -> t (h w) c").double()
             obj = rearrange(clip.object_id[b, 0], "h w -> (h w)")
             centres = clip.T_world_cam[b, :, :3, 3]
-            dyn = metrics.dynamic_tracks(gt)
+            dyn = track_metrics.dynamic_tracks(gt)
             if not dyn.any():
                 continue
             for _ in range(draws if a > 0 else 1):
                 log_f = (torch.rand(int(obj.max()) + 1, generator=gen, dtype=torch.float64) * 2 - 1) * a
                 y = ideal_tracks(gt, obj, centres, log_f)
-                ideal.append(metrics.tracking_metrics(y, gt, dynamic=dyn).apd_dynamic)
-                static.append(metrics.tracking_metrics(metrics.static_tracks(y[0], len(y)), gt,
+                ideal.append(track_metrics.tracking_metrics(y, gt, dynamic=dyn).apd_dynamic)
+                static.append(track_metrics.tracking_metrics(track_metrics.static_tracks(y[0], len(y)), gt,
                                                        dynamic=dyn).apd_dynamic)
         if not ideal:
             raise InputError("no clip has a moving object; cannot measure the ceiling")
@@ -141,15 +141,15 @@ def model_diagnostics(model, clip, chunk: int = 8) -> dict:
         out = predict_video(model, video, chunk=chunk, out_device="cpu")
         pred = rearrange(out.track, "t h w c -> t (h w) c").double()
         gt = rearrange(clip.track_world[b].cpu(), "t h w c -> t (h w) c").double()
-        dyn = metrics.dynamic_tracks(gt)
+        dyn = track_metrics.dynamic_tracks(gt)
         if not dyn.any():
             continue
-        s = metrics.median_scale(pred, gt)
+        s = track_metrics.median_scale(pred, gt)
         logs.append(torch.log(s * pred[0, dyn].norm(dim=-1) / gt[0, dyn].norm(dim=-1)).abs().median())
         d_pred, d_gt = s * (pred[1:] - pred[:1]), gt[1:] - gt[:1]
         ratios.append((d_pred[:, dyn] - d_gt[:, dyn]).norm(dim=-1).mean() / d_gt[:, dyn].norm(dim=-1).mean())
-        apd_dyn.append(metrics.tracking_metrics(pred, gt, dynamic=dyn).apd_dynamic)
-        static_dyn.append(metrics.tracking_metrics(metrics.static_tracks(pred[0], len(pred)), gt,
+        apd_dyn.append(track_metrics.tracking_metrics(pred, gt, dynamic=dyn).apd_dynamic)
+        static_dyn.append(track_metrics.tracking_metrics(track_metrics.static_tracks(pred[0], len(pred)), gt,
                                                    dynamic=dyn).apd_dynamic)
     model.train(was_training)
     if not logs:
@@ -177,7 +177,7 @@ def ceiling_report(model_path=None, frames=(8, 16), num_clips: int = 16, seed: i
     for T in frames:
         clip = generate_clips(num_clips, frames=T, height=height, width=width, domain="pretrain", seed=seed)
         moved = [rearrange(clip.track_world[b], "t h w c -> t (h w) c").double() for b in range(num_clips)]
-        motion = torch.cat([(g - g[:1]).norm(dim=-1).amax(0)[metrics.dynamic_tracks(g)] for g in moved])
+        motion = torch.cat([(g - g[:1]).norm(dim=-1).amax(0)[track_metrics.dynamic_tracks(g)] for g in moved])
         entry = {"median_dynamic_motion_m": round(float(motion.median()), 3),
                  "table": [asdict(r) for r in ceiling_table(clip)]}
         if model is not None:

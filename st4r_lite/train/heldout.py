@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from st4r_lite.geometry import track_metrics as metrics
+from st4r_lite.geometry import track_metrics
 from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
 from st4r_lite.runtime import atomic_write
@@ -67,17 +67,17 @@ def evaluate_predictions(pred_tracks: list[torch.Tensor], static_tracks: list[to
     """
     res: dict = {"track": {}, "static": {}, "num_sequences": len(gt_tracks)}
     for al in alignments:
-        res["track"][al] = _flat_metrics(metrics.mean_metrics(
-            [metrics.tracking_metrics(p, g, alignment=al) for p, g in zip(pred_tracks, gt_tracks)]))
-        res["static"][al] = _flat_metrics(metrics.mean_metrics(
-            [metrics.tracking_metrics(p, g, alignment=al) for p, g in zip(static_tracks, gt_tracks)]))
+        res["track"][al] = _flat_metrics(track_metrics.mean_metrics(
+            [track_metrics.tracking_metrics(p, g, alignment=al) for p, g in zip(pred_tracks, gt_tracks)]))
+        res["static"][al] = _flat_metrics(track_metrics.mean_metrics(
+            [track_metrics.tracking_metrics(p, g, alignment=al) for p, g in zip(static_tracks, gt_tracks)]))
     if "median" in alignments:
-        res["oracle_motion"] = {"median": _flat_metrics(metrics.mean_metrics(
-            [metrics.tracking_metrics(oracle_motion_tracks(s[0], g), g, alignment="median")
+        res["oracle_motion"] = {"median": _flat_metrics(track_metrics.mean_metrics(
+            [track_metrics.tracking_metrics(oracle_motion_tracks(s[0], g), g, alignment="median")
              for s, g in zip(static_tracks, gt_tracks)]))}
     if recon:
-        res["recon"] = {al: _flat_metrics(metrics.mean_metrics(
-            [metrics.recon_metrics(p, g, v, alignment=al) for p, g, v in recon])) for al in alignments}
+        res["recon"] = {al: _flat_metrics(track_metrics.mean_metrics(
+            [track_metrics.recon_metrics(p, g, v, alignment=al) for p, g, v in recon])) for al in alignments}
     return res
 
 
@@ -87,7 +87,7 @@ def oracle_motion_tracks(anchor_points: torch.Tensor, gt_tracks: torch.Tensor) -
     track_t = a + (gt_t − gt_0) / s, s = median-scale(a → gt_0). anchor_points (N, 3), gt_tracks (T, N, 3)
     -> (T, N, 3).
     """
-    s = metrics.median_scale(anchor_points, gt_tracks[0])
+    s = track_metrics.median_scale(anchor_points, gt_tracks[0])
     return anchor_points.double()[None] + (gt_tracks.double() - gt_tracks[:1].double()) / s
 
 
@@ -103,7 +103,7 @@ def evaluate_clips(model, clip, chunk: int = 8, alignments: tuple[str, ...] = ("
         out = predict_video(model, video, chunk=chunk, out_device="cpu")
         T = video.shape[0]
         preds.append(rearrange(out.track, "t h w c -> t (h w) c"))
-        statics.append(metrics.static_tracks(out.track[0], T))
+        statics.append(track_metrics.static_tracks(out.track[0], T))
         gts.append(rearrange(clip.track_world[b].cpu(), "t h w c -> t (h w) c"))
         gt_pts = clip.points_world[b].cpu()
         recons.append((out.recon, gt_pts, torch.isfinite(gt_pts).all(-1)))
@@ -157,7 +157,7 @@ def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS,
         "size_mib": round(path.stat().st_size / 2**20, 2) if path is not None and path.is_file() else None,
         "heldout": {"domain": "pretrain", "num_clips": num_clips, "frames": frames, "seed": seed,
                     "frame_gap": 1.0, "image_hw": list(model.config.img_size), "queries": "every anchor pixel",
-                    "dynamic": f"max_t |gt_t - gt_0| > {metrics.DYNAMIC_MIN_MOTION} m",
+                    "dynamic": f"max_t |gt_t - gt_0| > {track_metrics.DYNAMIC_MIN_MOTION} m",
                     "static_baseline": "track := the model's anchor reconstruction (pair (0,0)) for every frame"},
         "headline": heads, "quality_bar": quality_bar(heads["median"]),
         "result": result, "eval_wall_s": round(time.perf_counter() - t0, 2),

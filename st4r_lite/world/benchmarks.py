@@ -9,7 +9,7 @@ from pathlib import Path
 
 from st4r_lite.errors import InputError
 from st4r_lite.runtime import atomic_write, ensure_writable_dir
-from st4r_lite.world import render as world
+from st4r_lite.world import render
 from st4r_lite.world.worldtrack import MAX_TRACKS, clip_to_sequence, save_npz
 
 __all__ = ["BENCHMARKS", "BenchmarkSpec", "write_benchmark", "write_named_benchmark"]
@@ -23,12 +23,12 @@ def write_benchmark(out, *, domain: str, num_seqs: int, frames: int, height: int
     sequence fails, the files this call wrote are removed again (each file is written atomically)."""
     if isinstance(num_seqs, bool) or not isinstance(num_seqs, int) or num_seqs < 1:
         raise InputError(f"num_seqs must be a positive whole number, got {num_seqs!r}")
-    world._check_args(1, frames, height, width, domain, seed, 1.0)
+    render._check_args(1, frames, height, width, domain, seed, 1.0)
     out = ensure_writable_dir(out)
     written: list[Path] = []
     try:
         for i in range(num_seqs):
-            clip = world.generate_clips(1, frames=frames, height=height, width=width, domain=domain, seed=seed + i)
+            clip = render.generate_clips(1, frames=frames, height=height, width=width, domain=domain, seed=seed + i)
             written.append(save_npz(out / f"{domain}_seed{seed + i}.npz", clip_to_sequence(clip, 0, max_tracks)))
     except BaseException:
         for p in written:

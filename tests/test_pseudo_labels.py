@@ -13,11 +13,11 @@ from st4r_lite.adapt.pseudo_labels import (
     PseudoLabels,
     check_video,
     fit_depth,
-    grid_query_pixels,
     inside_image,
     pseudo_label_error_stats,
     validate_pseudo_labels,
 )
+from st4r_lite.geometry.pinhole import grid_query_pixels
 from st4r_lite.studies import label_stats
 
 

@@ -138,7 +138,7 @@ assert res.track.shape == (vid.num_frames, 64, 96, 3) and (WORK / "run" / "view.
 # pixels' tracks ¹X¹_t, all in the world frame = the camera of frame 0. The same figure is in `view.html`.
 
 # %%
-grid = run._query_grid(64, 96, 8)
+grid = pinhole.grid_query_pixels(64, 96, stride=8)
 u, v = grid[:, 0].long(), grid[:, 1].long()
 fig = views.sequence_figure(points=res.recon, colors=vid.frames.permute(0, 2, 3, 1), T_world_cam=res.T_world_cam,
                             K=res.K_net, tracks=res.track[:, v, u], max_points_per_frame=1500,

@@ -144,7 +144,7 @@ def _run_compare(args: argparse.Namespace, device: torch.device) -> None:
                + (f" --size {args.size[0]} {args.size[1]}" if args.size else "") + f" --batch {args.batch or 1}"
                f" --steps {args.steps} --warmup {args.warmup} --device {args.device} --json"
                + ("" if args.json == "-" else f" {args.json}"))
-    text = json.dumps({"command": command, "hardware": bench.hardware_info(device), "results": results}, indent=1)
+    text = json.dumps({"command": command, "hardware": hardware_info(device), "results": results}, indent=1)
     if args.json == "-":
         print(text)
     else:

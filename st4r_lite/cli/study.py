@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from st4r_lite.studies import adapt_compare, ceiling, label_stats, scorecard, video_memory, world_stats
+from st4r_lite.studies import (
+    adapt_compare,
+    ceiling,
+    label_stats,
+    scorecard,
+    static_vs_moving,
+    video_memory,
+    world_stats,
+)
 
 # name -> the study's own command line (its main(argv)); each module also runs as python -m st4r_lite.studies.NAME
 STUDIES = {
@@ -12,6 +20,7 @@ STUDIES = {
     "ceiling": ceiling.main,
     "label_stats": label_stats.main,
     "scorecard": scorecard.main,
+    "static_vs_moving": static_vs_moving.main,
     "video_memory": video_memory.main,
     "world_stats": world_stats.main,
 }

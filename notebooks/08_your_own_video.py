@@ -181,7 +181,8 @@ if clip is not None:
 # path above (`run.run_video` on the file; the method sees no ground truth). Only then does the clip's ground
 # truth come in, for two things: it splits the anchor pixels into **background** (the room) and **moving
 # object** (on an object whose true track moves more than 5 cm), and it gives the one median scale that puts
-# the prediction in metres (DESIGN §7). Per point we measure how far its track ever gets from where it started,
+# the prediction in metres ([docs/method.md §7](../docs/method.md#s7)). Per point we measure how far its track
+# ever gets from where it started,
 #
 # $$d(n) = \max_t \lVert x_t(n) - x_0(n) \rVert ,$$
 #

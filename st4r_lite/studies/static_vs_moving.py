@@ -21,8 +21,8 @@ Protocol (``run_static_vs_moving``):
   3. score: the clip's ground truth is read at each network pixel's original pixel (``FrameTransform``) and used
      only (a) to split anchor pixels into background (object id 0, the room) and moving object (on an object
      whose true track moves > 5 cm, ``Clip.track_dynamic``; pixels of objects that stay put count in neither
-     group) and (b) for the one median scale s = median‖gt‖ / median‖pred‖ over all tracks (DESIGN §7) that puts
-     the prediction (tracks and camera centres) in metres.
+     group) and (b) for the one median scale s = median‖gt‖ / median‖pred‖ over all tracks (docs/method.md §7)
+     that puts the prediction (tracks and camera centres) in metres.
 
 The default clip (``DEFAULT_SEED`` of the ``wild`` domain, the course's stand-in for a real video) was picked from
 the world alone, never from a model's result: an orbiting camera (translation, so parallax) and the largest true

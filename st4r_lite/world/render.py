@@ -3,8 +3,9 @@
 Glossary of dimension letters: B clips, T frames, H, W image rows / columns, P = H*W pixels, K objects of a clip.
 
 A clip is a box-shaped textured room (the camera is inside it, so every ray hits something and depth is finite)
-with K moving primitives (spheres/ellipsoids, boxes, capped cylinders; scene.py samples them and their smooth
-rigid + optional non-rigid motion; raycast.py intersects them; textures.py colours them in object coordinates).
+with K moving objects (world version 2, ``scene.WORLD_VERSION``: balls, boxes and upright "persons" of narrow
+class sizes, resting on the floor and moving along it, rendered as spheres, boxes and capped cylinders;
+scene.py samples them and their smooth rigid + optional non-rigid motion; raycast.py intersects them; textures.py colours them in object coordinates).
 Per pixel of frame t we keep the nearest hit: its object id (0 = room), its z-depth, its world point, and its
 local coordinates (the correspondence). Anchor tracks follow every pixel of frame 0:
 
@@ -23,11 +24,12 @@ the batch size. Time: frame i is at tau = i * frame_gap (frame units); larger ga
 
 Domains (DOMAIN_SHIFT below gives the exact differences; ground truth of `wild` is exact, the shift is in the
 scene statistics and in image formation, never in the labels):
-- `pretrain`: clean, Kubric-like: checker / stripes / value-noise-blob textures with vivid colours, 3-6
-  objects, constant white directional light + ambient (Lambertian), no noise, no blur.
+- `pretrain`: clean, Kubric-like: checker / stripes / value-noise-blob textures with vivid colours (the floor a
+  checkerboard of 0.5 m squares), 2-4 objects, a 55-65 deg field of view, constant white directional light +
+  ambient (Lambertian), no noise, no blur.
 - `wild`: held-out shift standing in for real video: other texture families (dots, marble, rings) with muted
-  colours, 5-8 slightly larger objects that start closer (more occlusion), 1.7x faster object and camera
-  motion and 2.5x camera shake, more non-rigid objects, a light that turns, flickers and is tinted, Blinn-Phong
+  colours and a floor of unknown texture scale, 3-6 objects that start closer (more occlusion), a 50-70 deg
+  field of view, 1.7x faster object and camera motion and 2.5x camera shake, more non-rigid persons, a light that turns, flickers and is tinted, Blinn-Phong
   highlights, motion blur (3 sub-frame renders over a 0.4-0.9 frame shutter), a random tone curve (gamma
   0.8-1.25), vignetting and Gaussian sensor noise (sigma 0.01-0.04).
 """
@@ -61,7 +63,7 @@ _CHUNK = 1 << 21        # ray-object tests per rendering chunk (bounds memory)
 DOMAIN_SHIFT: dict[str, dict[str, str]] = {
     aspect: {d: str(getattr(DOMAIN_CONFIGS[d], aspect)) for d in DOMAINS}
     for aspect in ("num_objects", "object_families", "floor_families", "wall_families", "palette", "speed",
-                   "shake", "nonrigid_prob", "depth_range", "size_scale", "light_change", "specular",
+                   "shake", "nonrigid_prob", "depth_range", "size_scale", "fov_deg", "light_change", "specular",
                    "noise_sigma", "blur_subframes", "shutter", "gamma", "vignette")
 }
 

@@ -105,7 +105,7 @@ def _tiny_eval(data_dir: Path) -> str | None:
             f"| reconstruction APD (%) | {_fmt(head['recon_apd'])} | – |"]
     bar = data.get("quality_bar")
     if isinstance(bar, dict):
-        rows.append(f"\nBar (dynamic APD ≥ static + 10): **{'met' if bar.get('met') else 'not met'}** "
+        rows.append(f"\nBar (dynamic APD ≥ static + 15): **{'met' if bar.get('met') else 'not met'}** "
                     f"(gap {bar.get('gap_points')} points)")
     return "\n".join(rows)
 

@@ -39,7 +39,7 @@ from st4r_lite.adapt.pseudo_labels import (
     check_query_pixels,
     check_video,
 )
-from st4r_lite.adapt.sim_labels import SimDepthConfig, SimulatedMonoDepth, SimulatedTracker
+from st4r_lite.adapt.sim_labels import SimDepthConfig, SimTrackerConfig, SimulatedMonoDepth, SimulatedTracker
 from st4r_lite.errors import InputError
 
 __all__ = ["OnlineModelUnavailable", "CoTrackerProvider", "MonoDepthProvider", "make_provider",
@@ -48,7 +48,7 @@ __all__ = ["OnlineModelUnavailable", "CoTrackerProvider", "MonoDepthProvider", "
 COTRACKER_HUB = ("facebookresearch/co-tracker", "cotracker3_offline")
 MOGE_DEFAULT = "Ruicheng/moge-2-vits-normal"
 MOGE_INSTALL = "pip install git+https://github.com/microsoft/MoGe.git"
-TRACKERS = ("lk", "cotracker", "sim")
+TRACKERS = ("lk", "cotracker", "sim", "sim-latch")  # sim-latch: SimTrackerConfig.latching()
 DEPTHS = ("none", "sim", "sim-affine", "moge")
 
 
@@ -177,14 +177,16 @@ def make_provider(tracker: str = "lk", depth: str = "none", *, ground_truth=None
         raise InputError(f"unknown tracker {tracker!r}; choose one of {TRACKERS}")
     if depth not in DEPTHS:
         raise InputError(f"unknown depth {depth!r}; choose one of {DEPTHS}")
-    if (tracker == "sim" or depth.startswith("sim")) and ground_truth is None:
+    if (tracker.startswith("sim") or depth.startswith("sim")) and ground_truth is None:
         raise InputError("tracker/depth 'sim' simulate pseudo-labels from ground truth, so they need "
                          "ground_truth= (the synthetic Clip); for a real video use --tracker lk and "
                          "--depth none or moge")
     notes = []
 
-    if tracker == "sim":
-        track = SimulatedTracker(ground_truth, clip_index, sim_tracker_config, seed=seed)
+    if tracker.startswith("sim"):
+        latch = tracker == "sim-latch" and sim_tracker_config is None
+        track = SimulatedTracker(ground_truth, clip_index, SimTrackerConfig.latching() if latch else sim_tracker_config,
+                                 seed=seed)
     elif tracker == "cotracker":
         try:
             track = CoTrackerProvider(device=device)

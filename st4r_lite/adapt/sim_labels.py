@@ -190,6 +190,13 @@ class SimTrackerConfig:
                 raise InputError(f"{name} is a probability/factor in [0, 1], got {getattr(self, name)}")
 
     @classmethod
+    def latching(cls) -> SimTrackerConfig:
+        """The ablation's reference tracker ("sim-latch"): under occlusion every point latches onto the occluder
+        and 90 % of them are still reported visible -- what real trackers do when something passes in front
+        (they follow the texture they see). The failure the proposal's occlusion mask is meant to catch."""
+        return cls(latch_prob=1.0, occluded_marked_visible_prob=0.9)
+
+    @classmethod
     def perfect(cls) -> SimTrackerConfig:
         """No error at all (returns the ground truth): the oracle row of an ablation."""
         return cls(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)

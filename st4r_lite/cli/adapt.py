@@ -24,7 +24,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="NPZ file, folder of NPZ files, or DOMAIN:SEED[:COUNT]")
     p.add_argument("--checkpoint", default=None, help=resolve.SPEC_HELP)
     p.add_argument("--variant", default="robust", help=f"variant name, comma list, or 'all' ({', '.join(VARIANTS)})")
-    p.add_argument("--tracker", default="sim", choices=("sim", "lk", "cotracker"),
+    p.add_argument("--tracker", default="sim", choices=("sim", "sim-latch", "lk", "cotracker"),
                    help="2D pseudo-labels: sim (synthetic ground truth + tracker errors), lk, cotracker (online)")
     p.add_argument("--depth", default="sim", choices=("sim", "none", "moge"), help="mono-depth pseudo-labels")
     p.add_argument("--steps", type=nonneg_int, default=None, help="optimiser steps per video (default 15)")

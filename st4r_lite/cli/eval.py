@@ -59,7 +59,8 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (pseudo-label noise, adaptation)")
     p.add_argument("--variants", default=",".join(ablation.DEFAULT_VARIANTS), help="comma-separated variants")
     p.add_argument("--peers", default="static,combinational", help="comma-separated peers ('' for none)")
-    p.add_argument("--tracker", default="sim", choices=("sim", "lk"), help="pseudo 2D tracks")
+    p.add_argument("--tracker", default="sim", choices=("sim", "sim-latch", "lk"),
+                   help="pseudo 2D tracks (sim-latch: a simulated tracker that latches onto occluders)")
     p.add_argument("--depth", default="sim", choices=("sim", "sim-affine", "none"), help="pseudo mono-depth")
     p.add_argument("--steps", type=nonneg_int, default=None, help="adaptation steps per video (default: adapt's)")
     p.add_argument("--lr", type=float, default=None, help="adaptation learning rate (default: adapt's)")

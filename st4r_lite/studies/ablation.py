@@ -73,7 +73,7 @@ RECON_VIEW_ROWS = ("none", "baseline", "robust")   # rows whose reconstructions 
 class AblationConfig:
     """What to run. benchmark: a named benchmark (``benchmarks.BENCHMARKS``) or a folder / .npz path;
     domain: the part of a named benchmark to use; max_seqs / frames: use only the first sequences / frames;
-    tracker: "sim" or "lk" pseudo 2D tracks; depth: pseudo mono-depth ("sim", "sim-affine", "none");
+    tracker: "sim", "sim-latch" (latches onto occluders) or "lk" pseudo 2D tracks; depth: pseudo mono-depth ("sim", "sim-affine", "none");
     checkpoint: model file (default data/tiny.pt; a fresh untrained tiny model when absent, noted);
     steps / lr / pairs_per_step: adaptation settings, None = ``adapt.AdaptConfig``'s recorded defaults
     (pairs_per_step 0 = all pairs every step)."""
@@ -184,8 +184,8 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
     bad_peers = [p for p in cfg.peers if p not in PEER_ROWS]
     if bad_peers:
         raise InputError(f"unknown peer(s) {bad_peers}; choose from {PEER_ROWS}")
-    if cfg.tracker not in ("sim", "lk"):
-        raise InputError(f"--tracker must be 'sim' or 'lk', got {cfg.tracker!r}")
+    if cfg.tracker not in ("sim", "sim-latch", "lk"):
+        raise InputError(f"--tracker must be 'sim', 'sim-latch' or 'lk', got {cfg.tracker!r}")
     if not cfg.seeds or (cfg.steps is not None and cfg.steps < 0):
         raise InputError(f"need at least one seed and steps >= 0; got seeds {cfg.seeds}, steps {cfg.steps}")
     out = check_output_folder(out, inputs=[cfg.benchmark])

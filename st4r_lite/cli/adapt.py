@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.occlusion import OCCLUSION_TAU
 from st4r_lite.adapt.variants import VARIANTS, variants_help
 from st4r_lite.cli.args import nonneg_int, positive_int
@@ -27,8 +28,8 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracker", default="sim", choices=("sim", "sim-latch", "lk", "cotracker"),
                    help="2D pseudo-labels: sim (synthetic ground truth + tracker errors), lk, cotracker (online)")
     p.add_argument("--depth", default="sim", choices=("sim", "none", "moge"), help="mono-depth pseudo-labels")
-    p.add_argument("--steps", type=nonneg_int, default=None, help="optimiser steps per video (default 15)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-5)")
+    p.add_argument("--steps", type=nonneg_int, default=None, help=f"optimiser steps per video (default {AdaptConfig.steps})")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {AdaptConfig.lr:g})")
     p.add_argument("--pairs-per-step", type=positive_int, default=None,
                    help="pairs (0, j) per step: pair 0 + random others (default 8; all with a large number)")
     p.add_argument("--params", default="track", choices=("track", "all_but_encoder"), help="what adapts")

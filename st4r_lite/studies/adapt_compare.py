@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from st4r_lite.adapt.config import AdaptConfig
+from st4r_lite.adapt.config import RELEASED, AdaptConfig
 from st4r_lite.adapt.loop import cameras_from_prediction
 from st4r_lite.adapt.occlusion import OCCLUSION_TAU, mask_quality, occlusion_mask, sample_map
 from st4r_lite.adapt.online import make_provider
@@ -224,9 +224,10 @@ def mask_tau_sweep(videos: list[VideoWithTruth], model, taus=(0.0, 0.05, 0.1, 0.
     return {label: {k: _nanmean([r[k] for r in items]) for k in keys} for label, items in rows.items()}
 
 
-SENSITIVITY = {                     # what might make the proposal matter: each a change of AdaptConfig
-    "default": {}, "gaussian_sigma": {"sigma_form": "gaussian"}, "all_but_encoder": {"params": "all_but_encoder"},
-    "lr_1e-4": {"lr": 1e-4}, "steps_40": {"steps": 40}, "tau_0.3": {"tau": 0.3},
+SENSITIVITY = {                     # each a change of AdaptConfig's defaults (see AdaptConfig's docstring)
+    "default": {}, "released recipe": RELEASED, "with L_traj 0.5": {"w_traj": 0.5},
+    "track branch only": {"params": "track"}, "15 steps at 3e-5": {"steps": 15, "lr": 3e-5},
+    "true cameras, with L_traj 0.5": {"cameras": "gt", "w_traj": 0.5},
 }
 
 
@@ -296,15 +297,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m st4r_lite.studies.adapt_compare", description=measure_quick.__doc__)
     p.add_argument("--checkpoint", default=None, help=resolve.SPEC_HELP)
     p.add_argument("--out", default=None, help="JSON to write (default: data/adapt_variants_quick.json)")
-    p.add_argument("--steps", type=int, default=15)
-    p.add_argument("--lr", type=float, default=3e-5)
-    p.add_argument("--pairs-per-step", type=int, default=8)
-    p.add_argument("--params", default="track", choices=("track", "all_but_encoder"))
+    d = AdaptConfig()
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--w-traj", type=float, default=d.w_traj, help="L_traj weight (the released code's: 0.5)")
+    p.add_argument("--pairs-per-step", type=int, default=d.pairs_per_step)
+    p.add_argument("--params", default=d.params, choices=("track", "all_but_encoder"))
     p.add_argument("--tau", type=float, default=OCCLUSION_TAU)
     p.add_argument("--sigma-form", default="laplace", choices=("laplace", "gaussian"))
     p.add_argument("--trackers", default="sim,lk")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seeds", default=",".join(str(s) for s in QUICK_SEEDS))
+    p.add_argument("--sensitivity-variants", default="none,baseline",
+                   help="variants of the --sensitivity table (default none,baseline)")
     p.add_argument("--sensitivity", action="store_true",
                    help="instead: baseline / oracle_mask / robust under the SENSITIVITY config changes (sim labels)")
     p.add_argument("--harsh", action="store_true",
@@ -313,7 +318,7 @@ def main(argv=None) -> int:
     model = resolve.load(args.checkpoint)
     ckpt = resolve.describe(args.checkpoint)
     cfg = AdaptConfig(steps=args.steps, lr=args.lr, pairs_per_step=args.pairs_per_step, params=args.params,
-                      tau=args.tau, sigma_form=args.sigma_form)
+                      tau=args.tau, sigma_form=args.sigma_form, w_traj=args.w_traj)
     out = Path(args.out) if args.out else repo_data_dir() / "adapt_variants_quick.json"
     command = "python -m st4r_lite.studies.adapt_compare " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     options = None
@@ -323,7 +328,8 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         videos = [VideoWithTruth.from_clip(generate_clips(1, frames=16, height=64, width=96, domain="wild",
                                                       seed=int(s)), 0) for s in args.seeds.split(",")]
-        table = sensitivity(videos, model, config=cfg, provider_options=options, progress=lambda r: print(
+        table = sensitivity(videos, model, config=cfg, provider_options=options,
+                            variants=tuple(args.sensitivity_variants.split(",")), progress=lambda r: print(
             r["variant"], r["video"], round(r.get("apd_median", math.nan), 2), flush=True))
         doc = {"settings": {"command": command, "checkpoint": ckpt,
                             "config": asdict(cfg),

@@ -89,6 +89,6 @@ def test_doctests_pass():
 def test_quality_bar_is_computed_not_written_by_hand():
     from st4r_lite.train.heldout import quality_bar
 
-    assert quality_bar({"apd_dyn": 29.9, "static_apd_dyn": 20.0})["met"] is False
-    bar = quality_bar({"apd_dyn": 30.0, "static_apd_dyn": 20.0})
-    assert bar["met"] is True and bar["gap_points"] == 10.0
+    assert quality_bar({"apd_dyn": 34.9, "static_apd_dyn": 20.0})["met"] is False
+    bar = quality_bar({"apd_dyn": 35.0, "static_apd_dyn": 20.0})
+    assert bar["met"] is True and bar["gap_points"] == 15.0

@@ -22,7 +22,7 @@ import plotly.io as pio
 import torch
 
 from st4r_lite.errors import InputError
-from st4r_lite.geometry import pinhole as geometry
+from st4r_lite.geometry.pinhole import transform_points, unproject
 from st4r_lite.runtime import atomic_write
 
 __all__ = [
@@ -175,9 +175,9 @@ def camera_frustum_lines(T_world_cam, K, height: int, width: int, scale: float =
         raise ValueError(f"need scale > 0 and height, width >= 1; got scale={scale}, {height}x{width}")
     u0, v0, u1, v1 = -0.5, -0.5, width - 0.5, height - 0.5
     corners = torch.tensor([[u0, v0], [u1, v0], [u1, v1], [u0, v1]], dtype=torch.float64)
-    base_cam = geometry.unproject(corners, torch.full((4,), float(scale), dtype=torch.float64), Kt)
+    base_cam = unproject(corners, torch.full((4,), float(scale), dtype=torch.float64), Kt)
     apex_cam = torch.zeros(1, 3, dtype=torch.float64)
-    verts = geometry.transform_points(T, torch.cat([apex_cam, base_cam]).expand(*T.shape[:-2], 5, 3))
+    verts = transform_points(T, torch.cat([apex_cam, base_cam]).expand(*T.shape[:-2], 5, 3))
     apex, base = verts[..., :1, :], verts[..., 1:, :]
     spokes = torch.stack([apex.expand_as(base), base], dim=-2)
     ring = torch.stack([base, base.roll(-1, dims=-2)], dim=-2)

@@ -63,7 +63,7 @@ tiny-checkpoint: install
 		--lr 5e-4 --warmup 100 --max-frame-gap 2.5 --dynamic-factor 0 --eval-every 400 --save-every 100 \
 		--no-progress --out $(TINY_RUN)
 	$(PYTHON) -m st4r_lite.cli export $(TINY_RUN) data/tiny.pt --eval data/tiny_eval.json
-	cp runs/tiny_v2.jsonl data/tiny_train_log.jsonl
+	cp $(TINY_RUN:.pt=.jsonl) data/tiny_train_log.jsonl
 	$(MAKE) tiny-records
 
 # Everything that records the shipped checkpoint's numbers (run after replacing data/tiny.pt).

@@ -21,7 +21,7 @@ import numpy as np
 from st4r_lite.errors import InputError
 from st4r_lite.studies.results_schema import validate_results
 
-__all__ = ["KEY_METRICS", "hardware_summary", "t_quantile_975", "summarize", "paired_differences", "markdown_table",
+__all__ = ["KEY_METRICS", "hardware_summary", "t_quantile_975", "paired_interval", "summarize", "paired_differences", "markdown_table",
            "CheckResult", "load_results", "check_against_reference"]
 
 # (metric key, label, unit, higher is better)
@@ -41,6 +41,16 @@ def t_quantile_975(dof: int) -> float:
     if dof < 1:
         return math.nan
     return _T975[dof - 1] if dof <= 30 else 1.96 + 2.4 / dof
+
+
+def paired_interval(diffs) -> tuple[float, float]:
+    """Student-t 95 % interval (low, high) of the mean of paired differences (NaN, NaN) with fewer than 2."""
+    d = np.asarray(list(diffs), dtype=float)
+    n = len(d)
+    if n < 2:
+        return math.nan, math.nan
+    mean, half = float(d.mean()), t_quantile_975(n - 1) * float(np.std(d, ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -94,10 +104,9 @@ def paired_differences(runs: list[dict], rows: list[str], reference: str = "base
                 a, b = r["metrics"].get(key), ref[unit].get(key)
                 if len(_finite([a, b])) == 2:
                     d.append(a - b)
-            n = len(d)
-            mean = float(np.mean(d)) if n else math.nan
-            half = t_quantile_975(n - 1) * float(np.std(d, ddof=1)) / math.sqrt(n) if n > 1 else math.nan
-            out[row][key] = {"mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+            lo, hi = paired_interval(d)
+            out[row][key] = {"mean_diff": float(np.mean(d)) if d else math.nan, "ci_low": lo, "ci_high": hi,
+                             "n": len(d)}
     return out
 
 

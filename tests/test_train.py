@@ -106,6 +106,28 @@ def test_dynamic_factor_is_a_setting_and_old_configs_keep_the_default(tmp_path):
     assert runs[5.0]["weights_digest"] != runs[0.0]["weights_digest"]  # the reweighting changes the update
 
 
+def test_init_starts_from_given_weights(tmp_path):
+    """--init: the fine-tuning run starts from the named weights (training checkpoint or exported model file)."""
+    first = pretrain(TrainConfig(steps=2, **SMALL), tmp_path / "a.pt", progress=False, final_eval=False)
+    trained = loop.load_train_checkpoint(tmp_path / "a.pt")["model"]
+    model = loop.trainable_model(build_model("tiny"))
+    assert _state_equal(loop.initial_weights(str(tmp_path / "a.pt"), model), trained)
+    export_weights(tmp_path / "a.pt", tmp_path / "w.pt")        # float16 model file: the same weights, rounded
+    from_file = loop.initial_weights(str(tmp_path / "w.pt"), model)
+    assert all(torch.allclose(from_file[k], trained[k].float(), atol=2e-3, rtol=1e-2) for k in trained)
+    still = {**SMALL, "lr": 1e-12}                              # a step that barely moves the weights
+    tuned = pretrain(TrainConfig(steps=1, init=str(tmp_path / "a.pt"), **still), tmp_path / "b.pt", progress=False,
+                     final_eval=False)
+    fresh = pretrain(TrainConfig(steps=1, **still), tmp_path / "c.pt", progress=False, final_eval=False)
+    assert len({first["weights_digest"], tuned["weights_digest"], fresh["weights_digest"]}) == 3
+    b = loop.load_train_checkpoint(tmp_path / "b.pt")["model"]
+    c = loop.load_train_checkpoint(tmp_path / "c.pt")["model"]
+    dist = lambda x: sum(float((x[k].float() - trained[k].float()).norm()) for k in trained)  # noqa: E731
+    assert dist(b) < 1e-6 < dist(c)                             # the fine-tuning run started from a.pt
+    with pytest.raises(ValueError, match="same --preset"):
+        loop.initial_weights("fresh:small", model)
+
+
 def test_resume_errors(tmp_path):
     cfg = TrainConfig(steps=2, **SMALL)
     with pytest.raises(FileNotFoundError, match="drop --resume"):

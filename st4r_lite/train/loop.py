@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from st4r_lite.errors import InputError
 from st4r_lite.model.checkpoint import save_checkpoint
+from st4r_lite.model import resolve
 from st4r_lite.model.config import ModelConfig
 from st4r_lite.model.network import St4RTrack, build_model
 from st4r_lite.model.pairs import PairRunner
@@ -88,6 +89,8 @@ class TrainConfig:
     track_weight: float = 1.0
     recon_weight: float = 1.0
     dynamic_factor: float = 5.0  # moving pixels' C := factor · max C(static) (released code); 0 switches it off
+    init: str = ""              # start from these weights (a training checkpoint, a model file or a released
+                                # name) with a fresh optimiser and schedule: fine-tuning; "" = random init
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "frames"):
@@ -130,6 +133,31 @@ def clip_pairs(clip) -> tuple[torch.Tensor, PairTargets]:
 def clip_seed(cfg: TrainConfig, counter: int, rank: int) -> int:
     """First clip seed of this rank's batch, where ``counter`` clips were drawn (over all ranks) before."""
     return TRAIN_SEED_BASE + cfg.seed * TRAIN_SEED_STRIDE + counter + rank * cfg.batch
+
+
+def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
+    """The state dict that ``TrainConfig.init`` names, checked against ``model``'s architecture: the model of a
+    training checkpoint (float32, as trained) or of anything ``model.resolve.load`` reads (float32)."""
+    path = Path(spec)
+    blob = None
+    if path.is_file():
+        try:
+            blob = load_train_checkpoint(path)
+        except InputError:
+            blob = None                  # not a training checkpoint: an exported model file
+    if blob is not None:
+        state, config = blob["model"], ModelConfig.from_dict(blob["config"])
+    else:
+        source = resolve.load(spec, log=lambda s: None)
+        state, config = source.state_dict(), source.config
+    if config is not None and config != model.config:
+        raise InputError(f"--init {spec!r} is a {config.name!r} model but the run trains {model.config.name!r}: "
+                         "pass the same --preset")
+    missing = set(model.state_dict()) ^ set(state)
+    if missing:
+        raise InputError(f"--init {spec!r} does not match the model's parameters ({len(missing)} names differ, "
+                         f"e.g. {sorted(missing)[:3]}); pass the same --preset")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def trainable_model(model: nn.Module) -> nn.Module:
@@ -211,6 +239,8 @@ def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device:
         with torch.random.fork_rng(devices=devices):  # the caller's global RNG state is left untouched
             torch.manual_seed(cfg.seed)
             model = trainable_model(build_model(cfg.preset)).to(env.device)
+            if cfg.init and not resume:
+                model.load_state_dict(initial_weights(cfg.init, model))
             opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, total_steps=cfg.steps,
                                         warmup_steps=min(cfg.warmup, cfg.steps), min_ratio=cfg.min_lr_ratio)
             state = TrainState()

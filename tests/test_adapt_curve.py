@@ -72,3 +72,12 @@ def test_curve_end_to_end_tiny(tmp_path):
     assert all(math.isfinite(r["apd"]) and math.isfinite(r["motion_err"]) for r in rows)
     assert rows[0]["apd"] != rows[1]["apd"]             # two adaptation steps change the prediction
     json.dumps(adapt_curve.summarise(rows))             # JSON-ready
+
+
+def test_config_with_parses_types_and_refuses_unknown_keys():
+    cfg = adapt_curve.config_with(["lr=1e-5", "cameras=gt", "w_align=0", "steps=7", "pose_grad=true"])
+    assert (cfg.lr, cfg.cameras, cfg.w_align, cfg.steps, cfg.pose_grad) == (1e-5, "gt", 0.0, 7, True)
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        adapt_curve.config_with(["learning_rate=1"])
+    with pytest.raises(InputError, match="not a int"):
+        adapt_curve.config_with(["steps=many"])

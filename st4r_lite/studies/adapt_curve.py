@@ -26,7 +26,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from st4r_lite.runtime import atomic_write, to_jsonable
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.world.render import generate_clips
 
-__all__ = ["adaptation_curve", "geometry_errors", "summarise", "LOSSES"]
+__all__ = ["adaptation_curve", "geometry_errors", "summarise", "config_with", "LOSSES"]
 
 LOSSES = ("total", "traj", "depth", "align")
 
@@ -121,6 +121,25 @@ def summarise(rows: list[dict]) -> dict:
     return {"per_steps": per_k, "spearman_loss_drop_vs_apd_change": corr}
 
 
+def config_with(changes: list[str]) -> AdaptConfig:
+    """AdaptConfig with ``KEY=VALUE`` changes, each value parsed as the field's default type."""
+    kinds = {f.name: type(getattr(AdaptConfig(), f.name)) for f in fields(AdaptConfig)}
+    out = {}
+    for item in changes:
+        key, sep, value = item.partition("=")
+        if not sep or key not in kinds:
+            raise InputError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(kinds)}")
+        kind = kinds[key]
+        try:
+            if kind is bool:
+                out[key] = value.lower() in ("1", "true", "yes")
+            else:
+                out[key] = None if value.lower() == "none" else kind(value)   # pairs_per_step=none: all pairs
+        except ValueError:
+            raise InputError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+    return replace(AdaptConfig(), **out)
+
+
 def main(argv=None) -> int:
     """``python -m st4r_lite.studies.adapt_curve [--checkpoint data/tiny.pt] --seeds ... --steps ... [--json OUT]``."""
     ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.adapt_curve", description=__doc__.split("\n\n")[0])
@@ -129,8 +148,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="0,10,30,60", help="adaptation step counts (must include 0)")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--tracker", default="sim", help="pseudo 2D tracker (sim, sim-latch, lk)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change one AdaptConfig setting (repeatable), e.g. --set lr=1e-4 --set cameras=gt")
     ap.add_argument("--json", default=None, help="write rows + summary here")
     args = ap.parse_args(argv)
+    config = config_with(args.set)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
         steps = [int(s) for s in args.steps.split(",")]
@@ -140,7 +162,7 @@ def main(argv=None) -> int:
     model = resolve.load(args.checkpoint).float()
     videos = [VideoWithTruth.from_clip(generate_clips(1, frames=args.frames, height=64, width=96, domain="wild",
                                                       seed=s), 0) for s in seeds]
-    rows = adaptation_curve(videos, model, steps, tracker=args.tracker, progress=lambda r: print(
+    rows = adaptation_curve(videos, model, steps, tracker=args.tracker, config=config, progress=lambda r: print(
         f"{r['video']:12s} k={r['steps']:3d} APD {r['apd']:6.2f} moving {r['apd_moving']:6.2f} "
         f"anchor AbsRel {r['anchor_absrel']:.3f} motion err {r['motion_err']:.3f} m  "
         + " ".join(f"L_{n} {r['loss'][n]:.4f}" for n in LOSSES), flush=True))
@@ -151,7 +173,7 @@ def main(argv=None) -> int:
     print("Spearman(loss drop, APD change):", {k: round(v, 2) for k, v in summary["spearman_loss_drop_vs_apd_change"].items()})
     if args.json:
         record = {"command": "python -m st4r_lite.studies.adapt_curve " + shlex.join(sys.argv[1:] if argv is None else argv),
-                  "checkpoint": args.checkpoint, "config": AdaptConfig().__dict__, "tracker": args.tracker,
+                  "checkpoint": args.checkpoint, "config": asdict(config), "tracker": args.tracker,
                   "seconds": round(time.perf_counter() - start, 1), "rows": rows, "summary": summary}
         with atomic_write(Path(args.json), "w") as fh:
             json.dump(to_jsonable(record), fh, indent=1)

@@ -226,7 +226,7 @@ def mask_tau_sweep(videos: list[VideoWithTruth], model, taus=(0.0, 0.05, 0.1, 0.
 
 SENSITIVITY = {                     # each a change of AdaptConfig's defaults (see AdaptConfig's docstring)
     "default": {}, "released recipe": RELEASED, "with L_traj 0.5": {"w_traj": 0.5},
-    "track branch only": {"params": "track"}, "15 steps at 3e-5": {"steps": 15, "lr": 3e-5},
+    "track branch only": {"params": "track"}, "30 steps at 1e-4": {"steps": 30, "lr": 1e-4},
     "true cameras, with L_traj 0.5": {"cameras": "gt", "w_traj": 0.5},
 }
 

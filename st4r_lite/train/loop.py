@@ -52,8 +52,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from st4r_lite.errors import InputError
-from st4r_lite.model.checkpoint import save_checkpoint
 from st4r_lite.model import resolve
+from st4r_lite.model.checkpoint import save_checkpoint
 from st4r_lite.model.config import ModelConfig
 from st4r_lite.model.network import St4RTrack, build_model
 from st4r_lite.model.pairs import PairRunner

@@ -43,20 +43,19 @@ if "google.colab" in sys.modules and not os.path.isdir("st4r_lite_repo"):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./st4r_lite_repo[video]"], check=True)
     os.environ["ST4R_DATA"] = os.path.abspath("st4r_lite_repo/data")  # the shipped checkpoint and results
 
+import json
 import tempfile
 from pathlib import Path
 
 import torch
 
-from st4r_lite.geometry import pinhole
-from st4r_lite.geometry import track_metrics
-from st4r_lite.app import run
-from st4r_lite.app import views
-from st4r_lite.world import render
 from st4r_lite.app import frames as FT
+from st4r_lite.app import run, views
 from st4r_lite.app import video as V
+from st4r_lite.geometry import pinhole, track_metrics
 from st4r_lite.model import resolve
 from st4r_lite.runtime import pick_device, quick_mode, repo_data_dir
+from st4r_lite.world import render
 
 QUICK = quick_mode()
 device = pick_device()
@@ -205,16 +204,35 @@ print(f"{'camera path length':24s}{'':8s}{score.camera_path_pred:15.2f}{score.ca
 print("=>", score.headline())
 
 # %% [markdown]
-# The claim, as an assertion on the shipped checkpoint: background points move **less** in the world frame than
-# the moving object's points. It says nothing yet about how close the background gets to 0 or the object to its
-# true motion: read those from the table (a perfect model prints the truth column).
+# One clip is one draw of the world: its camera path, its objects, its lighting. Read the verdict above for this
+# clip, then ask the question over many clips. `svm.run_many` runs the same path on every `wild` seed in a range
+# (clips without a moving object are skipped) and counts where the background moves less than the object; the
+# assertion below is on that count, not on one clip. The recorded run over seeds 0–29 is in
+# `data/static_vs_moving.json` (`st4r-lite study static_vs_moving --checkpoint data/tiny.pt --seeds 0-29 --json
+# data/static_vs_moving.json`, ~2 min on a CPU).
 
 # %%
-assert score.holds, (f"the claim fails for this checkpoint: background {score.background_pred:.2f} m is not below "
-                     f"the moving object's {score.object_pred:.2f} m")
-print(f"claim holds: the object's points move {score.object_pred / max(score.background_pred, 1e-9):.1f}x as far "
-      "as the background's")
+print(f"this clip (seed {svm.DEFAULT_SEED}): the claim {'holds' if score.holds else 'does NOT hold'}")
 svm.displacement_figure(score).show()
+many = svm.run_many(model, range(4) if QUICK else range(30), log=lambda s: None)
+summary = many["summary"]
+print(f"the claim holds on {summary['holds']} of {summary['clips']} clips; medians: background "
+      f"{summary['median_background_pred']:.2f} m, object {summary['median_object_pred']:.2f} m "
+      f"(truth {summary['median_object_true']:.2f} m)")
+recorded = repo_data_dir() / "static_vs_moving.json"
+if recorded.is_file():
+    rec = json.loads(recorded.read_text())["summary"]
+    print(f"recorded (data/static_vs_moving.json): holds on {rec['holds']} of {rec['clips']} clips, background "
+          f"{rec['median_background_pred']:.2f} m vs object {rec['median_object_pred']:.2f} m "
+          f"(truth {rec['median_object_true']:.2f} m)")
+assert summary["holds"] >= 0.75 * summary["clips"], summary
+assert summary["median_background_pred"] < summary["median_object_pred"], summary
+
+# %% [markdown]
+# The claim holds in the large, and the numbers say how far from perfect it is: the room's points drift by
+# ~0.1–0.3 m (truth 0) and the object's points move about a third of their true distance. The tiny model puts the
+# camera's motion into the cameras, not into the room, but it underestimates how far objects move; on some clips
+# (seed 26 above is one) the room drifts as much as the object moves.
 
 # %% [markdown]
 # ## 7. Adapt to this video, then compare
@@ -243,8 +261,6 @@ assert torch.isfinite(adapted.track).all()
 # records each run's peak memory; its result, when shipped:
 
 # %%
-import json  # noqa: E402
-
 mem = repo_data_dir() / "long_video_memory.json"
 if mem.is_file():
     doc = json.loads(mem.read_text())

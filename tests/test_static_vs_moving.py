@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -118,3 +119,20 @@ def test_end_to_end_on_a_tiny_video(tmp_path):
     fig = svm.displacement_figure(score)
     names = [t.name.rsplit(":", 1)[0] for t in fig.data]
     assert names == ["background (truth: static)", "moving object", "y = x (perfect)"]
+
+
+def test_run_many_counts_the_claim_over_clips_and_writes_json(tmp_path, capsys):
+    pytest.importorskip("av")
+    many = svm.run_many("fresh:tiny", [26, 3], frames=3, height=32, width=48, log=lambda s: None)
+    s = many["summary"]
+    assert s["clips"] == len(many["clips"]) == 2 and 0 <= s["holds"] <= 2
+    assert [c["seed"] for c in many["clips"]] == [26, 3]
+    assert s["holds"] == sum(c["background_pred"] < c["object_pred"] for c in many["clips"])
+    assert s["median_object_true"] > 0.05
+    out = tmp_path / "many.json"
+    doc = svm.main(["--checkpoint", "fresh:tiny", "--seeds", "3,26", "--frames", "3", "--height", "32",
+                    "--width", "48", "--json", str(out)])
+    assert json.loads(out.read_text())["summary"] == doc["summary"]
+    assert "holds on" in capsys.readouterr().out
+    with pytest.raises(InputError, match="range such as"):
+        svm.main(["--seeds", "a-b"])

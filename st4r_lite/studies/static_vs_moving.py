@@ -45,11 +45,13 @@ from st4r_lite.app.run import RunResult, run_video
 from st4r_lite.app.video import write_video
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.track_metrics import median_scale
+from st4r_lite.model import resolve
+from st4r_lite.runtime import atomic_write, check_writable, to_jsonable
 from st4r_lite.world.render import Clip, generate_clips
 
 __all__ = ["DEFAULT_SEED", "DEFAULT_DOMAIN", "StaticVsMoving", "max_displacement", "camera_path_length",
            "score_static_vs_moving", "write_clip_video", "truth_at_network_pixels", "run_static_vs_moving",
-           "displacement_figure", "main"]
+           "displacement_figure", "run_many", "main"]
 
 DEFAULT_DOMAIN = "wild"
 DEFAULT_SEED = 26  # wild, orbiting camera, the largest true object motion among seeds 0-29 (16 frames)
@@ -205,6 +207,35 @@ def run_static_vs_moving(checkpoint, out: str | Path, *, domain: str = DEFAULT_D
     return score, res, clip
 
 
+def run_many(checkpoint, seeds, *, domain: str = DEFAULT_DOMAIN, frames: int = 16, height: int = 64,
+             width: int = 96, log=print) -> dict:
+    """The claim over many clips (one clip decides little: its camera path and objects are one draw of the
+    world). For each seed: ``run_static_vs_moving`` in a temporary folder; clips without a moving object are
+    skipped. Returns {"clips": [per-clip numbers + seed + camera kind], "summary": {"clips", "holds" (how many),
+    "median_background_pred", "median_object_pred", "median_object_true", "median_ratio" (object / background)}}."""
+    model = resolve.load(checkpoint, log=lambda s: None)
+    clips = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory(prefix="st4r_svm_") as tmp:
+            score, _, clip = run_static_vs_moving(model, tmp, domain=domain, seed=int(seed), frames=frames,
+                                                  height=height, width=width, log=lambda s: None)
+        if score.num_object == 0:
+            continue
+        row = {"seed": int(seed), "camera": clip.info[0]["camera"], **score.as_dict()}
+        clips.append(row)
+        log(f"seed {seed:3d} ({row['camera']:8s}): background {score.background_pred:.2f} m, object "
+            f"{score.object_pred:.2f} m (truth {score.object_true:.2f} m): {'holds' if score.holds else 'FAILS'}")
+    if not clips:
+        raise InputError(f"none of the seeds {list(seeds)} gave a clip with a moving object")
+    col = lambda k: torch.tensor([c[k] for c in clips], dtype=torch.float64)  # noqa: E731
+    summary = {"clips": len(clips), "holds": sum(c["holds"] for c in clips),
+               "median_background_pred": float(col("background_pred").median()),
+               "median_object_pred": float(col("object_pred").median()),
+               "median_object_true": float(col("object_true").median()),
+               "median_ratio": float((col("object_pred") / col("background_pred").clamp_min(1e-9)).median())}
+    return {"clips": clips, "summary": summary}
+
+
 def displacement_figure(score: StaticVsMoving, title: str | None = None) -> go.Figure:
     """Per point: predicted against true world-frame displacement (m), background and moving object in two
     colours, with the line y = x (a perfect prediction lies on it; background truth is 0)."""
@@ -232,17 +263,38 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=96)
     p.add_argument("--out", default=None, help="folder for clip.mp4 and the run (default: a temporary folder)")
+    p.add_argument("--seeds", default=None, help="many clips instead of one: a range A-B or a comma list, e.g. 0-29")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     a = p.parse_args(argv)
+    command = "st4r-lite study static_vs_moving " + " ".join(argv or [])
+    if a.seeds:
+        try:
+            lo, sep, hi = a.seeds.partition("-")
+            seeds = list(range(int(lo), int(hi) + 1)) if sep else [int(x) for x in a.seeds.split(",")]
+        except ValueError:
+            raise InputError(f"--seeds {a.seeds!r}: give a range such as 0-29 or a list such as 3,7,26") from None
+        if a.json:
+            check_writable(a.json, what="--json")
+        doc = {"command": command, "domain": a.domain, "frames": a.frames, "size": [a.height, a.width],
+               **run_many(a.checkpoint, seeds, domain=a.domain, frames=a.frames, height=a.height, width=a.width)}
+        s = doc["summary"]
+        print(f"the claim holds on {s['holds']} of {s['clips']} clips; medians: background "
+              f"{s['median_background_pred']:.2f} m, object {s['median_object_pred']:.2f} m (truth "
+              f"{s['median_object_true']:.2f} m), object / background {s['median_ratio']:.1f}x")
+        if a.json:
+            with atomic_write(a.json, "w") as fh:
+                json.dump(to_jsonable(doc), fh, indent=1)
+        return doc
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="st4r_static_vs_moving_"))
     score, _, _ = run_static_vs_moving(a.checkpoint, out, domain=a.domain, seed=a.seed, frames=a.frames,
                                        height=a.height, width=a.width)
-    doc = {"command": "st4r-lite study static_vs_moving " + " ".join(argv or []), "domain": a.domain,
+    doc = {"command": command, "domain": a.domain,
            "seed": a.seed, "frames": a.frames, "size": [a.height, a.width], **score.as_dict()}
     print(score.headline())
     print(f"claim (background moves less than the object): {'holds' if score.holds else 'does NOT hold'}")
     if a.json:
-        Path(a.json).write_text(json.dumps(doc, indent=1) + "\n")
+        with atomic_write(a.json, "w") as fh:
+            json.dump(to_jsonable(doc), fh, indent=1)
     return doc
 
 

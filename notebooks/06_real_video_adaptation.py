@@ -311,12 +311,18 @@ if sens.is_file():
 # **What the recorded runs show, and why.** (Numbers: `data/adapt_variants_quick.json` and
 # `data/adapt_sensitivity_quick.json`, printed above; the checkpoint is named in each file.)
 #
-# - **L_traj is the term that hurts.** It reprojects the tracks through cameras solved by PnP from the model's own
-#   recon maps, and pushes the cameras' error into the tracks; adding it back to the default recipe costs points
-#   ("with L_traj 0.5" in the sensitivity table). L_align asks the same of the tracks in 3D, with no camera.
-# - **The effect is large per clip and two-sided**: adaptation gains on the clips the model handles worst and loses
-#   on clips it already handles well, so the mean moves little. A rule that stops adapting when it starts to hurt,
-#   without ground truth, is the open question.
+# - **On the shipped checkpoint every recipe costs APD** ("− none" is negative in every row of the sensitivity
+#   table); the default (15 steps at 3e-5, all but the encoder, no L_traj) costs least among the recipes that need
+#   no ground truth. The unadapted model is about as good on `wild` as on its own domain, so there is no gap for
+#   adaptation to close.
+# - **L_traj hurts most**: it reprojects the tracks through cameras solved by PnP from the model's own recon maps,
+#   and pushes the cameras' error into the tracks ("with L_traj 0.5"). Even through the *true* cameras it cannot
+#   fix depth: a reprojection constrains 2 of 3 coordinates.
+# - **L_align imports the reconstruction's error**: it pulls track_j(p) onto recon_j(x̃_j), and the recon's
+#   placement in the world is this model's weakest output. `python -m st4r_lite.studies.adapt_curve` shows the
+#   consequence: the longer the adaptation, the lower the APD, while every loss keeps falling (the rank
+#   correlation between a loss's drop and the APD change is negative), so no stopping rule built on these losses
+#   can work.
 # - **The mask is only as good as the pointmaps.** On exact geometry the occlusion test is almost perfect (the
 #   "exact geometry" line above); on the network's pointmaps its precision is what the sweep shows. τ only trades
 #   visible recall for occluded recall; it cannot create precision.

@@ -21,7 +21,7 @@ class AdaptConfig:
     (``python -m st4r_lite.studies.adapt_compare --sensitivity``, recorded in data/adapt_sensitivity_quick.json)
     against the released recipe (``RELEASED``: decoder stack 1 + head 1 only, 15 steps at 3e-5, L_traj weight
     0.5). On the shipped checkpoint no recipe we measured improves tracking on the `wild` videos; the default is
-    the one that harms least, on both checkpoints it was measured on:
+    the one that harms least among those that need no ground truth, on both checkpoints it was measured on:
     - ``w_traj = 0``: L_traj compares reprojections through cameras solved from the model's own recon maps; their
       error (ATE ~0.1 m on 5 m rooms) is pushed into the tracks. L_align asks the same of the tracks in 3D
       (track_j(p) = recon_j(x̃_j)) without any camera.

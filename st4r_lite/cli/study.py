@@ -6,6 +6,7 @@ import argparse
 
 from st4r_lite.studies import (
     adapt_compare,
+    adapt_curve,
     ceiling,
     label_stats,
     learning_curve,
@@ -18,6 +19,7 @@ from st4r_lite.studies import (
 # name -> the study's own command line (its main(argv)); each module also runs as python -m st4r_lite.studies.NAME
 STUDIES = {
     "adapt_compare": adapt_compare.main,
+    "adapt_curve": adapt_curve.main,
     "ceiling": ceiling.main,
     "label_stats": label_stats.main,
     "learning_curve": learning_curve.main,

@@ -216,6 +216,26 @@ def test_a_variant_masks_and_weights_only_its_terms(monkeypatch, small_clip, sma
     assert not torch.equal(sigma.align, base.align)
 
 
+def test_align_where_recon_confident_keeps_only_labels_where_recon_is_more_confident(small_clip, small_labels):
+    gt = small_clip.gt
+    track = gt.track_world.clone()
+    H, W = track.shape[1:3]
+    conf_track = torch.full(track.shape[:-1], 2.0)
+    conf_recon = torch.full(track.shape[:-1], 1.5)
+    conf_recon[:, :, W // 2:] = 3.0                          # recon more confident on the right half only
+    out = SimpleNamespace(track=track, recon=track.clone(), conf_track=conf_track, conf_recon=conf_recon,
+                          log_sigma2_track=torch.zeros(track.shape[:-1]))
+    base = losses.adaptation_losses(out, gt.K, gt.T_world_cam, small_labels, AdaptConfig(variant="baseline"))
+    trust = losses.adaptation_losses(out, gt.K, gt.T_world_cam, small_labels,
+                                     AdaptConfig(variant="baseline", align_where="recon_confident"))
+    right = small_labels.tracks_2d[..., 0] > W // 2 - 0.5 + 1.0     # labels well inside the confident half
+    left = small_labels.tracks_2d[..., 0] < W // 2 - 1.5
+    assert trust.used.sum() < base.used.sum() and not (trust.used & ~base.used).any()
+    assert not (trust.used & left).any() and torch.equal(trust.used[right], base.used[right])
+    with pytest.raises(ValueError, match="align_where"):
+        AdaptConfig(align_where="sometimes")
+
+
 # ------------------------------------------------------------------------------------------- the loop
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_runs_and_is_finite(variant, small_clip, small_labels, fresh_model):

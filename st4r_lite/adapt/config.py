@@ -8,9 +8,10 @@ from st4r_lite.adapt.occlusion import OCCLUSION_TAU, SIGMA_FORMS
 from st4r_lite.adapt.variants import get_variant
 from st4r_lite.errors import InputError
 
-__all__ = ["AdaptConfig", "PARAM_SETS", "RELEASED"]
+__all__ = ["AdaptConfig", "PARAM_SETS", "ALIGN_WHERE", "RELEASED"]
 
 PARAM_SETS = ("track", "all_but_encoder")
+ALIGN_WHERE = ("all", "recon_confident")
 
 
 @dataclass
@@ -39,6 +40,8 @@ class AdaptConfig:
     w_traj: float = 0.0             # the released code's weight is 0.5 (see RELEASED)
     w_depth: float = 10.0
     w_align: float = 5.0
+    align_where: str = "all"        # ALIGN_WHERE: "all", or "recon_confident": L_align (and L_traj) only where
+                                    # C_recon(x̃_j) > C_track_j(p), the recon read there is the more confident branch
     tau: float = OCCLUSION_TAU      # occlusion mask tolerance, relative to the reconstruction's depth
     sigma_form: str = "laplace"     # SIGMA_FORMS
     sigma_lr_mult: float = 10.0     # the zero-initialised sigma head learns faster
@@ -58,6 +61,8 @@ class AdaptConfig:
             raise InputError(f"params must be one of {PARAM_SETS}, got {self.params!r}")
         if self.sigma_form not in SIGMA_FORMS:
             raise InputError(f"sigma_form must be one of {SIGMA_FORMS}, got {self.sigma_form!r}")
+        if self.align_where not in ALIGN_WHERE:
+            raise InputError(f"align_where must be one of {ALIGN_WHERE}, got {self.align_where!r}")
         if self.cameras not in ("pred", "gt"):
             raise InputError(f"cameras must be 'pred' or 'gt', got {self.cameras!r}")
         if self.schedule not in ("cosine", "constant"):

@@ -7,7 +7,8 @@ Dimension letters: T frames (pairs (anchor 0, j)), H image rows, W image columns
     L_depth = mean_j mean_p (s_j d̃_j − ẑ_j)²,  ẑ_j = z^rec_j / mean(z^rec_j),  s_j = Σ d̃ ẑ / Σ d̃²   (weight 10)
     L_align = mean_{(j,n) used} ‖track_j(p_n) − recon_j(x̃_{j,n})‖ / s̄,  s̄ = mean_n ‖track_0(p_n)‖   (weight 5)
 
-"used" = the provider marks the label valid and x̂ is in front of camera j; the proposal's variants also need
+"used" = the provider marks the label valid and x̂ is in front of camera j (with ``align_where="recon_confident"``
+also C_recon(x̃_{j,n}) > C_track_j(p_n): the recon read at the label is the more confident branch); the proposal's variants also need
 the occlusion mask m_{j,n} (or, for the oracle, ground-truth visibility), and replace L_traj / L_align by the
 σ²-weighted ``occlusion.nll_loss`` (see ``adapt`` for the units). Every term is independent of the scene's
 scale, so the network cannot lower a loss by shrinking the world.
@@ -99,6 +100,9 @@ def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels,
     depth_recon = transform_points(T_cam_world, out.recon)[..., 2]           # (T, H, W) z^rec_j
     mask = occlusion_mask(z_trk.detach(), x_hat.detach(), depth_recon.detach(), cfg.tau)
     valid = labels.track_valid.to(front.device) & front
+    if cfg.align_where == "recon_confident":        # trust the recon only where it is the more confident branch
+        x_lab = labels.tracks_2d.to(x_hat)
+        valid = valid & (sample_map(out.conf_recon.detach(), x_lab) > sample_map(out.conf_track.detach(), qq))
     used = valid
     if variant.mask == "pred":
         used = valid & mask

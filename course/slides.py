@@ -38,13 +38,16 @@ VENDOR = Path(__file__).resolve().parent / "revealjs"
 SLIDE_SEPARATOR = re.compile(r"^---\s*$", re.MULTILINE)
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
 
+# The reference ablation's exact command is recorded in its results.json; --check re-runs that configuration.
+ABLATION_CMD = "st4r-lite ablation --check data/ablation_quick/results.json"
+
 # Where each result comes from, and the command that (re)makes it.
 SOURCES: dict[str, tuple[str, str]] = {
-    "tiny_eval": ("tiny_eval.json", "st4r-lite heldout data/tiny.pt --json data/tiny_eval.json"),
-    "ablation_table": ("ablation_quick/results.md", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
-    "ablation_plot": ("ablation_quick/ablation_apd.png", "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
+    "tiny_eval": ("tiny_eval.json", "st4r-lite export runs/tiny_v2.pt data/tiny.pt --eval data/tiny_eval.json (make tiny-checkpoint)"),
+    "ablation_table": ("ablation_quick/results.md", ABLATION_CMD),
+    "ablation_plot": ("ablation_quick/ablation_apd.png", ABLATION_CMD),
     "ablation_paired_plot": ("ablation_quick/ablation_paired.png",
-                             "st4r-lite ablation --max-seqs 3 --out data/ablation_quick"),
+                             ABLATION_CMD),
     "world_stats": ("world_stats.json", "python -m st4r_lite.studies.world_stats --out data/world_stats.json"),
     "quality_ceiling": ("quality_ceiling.json",
                         "python -m st4r_lite.studies.ceiling --model data/tiny.pt --json data/quality_ceiling.json"),

@@ -254,7 +254,7 @@ fig.show()
 # never sees the ground truth. The package's default drops L_traj (`w_traj = 0`; the released weight is 0.5):
 # see the sensitivity table below for why. `eval.adaptation.adapt_and_score` runs it and then scores the tracks in the world frame (APD in %, EPE in m after median scaling, [docs/method.md §7](../docs/method.md#s7)). Each step uses pair (0, 0)
 # and 7 other random pairs. Quick mode runs 3 steps: it shows the mechanics, not the effect. `data/adapt_variants_quick.json` holds the
-# recorded comparison of every variant on 4 wild clips (below).
+# recorded comparison of every variant on 3 wild clips (below).
 
 # %%
 steps = 3 if QUICK else 15        # 15 steps, lr 3e-5, 8 pairs per step: AdaptConfig's defaults
@@ -315,7 +315,7 @@ if sens.is_file():
 #   table); the default (15 steps at 3e-5, all but the encoder, no L_traj) costs least among the recipes that need
 #   no ground truth. The unadapted model is about as good on `wild` as on its own domain, so there is no gap for
 #   adaptation to close.
-# - **L_traj hurts most**: it reprojects the tracks through cameras solved by PnP from the model's own recon maps,
+# - **L_traj is the loss change that hurts most**: it reprojects the tracks through cameras solved by PnP from the model's own recon maps,
 #   and pushes the cameras' error into the tracks ("with L_traj 0.5"). Even through the *true* cameras it cannot
 #   fix depth: a reprojection constrains 2 of 3 coordinates.
 # - **L_align imports the reconstruction's error**: it pulls track_j(p) onto recon_j(x̃_j), and the recon's

@@ -237,13 +237,14 @@ assert summary["median_background_pred"] < summary["median_object_pred"], summar
 # %% [markdown]
 # ## 7. Adapt to this video, then compare
 #
-# Test-time adaptation (notebook 06) fine-tunes the tracking branch on pseudo-labels of *this* video: 2D tracks
+# Test-time adaptation (notebook 06) fine-tunes the network (all but its encoder, by default) on pseudo-labels of
+# *this* video: 2D tracks
 # from Lucas–Kanade (CoTracker3 when online) and, optionally, mono-depth (MoGe when online). The variant
 # `robust` is the course's proposal (occlusion mask + σ² weighting). Offline, learned models fall back to the
 # classical ones and the run says so. The command line: `st4r-lite run ... --adapt robust`.
 
 # %%
-adapted = run.run_video(vid, model, WORK / "run_adapted", adapt="robust", adapt_steps=3 if QUICK else 30,
+adapted = run.run_video(vid, model, WORK / "run_adapted", adapt="robust", adapt_steps=3 if QUICK else None,
                         view=False)         # the adapted network predicts every pair again
 moved = (adapted.track - res.track).norm(dim=-1).mean()
 print(f"mean change of the track maps: {float(moved):.4f} (model units)")

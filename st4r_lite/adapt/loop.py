@@ -9,12 +9,12 @@ T_world_cam_j by PnP on recon_j (RANSAC + LM without gradient; optionally one di
 ``pose_grad``). With pseudo 2D tracks x̃_{j,n} and pseudo mono-depth d̃_j (``pseudo_labels``):
 
     x̂_{j,n} = π(K · T_cam_j_world · track_j(p_n))                         (reprojected anchor pixel)
-    L_traj  = sqrt( mean_{(j,n) used} ‖x̂_{j,n} − x̃_{j,n}‖² )              (pixel RMSE, weight 0.5)
+    L_traj  = sqrt( mean_{(j,n) used} ‖x̂_{j,n} − x̃_{j,n}‖² )              (pixel RMSE, weight w_traj: 0 by default, 0.5 released)
     L_depth = mean_j mean_p (s_j d̃_j − ẑ_j)²,  ẑ_j = z^rec_j / mean(z^rec_j),  s_j = Σ d̃ ẑ / Σ d̃²
               (recon depth seen from camera j, per-frame least-squares scale; weight 10)
     L_align = mean_{(j,n) used} ‖track_j(p_n) − recon_j(x̃_{j,n})‖ / s̄,  s̄ = mean_n ‖track_0(p_n)‖
               (recon read at the tracked pixel; s̄ keeps it scale-invariant; weight 5)
-    L       = 0.5 L_traj + 10 L_depth + 5 L_align               (computed in ``st4r_lite.adapt.losses``).
+    L       = w_traj L_traj + 10 L_depth + 5 L_align            (computed in ``st4r_lite.adapt.losses``).
 
 "used" = the provider says the label is valid (``track_valid``) and x̂ is in front of the camera. The proposal
 (``st4r_lite.adapt.occlusion``) adds the occlusion mask m_{j,n} to "used" and replaces L_traj and L_align by the
@@ -24,8 +24,9 @@ pixel-equivalents at the anchor's mean distance, so that one σ² in pixels² se
 equals L_align (Laplace) and only σ², not a change of units, changes its weight. L_depth is unchanged.
 Variants (ablation rows, docs/method.md §6): see ``VARIANTS``.
 
-Only the chosen parameters change (``params``: "track" = decoder stack 1, head 1, sigma head 1, the paper's
-choice; "all_but_encoder"). The encoder is frozen in both, so its tokens are computed once per video.
+Only the chosen parameters change (``params``: "all_but_encoder", the default, or "track" = decoder stack 1,
+head 1, sigma head 1, the paper's choice). The encoder is frozen in both, so its tokens are computed once per
+video.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Dimension letters: T frames (pairs (anchor 0, j)), H image rows, W image columns, N query points p_n.
 
     x̂_{j,n} = π(K · T_cam_j_world · track_j(p_n))                         (reprojected anchor pixel)
-    L_traj  = sqrt( mean_{(j,n) used} ‖x̂_{j,n} − x̃_{j,n}‖² )              (pixel RMSE, weight 0.5)
+    L_traj  = sqrt( mean_{(j,n) used} ‖x̂_{j,n} − x̃_{j,n}‖² )              (pixel RMSE, weight w_traj: 0 by default, 0.5 released)
     L_depth = mean_j mean_p (s_j d̃_j − ẑ_j)²,  ẑ_j = z^rec_j / mean(z^rec_j),  s_j = Σ d̃ ẑ / Σ d̃²   (weight 10)
     L_align = mean_{(j,n) used} ‖track_j(p_n) − recon_j(x̃_{j,n})‖ / s̄,  s̄ = mean_n ‖track_0(p_n)‖   (weight 5)
 

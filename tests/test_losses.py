@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from st4r_lite.train.losses import (
@@ -130,3 +131,15 @@ def test_pretrain_loss_rejects_shape_mismatch():
         assert "same resolution" in str(err)
     else:
         raise AssertionError("a shape mismatch must raise ValueError")
+
+
+def test_dynamic_regression_adds_w_times_the_mean_moving_error():
+    tg = _batch(seed=5)
+    conf = 1 + torch.rand(tg.track.shape[:-1], generator=torch.Generator().manual_seed(2))
+    out = _out(tg.track + 0.3, tg.recon - 0.1, conf, conf)
+    plain = PretrainLoss(dynamic_factor=None)(out, tg)
+    extra = PretrainLoss(dynamic_factor=None, dynamic_regression=2.0)(out, tg)
+    assert torch.allclose(extra.total - plain.total, 2.0 * plain.track_err_dynamic, atol=1e-5)
+    assert torch.equal(extra.track, plain.track)                     # the branch loss itself is unchanged
+    with pytest.raises(ValueError, match="dynamic_regression"):
+        PretrainLoss(dynamic_regression=-1.0)

@@ -52,6 +52,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonneg_int, default=None, help="training seed (clips, init)")
     p.add_argument("--dynamic-factor", type=float, default=None,
                    help="dynamic reweighting of the tracking loss (default 5, the released code's; 0 = off)")
+    p.add_argument("--dynamic-regression", type=float, default=None,
+                   help="add W x the plain 3D error of moving pixels to the loss (no confidence; default 0 = off)")
     p.add_argument("--init", default=None,
                    help="fine-tune: start from these weights (a training checkpoint such as runs/tiny_v2.pt, a model "
                    "file such as data/tiny.pt, or a released name) with a fresh optimiser and schedule")
@@ -185,7 +187,8 @@ def run_pretrain_cli(args) -> str:
     """``st4r-lite pretrain``: build the TrainConfig from the arguments (unset ones keep their defaults)."""
     overrides = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "frames": args.frames,
                  "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed,
-                 "dynamic_factor": getattr(args, "dynamic_factor", None), "init": getattr(args, "init", None)}
+                 "dynamic_factor": getattr(args, "dynamic_factor", None), "init": getattr(args, "init", None),
+                 "dynamic_regression": getattr(args, "dynamic_regression", None)}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
     check_writable(args.out)

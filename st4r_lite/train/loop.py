@@ -89,6 +89,7 @@ class TrainConfig:
     track_weight: float = 1.0
     recon_weight: float = 1.0
     dynamic_factor: float = 5.0  # moving pixels' C := factor · max C(static) (released code); 0 switches it off
+    dynamic_regression: float = 0.0  # + w · mean ‖X̂ − X̄‖ over moving pixels (train.losses); 0 = off
     init: str = ""              # start from these weights (a training checkpoint, a model file or a released
                                 # name) with a fresh optimiser and schedule: fine-tuning; "" = random init
 
@@ -102,6 +103,8 @@ class TrainConfig:
             raise InputError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
         if self.warmup < 0:
             raise InputError(f"warmup must be ≥ 0, got {self.warmup}")
+        if self.dynamic_regression < 0:
+            raise InputError(f"dynamic_regression must be ≥ 0, got {self.dynamic_regression}")
         if self.dynamic_factor < 0:
             raise InputError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
 
@@ -275,7 +278,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         runner = nn.parallel.DistributedDataParallel(
             runner, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     loss_fn = PretrainLoss(track_weight=cfg.track_weight, recon_weight=cfg.recon_weight,
-                           dynamic_factor=cfg.dynamic_factor or None)
+                           dynamic_factor=cfg.dynamic_factor or None, dynamic_regression=cfg.dynamic_regression)
     params = [p for p in model.parameters() if p.requires_grad]
     use_amp = env.device.type == "cuda"
     n_eval = heldout.HELDOUT_CLIPS if eval_clips is None else int(eval_clips)

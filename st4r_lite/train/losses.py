@@ -17,6 +17,9 @@ branches of a pair (track and recon) are divided by that pair's recon factors, s
 common scale and the track branch cannot cheat with its own scale. The factors are *not* detached (as in
 DUSt3R). The released code meant this but averaged over all pixels; we average over valid ones only.
 
+Dynamic regression (this package's option, ``dynamic_regression = w``, default 0): + w · mean over valid moving
+pixels of ‖X̂ − X̄‖, the plain error with no confidence, so moving pixels weigh at least w without touching C.
+
 Dynamic reweighting (track branch only, released code): on moving pixels, C is replaced by
 5 · max(C over the pair's valid static pixels), detached, so the network must lower their error and cannot
 hide it by lowering their confidence. Their α log C term then is a constant and does not train anything.
@@ -159,9 +162,12 @@ class PretrainLoss:
     """
 
     def __init__(self, alpha: float = ALPHA, track_weight: float = 1.0, recon_weight: float = 1.0,
-                 dynamic_factor: float | None = DYNAMIC_CONF_FACTOR) -> None:
+                 dynamic_factor: float | None = DYNAMIC_CONF_FACTOR, dynamic_regression: float = 0.0) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be ≥ 0, got {alpha}")
+        if dynamic_regression < 0:
+            raise ValueError(f"dynamic_regression must be ≥ 0, got {dynamic_regression}")
+        self.dynamic_regression = dynamic_regression
         self.alpha = alpha
         self.track_weight = track_weight
         self.recon_weight = recon_weight
@@ -184,6 +190,9 @@ class PretrainLoss:
         l_recon, e_recon = confidence_regression(pred_recon, gt_recon, out.conf_recon.float(),
                                                  targets.valid_recon, self.alpha)
         total = self.track_weight * l_track + self.recon_weight * l_recon
+        if self.dynamic_regression:   # + w · mean over moving pixels of ‖X̂ − X̄‖ (no confidence to hide behind)
+            vd = targets.valid_track & targets.dynamic
+            total = total + self.dynamic_regression * (e_track * vd).sum() / vd.sum().clamp_min(1)
         with torch.no_grad():
             vt, vr = targets.valid_track, targets.valid_recon
             vd = vt & targets.dynamic

@@ -100,9 +100,9 @@ def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels,
     depth_recon = transform_points(T_cam_world, out.recon)[..., 2]           # (T, H, W) z^rec_j
     mask = occlusion_mask(z_trk.detach(), x_hat.detach(), depth_recon.detach(), cfg.tau)
     valid = labels.track_valid.to(front.device) & front
+    x_tilde = labels.tracks_2d.to(x_hat)
     if cfg.align_where == "recon_confident":        # trust the recon only where it is the more confident branch
-        x_lab = labels.tracks_2d.to(x_hat)
-        valid = valid & (sample_map(out.conf_recon.detach(), x_lab) > sample_map(out.conf_track.detach(), qq))
+        valid = valid & (sample_map(out.conf_recon.detach(), x_tilde) > sample_map(out.conf_track.detach(), qq))
     used = valid
     if variant.mask == "pred":
         used = valid & mask
@@ -112,7 +112,6 @@ def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels,
                              "WorldTrack file with visibility)")
         used = valid & gt_visible.to(valid.device)
     used_by = {t: used if t in variant.mask_terms else valid for t in ROBUST_TERMS}
-    x_tilde = labels.tracks_2d.to(x_hat)
     scale = track_q[0].norm(dim=-1).mean().clamp_min(1e-6)                   # s̄, with gradient
     recon_tilde = sample_map(out.recon, x_tilde)
     if variant.sigma is None:

@@ -266,32 +266,28 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", default=None, help="many clips instead of one: a range A-B or a comma list, e.g. 0-29")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     a = p.parse_args(argv)
-    command = "st4r-lite study static_vs_moving " + " ".join(argv or [])
+    doc = {"command": "st4r-lite study static_vs_moving " + " ".join(argv or []), "domain": a.domain,
+           "frames": a.frames, "size": [a.height, a.width]}
+    if a.json:
+        check_writable(a.json, what="--json")
     if a.seeds:
         try:
             lo, sep, hi = a.seeds.partition("-")
             seeds = list(range(int(lo), int(hi) + 1)) if sep else [int(x) for x in a.seeds.split(",")]
         except ValueError:
             raise InputError(f"--seeds {a.seeds!r}: give a range such as 0-29 or a list such as 3,7,26") from None
-        if a.json:
-            check_writable(a.json, what="--json")
-        doc = {"command": command, "domain": a.domain, "frames": a.frames, "size": [a.height, a.width],
-               **run_many(a.checkpoint, seeds, domain=a.domain, frames=a.frames, height=a.height, width=a.width)}
+        doc.update(run_many(a.checkpoint, seeds, domain=a.domain, frames=a.frames, height=a.height, width=a.width))
         s = doc["summary"]
         print(f"the claim holds on {s['holds']} of {s['clips']} clips; medians: background "
               f"{s['median_background_pred']:.2f} m, object {s['median_object_pred']:.2f} m (truth "
               f"{s['median_object_true']:.2f} m), object / background {s['median_ratio']:.1f}x")
-        if a.json:
-            with atomic_write(a.json, "w") as fh:
-                json.dump(to_jsonable(doc), fh, indent=1)
-        return doc
-    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="st4r_static_vs_moving_"))
-    score, _, _ = run_static_vs_moving(a.checkpoint, out, domain=a.domain, seed=a.seed, frames=a.frames,
-                                       height=a.height, width=a.width)
-    doc = {"command": command, "domain": a.domain,
-           "seed": a.seed, "frames": a.frames, "size": [a.height, a.width], **score.as_dict()}
-    print(score.headline())
-    print(f"claim (background moves less than the object): {'holds' if score.holds else 'does NOT hold'}")
+    else:
+        out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="st4r_static_vs_moving_"))
+        score, _, _ = run_static_vs_moving(a.checkpoint, out, domain=a.domain, seed=a.seed, frames=a.frames,
+                                           height=a.height, width=a.width)
+        doc.update(seed=a.seed, **score.as_dict())
+        print(score.headline())
+        print(f"claim (background moves less than the object): {'holds' if score.holds else 'does NOT hold'}")
     if a.json:
         with atomic_write(a.json, "w") as fh:
             json.dump(to_jsonable(doc), fh, indent=1)

@@ -147,13 +147,13 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
         try:
             blob = load_train_checkpoint(path)
         except InputError:
-            blob = None                  # not a training checkpoint: an exported model file
+            pass                         # not a training checkpoint: an exported model file
     if blob is not None:
         state, config = blob["model"], ModelConfig.from_dict(blob["config"])
     else:
         source = resolve.load(spec, log=lambda s: None)
         state, config = source.state_dict(), source.config
-    if config is not None and config != model.config:
+    if config != model.config:
         raise InputError(f"--init {spec!r} is a {config.name!r} model but the run trains {model.config.name!r}: "
                          "pass the same --preset")
     missing = set(model.state_dict()) ^ set(state)

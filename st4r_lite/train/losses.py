@@ -190,12 +190,11 @@ class PretrainLoss:
         l_recon, e_recon = confidence_regression(pred_recon, gt_recon, out.conf_recon.float(),
                                                  targets.valid_recon, self.alpha)
         total = self.track_weight * l_track + self.recon_weight * l_recon
+        vt, vr = targets.valid_track, targets.valid_recon
+        vd = vt & targets.dynamic
         if self.dynamic_regression:   # + w · mean over moving pixels of ‖X̂ − X̄‖ (no confidence to hide behind)
-            vd = targets.valid_track & targets.dynamic
             total = total + self.dynamic_regression * (e_track * vd).sum() / vd.sum().clamp_min(1)
         with torch.no_grad():
-            vt, vr = targets.valid_track, targets.valid_recon
-            vd = vt & targets.dynamic
             track_err = e_track.sum() / vt.sum().clamp_min(1)
             recon_err = e_recon.sum() / vr.sum().clamp_min(1)
             dyn_err = (e_track * vd).sum() / vd.sum() if vd.any() \

@@ -143,3 +143,38 @@ def test_dynamic_regression_adds_w_times_the_mean_moving_error():
     assert torch.equal(extra.track, plain.track)                     # the branch loss itself is unchanged
     with pytest.raises(ValueError, match="dynamic_regression"):
         PretrainLoss(dynamic_regression=-1.0)
+
+
+def test_motion_regression_is_zero_for_a_scaled_copy_and_counts_static_motion():
+    from st4r_lite.train.losses import motion_regression, pair_scale
+    tg = _batch(seed=7)                                   # 2 pairs = one clip of S = 2 (self-pair first)
+    v, vr = tg.valid_track, tg.valid_recon
+    s_gt = pair_scale(tg.recon, vr)
+    # a global scale of the whole clip is not a motion error
+    assert float(motion_regression(3 * tg.track, tg.track, v, 3 * s_gt, s_gt, frames=2)) < 1e-6
+    # the same track predicted for every k (no motion) costs exactly the true motion's mean norm
+    still = tg.track.clone()
+    still[1] = tg.track[0]
+    loss = motion_regression(still, tg.track, v, s_gt, s_gt, frames=2)
+    both = v[1] & v[0]
+    expected = ((tg.track[1] - tg.track[0]).nan_to_num(0.0).norm(dim=-1) / s_gt[0])[both].mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="whole clips"):
+        motion_regression(tg.track, tg.track, v, s_gt, s_gt, frames=3)
+
+
+def test_pretrain_loss_motion_term_needs_frames_and_has_finite_gradients():
+    tg = _batch(seed=8)
+    conf = 1 + torch.rand(tg.track.shape[:-1], generator=torch.Generator().manual_seed(3))
+    track = (tg.track.nan_to_num(0.0) + 0.2).requires_grad_()
+    out = _out(track, tg.recon - 0.1, conf, conf)
+    loss = PretrainLoss(dynamic_factor=None, motion_weight=2.0)
+    with pytest.raises(ValueError, match="frames="):
+        loss(out, tg)
+    plain = PretrainLoss(dynamic_factor=None)(out, tg)
+    terms = loss(out, tg, frames=2)
+    assert torch.allclose(terms.total - plain.total, 2.0 * terms.motion, atol=1e-5)
+    terms.total.backward()
+    assert torch.isfinite(track.grad).all() and track.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="motion_weight"):
+        PretrainLoss(motion_weight=-1.0)

@@ -54,6 +54,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    help="dynamic reweighting of the tracking loss (default 5, the released code's; 0 = off)")
     p.add_argument("--dynamic-regression", type=float, default=None,
                    help="add W x the plain 3D error of moving pixels to the loss (no confidence; default 0 = off)")
+    p.add_argument("--motion-weight", type=float, default=None,
+                   help="add W x L_motion, the error of every anchor pixel's motion from the self-pair's track, "
+                   "static pixels included (default 0 = off)")
     p.add_argument("--init", default=None,
                    help="fine-tune: start from these weights (a training checkpoint such as runs/tiny_v2.pt, a model "
                    "file such as data/tiny.pt, or a released name) with a fresh optimiser and schedule")
@@ -188,7 +191,8 @@ def run_pretrain_cli(args) -> str:
     overrides = {"preset": args.preset, "steps": args.steps, "batch": args.batch, "frames": args.frames,
                  "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed,
                  "dynamic_factor": getattr(args, "dynamic_factor", None), "init": getattr(args, "init", None),
-                 "dynamic_regression": getattr(args, "dynamic_regression", None)}
+                 "dynamic_regression": getattr(args, "dynamic_regression", None),
+                 "motion_weight": getattr(args, "motion_weight", None)}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
     check_writable(args.out)

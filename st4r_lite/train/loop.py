@@ -90,6 +90,7 @@ class TrainConfig:
     recon_weight: float = 1.0
     dynamic_factor: float = 5.0  # moving pixels' C := factor · max C(static) (released code); 0 switches it off
     dynamic_regression: float = 0.0  # + w · mean ‖X̂ − X̄‖ over moving pixels (train.losses); 0 = off
+    motion_weight: float = 0.0  # + w · L_motion: every anchor pixel's motion from the self-pair (train.losses); 0 = off
     init: str = ""              # start from these weights (a training checkpoint, a model file or a released
                                 # name) with a fresh optimiser and schedule: fine-tuning; "" = random init
 
@@ -105,6 +106,8 @@ class TrainConfig:
             raise InputError(f"warmup must be ≥ 0, got {self.warmup}")
         if self.dynamic_regression < 0:
             raise InputError(f"dynamic_regression must be ≥ 0, got {self.dynamic_regression}")
+        if self.motion_weight < 0:
+            raise InputError(f"motion_weight must be ≥ 0, got {self.motion_weight}")
         if self.dynamic_factor < 0:
             raise InputError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
 
@@ -278,7 +281,8 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         runner = nn.parallel.DistributedDataParallel(
             runner, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     loss_fn = PretrainLoss(track_weight=cfg.track_weight, recon_weight=cfg.recon_weight,
-                           dynamic_factor=cfg.dynamic_factor or None, dynamic_regression=cfg.dynamic_regression)
+                           dynamic_factor=cfg.dynamic_factor or None, dynamic_regression=cfg.dynamic_regression,
+                           motion_weight=cfg.motion_weight)
     params = [p for p in model.parameters() if p.requires_grad]
     use_amp = env.device.type == "cuda"
     n_eval = heldout.HELDOUT_CLIPS if eval_clips is None else int(eval_clips)
@@ -299,7 +303,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         frames, targets = clip_pairs(clip)
         with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = runner(frames)
-        terms = loss_fn(pred, targets)
+        terms = loss_fn(pred, targets, frames=cfg.frames)
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -311,7 +315,8 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         state.clip_counter += cfg.batch * env.world_size
         state.elapsed_s += time.perf_counter() - t0
         pairs_window += frames.shape[0] * cfg.frames * env.world_size
-        vals = {k: float(all_reduce_mean(v.detach().reshape(1), env)) for k, v in vars(terms).items()}
+        vals = {k: float(all_reduce_mean(v.detach().reshape(1), env)) for k, v in vars(terms).items()
+                if v is not None}
         vals.update(grad_norm=float(grad_norm), frame_gap=gap)
         for k, v in vals.items():
             window.setdefault(k, []).append(v)

@@ -20,6 +20,16 @@ DUSt3R). The released code meant this but averaged over all pixels; we average o
 Dynamic regression (this package's option, ``dynamic_regression = w``, default 0): + w · mean over valid moving
 pixels of ‖X̂ − X̄‖, the plain error with no confidence, so moving pixels weigh at least w without touching C.
 
+Motion regression (this package's option, ``motion_weight = w``, default 0; needs the pairs of whole clips,
+B = clips · S with the self-pair (0, 0) first in each clip): the motion of every anchor pixel from the self-pair's
+track to pair (0, k)'s track, both divided by the *self-pair's* scale factor,
+
+    m̂_k = (track_k − track_0) / s_pred,0,     m_k = (gt_k − gt_0) / s_gt,0,
+    L_motion = mean over k ≥ 1 and pixels valid in both pairs of ‖m̂_k − m_k‖.
+
+Static pixels (m = 0) weigh as much as moving ones, so the term teaches what does not move as much as what does,
+and it ties every pair's scale to the anchor pair's (one clip, one scale: what the evaluation assumes).
+
 Dynamic reweighting (track branch only, released code): on moving pixels, C is replaced by
 5 · max(C over the pair's valid static pixels), detached, so the network must lower their error and cannot
 hide it by lowering their confidence. Their α log C term then is a constant and does not train anything.
@@ -72,9 +82,11 @@ class LossTerms:
     track_err: torch.Tensor
     recon_err: torch.Tensor
     track_err_dynamic: torch.Tensor
+    motion: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
-        return {k: float(getattr(self, k).detach()) for k in self.__dataclass_fields__}
+        return {k: float(getattr(self, k).detach()) for k in self.__dataclass_fields__
+                if getattr(self, k) is not None}
 
 
 def _check_pointmap(name: str, x: torch.Tensor) -> None:
@@ -154,32 +166,65 @@ def confidence_regression(pred: torch.Tensor, target: torch.Tensor, conf: torch.
     return loss, err
 
 
+def motion_regression(pred_track: torch.Tensor, gt_track: torch.Tensor, valid: torch.Tensor,
+                      s_pred: torch.Tensor, s_gt: torch.Tensor, frames: int) -> torch.Tensor:
+    """L_motion = mean over k ≥ 1, valid pixels of ‖(track_k − track_0)/s_pred,0 − (gt_k − gt_0)/s_gt,0‖.
+
+    pred_track, gt_track: (B·S, H, W, 3) raw (un-normalised) pointmaps in (clip, k) order with k = 0 the self-pair;
+    valid: (B·S, H, W) bool; s_pred, s_gt: (B·S,) per-pair scale factors (:func:`pair_scale`); frames: S ≥ 2.
+    Returns a scalar (0, still in the graph, when no pixel is valid in both pairs).
+
+    >>> gt = torch.rand(2 * 3, 4, 5, 3); s = torch.ones(6); v = torch.ones(6, 4, 5, dtype=torch.bool)
+    >>> float(motion_regression(gt * 2, gt, v, s * 2, s, frames=3))   # a global scale is no motion error
+    0.0
+    """
+    _check_pointmap("pred_track", pred_track)
+    if frames < 2 or pred_track.shape[0] % frames:
+        raise ValueError(f"the batch ({pred_track.shape[0]} pairs) must be whole clips of frames={frames} ≥ 2 pairs")
+    per_clip = lambda x: rearrange(x, "(b s) ... -> b s ...", s=frames)  # noqa: E731
+    pt, gt, v = per_clip(pred_track), per_clip(gt_track.nan_to_num(0.0)), per_clip(valid)
+    sp, sg = (rearrange(per_clip(x)[:, 0], "b -> b 1 1 1 1") for x in (s_pred, s_gt))
+    m_pred = (pt[:, 1:] - pt[:, :1]) / sp
+    m_gt = (gt[:, 1:] - gt[:, :1]) / sg
+    both = v[:, 1:] & v[:, :1]
+    err = torch.where(both[..., None], m_pred - m_gt, torch.zeros_like(m_pred)).norm(dim=-1)
+    return err.sum() / both.sum().clamp_min(1)
+
+
 class PretrainLoss:
-    """The pretraining objective: L = w_track · L_track + w_recon · L_recon (both DUSt3R confidence losses).
+    """The pretraining objective: L = w_track · L_track + w_recon · L_recon (both DUSt3R confidence losses),
+    plus the optional dynamic-regression and motion terms (module docstring).
 
     Call with a ``PairOutput``-like object (fields track, recon, conf_track, conf_recon, each (B, H, W, ·))
     and :class:`PairTargets`; returns :class:`LossTerms`.
     """
 
     def __init__(self, alpha: float = ALPHA, track_weight: float = 1.0, recon_weight: float = 1.0,
-                 dynamic_factor: float | None = DYNAMIC_CONF_FACTOR, dynamic_regression: float = 0.0) -> None:
+                 dynamic_factor: float | None = DYNAMIC_CONF_FACTOR, dynamic_regression: float = 0.0,
+                 motion_weight: float = 0.0) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be ≥ 0, got {alpha}")
         if dynamic_regression < 0:
             raise ValueError(f"dynamic_regression must be ≥ 0, got {dynamic_regression}")
+        if motion_weight < 0:
+            raise ValueError(f"motion_weight must be ≥ 0, got {motion_weight}")
         self.dynamic_regression = dynamic_regression
+        self.motion_weight = motion_weight
         self.alpha = alpha
         self.track_weight = track_weight
         self.recon_weight = recon_weight
         self.dynamic_factor = dynamic_factor
 
-    def __call__(self, out, targets: PairTargets) -> LossTerms:
+    def __call__(self, out, targets: PairTargets, frames: int | None = None) -> LossTerms:
+        """frames: S pairs per clip (the batch is whole clips, self-pair first); needed when motion_weight > 0."""
+        if self.motion_weight and frames is None:
+            raise ValueError("motion_weight > 0 needs frames= (pairs per clip) to find each clip's self-pair")
         for name in ("track", "recon"):
             if getattr(out, name).shape != getattr(targets, name).shape:
                 raise ValueError(f"prediction {name} has shape {tuple(getattr(out, name).shape)} but the "
                                  f"target has {tuple(getattr(targets, name).shape)}; same resolution needed")
-        pred_track, pred_recon, _ = normalise_pair(out.track.float(), out.recon.float(), targets.valid_recon)
-        gt_track, gt_recon, _ = normalise_pair(targets.track.float(), targets.recon.float(),
+        pred_track, pred_recon, s_pred = normalise_pair(out.track.float(), out.recon.float(), targets.valid_recon)
+        gt_track, gt_recon, s_gt = normalise_pair(targets.track.float(), targets.recon.float(),
                                                targets.valid_recon)
         conf_track = out.conf_track.float()
         if self.dynamic_factor is not None:
@@ -194,10 +239,15 @@ class PretrainLoss:
         vd = vt & targets.dynamic
         if self.dynamic_regression:   # + w · mean over moving pixels of ‖X̂ − X̄‖ (no confidence to hide behind)
             total = total + self.dynamic_regression * (e_track * vd).sum() / vd.sum().clamp_min(1)
+        l_motion = None
+        if self.motion_weight:
+            l_motion = motion_regression(out.track.float(), targets.track.float(), vt, s_pred, s_gt, frames)
+            total = total + self.motion_weight * l_motion
         with torch.no_grad():
             track_err = e_track.sum() / vt.sum().clamp_min(1)
             recon_err = e_recon.sum() / vr.sum().clamp_min(1)
             dyn_err = (e_track * vd).sum() / vd.sum() if vd.any() \
                 else torch.tensor(float("nan"), device=total.device)
         return LossTerms(total=total, track=l_track, recon=l_recon, track_err=track_err.detach(),
-                         recon_err=recon_err.detach(), track_err_dynamic=dyn_err.detach())
+                         recon_err=recon_err.detach(), track_err_dynamic=dyn_err.detach(),
+                         motion=None if l_motion is None else l_motion.detach())

@@ -19,6 +19,11 @@ Peers, built from the same video without ground truth (``eval.baselines``):
 - ``combinational``: Lucas–Kanade 2D tracks (``adapt.lk_tracker``, offline) lifted to 3D with the model's own
   recon depth and recovered cameras: the classical "2D tracker + depth + cameras" pipeline.
 
+Diagnosis of the reconstruction (``recon_by_frame``): its APD per frame index, once with the metric's single
+clip-wide alignment ("world": where the frame's geometry is placed in the world) and once after aligning each
+frame on its own by a similarity ("shape": the geometry alone, its pose forgiven). A flat "shape" row above a
+falling "world" row says the relative camera pose of frames far from the anchor is what limits the target.
+
 ``python -m st4r_lite.studies.scorecard data/tiny.pt --json data/tiny_scorecard.json`` (about 2 minutes on a
 2-core CPU).
 """
@@ -30,9 +35,11 @@ import json
 import time
 from pathlib import Path
 
+import roma
 import torch
 
 from st4r_lite.eval.baselines import combinational_prediction, static_prediction
+from st4r_lite.geometry.track_metrics import align, apd
 from st4r_lite.eval.evaluate import evaluate_prediction, mean_results, predict_model, sequence_from_clip
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
@@ -64,6 +71,29 @@ def _row(result: dict) -> dict:
     return {k: round(float(v), 4) for k, v in row.items()}
 
 
+def recon_by_frame(recon: torch.Tensor, gt_points: torch.Tensor) -> dict[str, list[float]]:
+    """Reconstruction APD per frame: {"world": one median alignment over the clip (the metric's), "shape": each
+    frame aligned alone by a similarity (rotation, translation, scale; Umeyama via roma)}.
+
+    recon, gt_points: (T, H, W, 3) in the world frame; non-finite ground truth is left out. A frame with fewer
+    than 3 valid points gets NaN in "shape".
+    """
+    assert recon.shape == gt_points.shape and recon.shape[-1] == 3, (tuple(recon.shape), tuple(gt_points.shape))
+    pred, gt = recon.detach().double().cpu(), gt_points.detach().double().cpu()
+    valid = torch.isfinite(gt).all(-1) & torch.isfinite(pred).all(-1)
+    world = align(pred, gt, valid, "median")
+    out: dict[str, list[float]] = {"world": [], "shape": []}
+    for t in range(pred.shape[0]):
+        v = valid[t]
+        out["world"].append(float(apd(world[t], gt[t], v)))
+        if int(v.sum()) < 3:
+            out["shape"].append(float("nan"))
+            continue
+        R, tr, s = roma.rigid_points_registration(pred[t][v], gt[t][v], compute_scaling=True)
+        out["shape"].append(float(apd(s * pred[t] @ R.T + tr, gt[t], v)))
+    return out
+
+
 def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int = 2,
               seed: int = HELDOUT_SEED) -> dict:
     """Score ``model`` and its two peers on ``num_clips`` held-out clips; returns the JSON-ready scorecard
@@ -72,9 +102,11 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
     H, W = model.config.img_size
     clips = generate_clips(num_clips, frames=frames, height=H, width=W, domain="pretrain", seed=seed)
     per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
+    by_frame: list[dict[str, list[float]]] = []
     for b in range(num_clips):
         seq = sequence_from_clip(clips, b, query_stride=query_stride)
         pred = predict_model(model, seq)
+        by_frame.append(recon_by_frame(pred.recon, seq.gt_points))
         peers = {"model": pred, "static": static_prediction(pred, seq),
                  "combinational": combinational_prediction(seq, pred, tracker="lk", depth="recon")}
         for name, p in peers.items():
@@ -93,7 +125,10 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
     return {"settings": {"world_version": WORLD_VERSION, "domain": "pretrain", "num_clips": num_clips,
                          "frames": frames, "seed": seed, "image_hw": [H, W], "query_stride": query_stride,
                          "alignment": "median", "dynamic": "max_t |gt_t - gt_0| > 0.05 m"},
-            "methods": methods, "targets": targets, "beats_peers": beats, "per_clip": per_clip}
+            "methods": methods, "targets": targets, "beats_peers": beats,
+            "recon_by_frame": {k: [round(float(v), 2) for v in torch.tensor([f[k] for f in by_frame]).nanmean(0)]
+                               for k in ("world", "shape")},
+            "per_clip": per_clip}
 
 
 def format_scorecard(card: dict) -> str:
@@ -107,6 +142,9 @@ def format_scorecard(card: dict) -> str:
         lines.append(f"  [{'x' if t['met'] else ' '}] {name}: {t['value']}")
     for name, ok in card["beats_peers"].items():
         lines.append(f"  [{'x' if ok else ' '}] {name}")
+    if "recon_by_frame" in card:
+        for k, row in card["recon_by_frame"].items():
+            lines.append(f"  recon APD by frame ({k}): " + " ".join(f"{v:.0f}" for v in row))
     return "\n".join(lines)
 
 

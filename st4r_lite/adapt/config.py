@@ -11,7 +11,7 @@ from st4r_lite.errors import InputError
 __all__ = ["AdaptConfig", "PARAM_SETS", "ALIGN_WHERE", "RELEASED"]
 
 PARAM_SETS = ("track", "all_but_encoder")
-ALIGN_WHERE = ("all", "recon_confident", "anchor")
+ALIGN_WHERE = ("all", "recon_confident")
 
 
 @dataclass
@@ -41,8 +41,7 @@ class AdaptConfig:
     w_depth: float = 10.0
     w_align: float = 5.0
     align_where: str = "all"        # ALIGN_WHERE: "all", or "recon_confident": L_align (and L_traj) only where
-                                    # C_recon(x̃_j) > C_track_j(p), the recon read there is the more confident branch;
-                                    # "anchor": only on pair (0, 0), where track and recon share camera 0 (no pose)
+                                    # C_recon(x̃_j) > C_track_j(p), the recon read there is the more confident branch
     tau: float = OCCLUSION_TAU      # occlusion mask tolerance, relative to the reconstruction's depth
     sigma_form: str = "laplace"     # SIGMA_FORMS
     sigma_lr_mult: float = 10.0     # the zero-initialised sigma head learns faster

@@ -103,8 +103,6 @@ def adaptation_losses(out, K: Tensor, T_world_cam: Tensor, labels: PseudoLabels,
     x_tilde = labels.tracks_2d.to(x_hat)
     if cfg.align_where == "recon_confident":        # trust the recon only where it is the more confident branch
         valid = valid & (sample_map(out.conf_recon.detach(), x_tilde) > sample_map(out.conf_track.detach(), qq))
-    elif cfg.align_where == "anchor":               # row 0 is always pair (0, 0): no camera between the branches
-        valid = valid & (torch.arange(T, device=valid.device) == 0)[:, None]
     used = valid
     if variant.mask == "pred":
         used = valid & mask

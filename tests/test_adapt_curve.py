@@ -81,3 +81,18 @@ def test_config_with_parses_types_and_refuses_unknown_keys():
         adapt_curve.config_with(["learning_rate=1"])
     with pytest.raises(InputError, match="not a int"):
         adapt_curve.config_with(["steps=many"])
+
+
+def test_domain_shift_parses_numbers_and_ranges_and_changes_the_clips():
+    shift = adapt_curve.domain_shift(["size_scale=1.6", "fov_deg=68:75"])
+    assert shift == {"size_scale": 1.6, "fov_deg": (68.0, 75.0)}
+    with pytest.raises(InputError, match="KEY=NUMBER"):
+        adapt_curve.domain_shift(["size_scale=big"])
+    kw = dict(frames=2, height=16, width=24, domain="wild", seed=3)
+    plain, same, shifted = (generate_clips(1, **kw, shift=s) for s in (None, {}, shift))
+    assert torch.equal(plain.rgb, same.rgb) and not torch.equal(plain.rgb, shifted.rgb)
+    assert shifted.info[0]["focal"] < plain.info[0]["focal"]       # a wider field of view, a shorter focal
+    for bad, match in (({"colour": 1.0}, "unknown domain setting"), ({"fov_deg": 70.0}, "range"),
+                       ({"palette": 1.0}, "cannot be shifted")):
+        with pytest.raises(InputError, match=match):
+            generate_clips(1, **kw, shift=bad)

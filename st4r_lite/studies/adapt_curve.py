@@ -16,6 +16,10 @@ A ground-truth-free stopping rule would need a loss whose drop predicts the APD 
 (clip, k > 0), the Spearman rank correlation between the relative drop of each loss and the APD change, and the
 mean APD change per k with its paired 95 % interval.
 
+``--shift KEY=VALUE`` renders the wild clips with a DomainConfig field changed (``world.render.shifted_config``:
+e.g. ``--shift size_scale=1.6`` or ``--shift fov_deg=68:75``), a domain gap the pretrained model really falls
+into, to ask whether adaptation closes it.
+
 ``python -m st4r_lite.studies.adapt_curve --seeds 600000,...,600005 --steps 0,10,30,60 --json data/adapt_curve_quick.json``
 """
 
@@ -41,7 +45,7 @@ from st4r_lite.runtime import atomic_write, to_jsonable
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.world.render import generate_clips
 
-__all__ = ["adaptation_curve", "geometry_errors", "summarise", "config_with", "LOSSES"]
+__all__ = ["adaptation_curve", "geometry_errors", "summarise", "config_with", "domain_shift", "LOSSES"]
 
 LOSSES = ("total", "traj", "depth", "align")
 
@@ -140,6 +144,21 @@ def config_with(changes: list[str]) -> AdaptConfig:
     return replace(AdaptConfig(), **out)
 
 
+def domain_shift(items: list[str]) -> dict:
+    """``["size_scale=1.6", "fov_deg=68:75"]`` -> {"size_scale": 1.6, "fov_deg": (68.0, 75.0)} (checked when the
+    clips are rendered, by ``world.render.shifted_config``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = tuple(float(v) for v in value.split(":")) if ":" in value else float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise InputError(f"--shift {item!r}: expected KEY=NUMBER or KEY=LO:HI")
+    return out
+
+
 def main(argv=None) -> int:
     """``python -m st4r_lite.studies.adapt_curve [--checkpoint data/tiny.pt] --seeds ... --steps ... [--json OUT]``."""
     ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.adapt_curve", description=__doc__.split("\n\n")[0])
@@ -150,9 +169,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tracker", default="sim", help="pseudo 2D tracker (sim, sim-latch, lk)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="change one AdaptConfig setting (repeatable), e.g. --set lr=1e-4 --set cameras=gt")
+    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
+                    help="render the wild clips with a DomainConfig field changed (repeatable), e.g. "
+                    "--shift size_scale=1.6 or --shift fov_deg=68:75")
     ap.add_argument("--json", default=None, help="write rows + summary here")
     args = ap.parse_args(argv)
     config = config_with(args.set)
+    shift = domain_shift(args.shift)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
         steps = [int(s) for s in args.steps.split(",")]
@@ -161,7 +184,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     model = resolve.load(args.checkpoint).float()
     videos = [VideoWithTruth.from_clip(generate_clips(1, frames=args.frames, height=64, width=96, domain="wild",
-                                                      seed=s), 0) for s in seeds]
+                                                      seed=s, shift=shift), 0) for s in seeds]
     rows = adaptation_curve(videos, model, steps, tracker=args.tracker, config=config, progress=lambda r: print(
         f"{r['video']:12s} k={r['steps']:3d} APD {r['apd']:6.2f} moving {r['apd_moving']:6.2f} "
         f"anchor AbsRel {r['anchor_absrel']:.3f} motion err {r['motion_err']:.3f} m  "
@@ -174,6 +197,7 @@ def main(argv=None) -> int:
     if args.json:
         record = {"command": "python -m st4r_lite.studies.adapt_curve " + shlex.join(sys.argv[1:] if argv is None else argv),
                   "checkpoint": args.checkpoint, "config": asdict(config), "tracker": args.tracker,
+                  "domain_shift": shift,
                   "seconds": round(time.perf_counter() - start, 1), "rows": rows, "summary": summary}
         with atomic_write(Path(args.json), "w") as fh:
             json.dump(to_jsonable(record), fh, indent=1)

@@ -46,6 +46,7 @@ from st4r_lite.geometry.track_metrics import DYNAMIC_MIN_MOTION
 from st4r_lite.world.raycast import INTERSECT, KINDS, intersect_room, local_normals, room_normals
 from st4r_lite.world.scene import (
     DOMAIN_CONFIGS,
+    DomainConfig,
     WORLD_VERSION,
     SceneSpec,
     camera_poses,
@@ -256,8 +257,38 @@ def _image_formation(rgb: torch.Tensor, spec: SceneSpec, H: int, W: int) -> torc
     return rgb.clamp(0, 1)
 
 
-def _one_clip(seed: int, domain: str, frames: int, H: int, W: int, frame_gap: float, device: torch.device) -> dict:
-    spec = sample_scene(seed, DOMAIN_CONFIGS[domain], H, W)
+def shifted_config(domain: str, shift: dict | None = None) -> DomainConfig:
+    """DOMAIN_CONFIGS[domain] with the fields in ``shift`` replaced (numbers, or (lo, hi) pairs for ranges).
+
+    >>> shifted_config("wild", {"size_scale": 1.6}).size_scale
+    1.6
+    """
+    base = DOMAIN_CONFIGS[domain]
+    if not shift:
+        return base
+    known = {f.name: getattr(base, f.name) for f in fields(DomainConfig)}
+    changes = {}
+    for key, value in shift.items():
+        if key not in known:
+            raise InputError(f"unknown domain setting {key!r}; choose from {', '.join(sorted(known))}")
+        old = known[key]
+        if isinstance(old, tuple) and all(isinstance(x, int | float) for x in old):
+            if not (isinstance(value, tuple | list) and len(value) == len(old)):
+                raise InputError(f"{key} is a range: give {len(old)} numbers (e.g. lo:hi), got {value!r}")
+            value = tuple(type(o)(v) for o, v in zip(old, value))
+        elif isinstance(old, int | float) and not isinstance(old, bool):
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise InputError(f"{key} must be a number, got {value!r}")
+            value = type(old)(value)
+        else:
+            raise InputError(f"{key} cannot be shifted from the command line (only numbers and number ranges)")
+        changes[key] = value
+    return replace(base, **changes)
+
+
+def _one_clip(seed: int, config: DomainConfig, frames: int, H: int, W: int, frame_gap: float,
+              device: torch.device) -> dict:
+    spec = sample_scene(seed, config, H, W)
     f = spec.focal
     tau = torch.arange(frames, dtype=torch.float64) * frame_gap
     u = torch.arange(W, device=device, dtype=torch.float32)
@@ -307,16 +338,20 @@ def _one_clip(seed: int, domain: str, frames: int, H: int, W: int, frame_gap: fl
 
 
 def generate_clips(batch: int, *, frames: int, height: int, width: int, domain: str = "pretrain", seed: int = 0,
-                   frame_gap: float = 1.0, device="cpu") -> Clip:
+                   frame_gap: float = 1.0, device="cpu", shift: dict | None = None) -> Clip:
     """Render ``batch`` clips of the synthetic 4D world with dense exact ground truth (see Clip for shapes).
 
     Clip b comes from seed + b only (independent of batch size); ``frame_gap`` scales the time between frames
     (frame i is at tau = i * frame_gap). Deterministic on the CPU; on a GPU the scene and the noise are the same
     but float round-off may differ in the last bits.
+
+    ``shift`` (studies of domain shift only): DomainConfig fields to change for this call, e.g.
+    ``{"size_scale": 1.6}``; the named domains themselves never change.
     """
     _check_args(batch, frames, height, width, domain, seed, frame_gap)
+    config = shifted_config(domain, shift)
     device = torch.device(device)
-    per_clip = [_one_clip(seed + b, domain, frames, height, width, float(frame_gap), device) for b in range(batch)]
+    per_clip = [_one_clip(seed + b, config, frames, height, width, float(frame_gap), device) for b in range(batch)]
     stacked = {k: torch.stack([c[k] for c in per_clip]) for k in per_clip[0] if k != "info"}
     return Clip(**stacked, domain=domain, seeds=[seed + b for b in range(batch)], frame_gap=float(frame_gap),
                 info=[c["info"] for c in per_clip])

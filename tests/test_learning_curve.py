@@ -37,3 +37,18 @@ def test_plot_is_written_and_bad_logs_are_input_errors(tmp_path):
         learning_curve.read_log(tmp_path / "bad.jsonl")
     with pytest.raises(InputError, match="--eval-every"):
         learning_curve.plot_curve(_log(tmp_path / "noeval.jsonl", evals=()), 16)
+
+
+def test_stages_continue_the_step_count_and_plot(tmp_path):
+    first, second = _log(tmp_path / "a.jsonl"), _log(tmp_path / "b.jsonl")
+    train, evals, starts = learning_curve.read_stages([first, second])
+    last = max(r["step"] for r in learning_curve.read_log(first)[0] + learning_curve.read_log(first)[1])
+    assert starts == [last]
+    assert [r["step"] for r in evals] == [100, 200, last + 100, last + 200]
+    assert train == sorted(train, key=lambda r: r["step"])
+    png = tmp_path / "staged.png"
+    learning_curve.plot_curve([first, second], 16, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert learning_curve.main([str(first), str(second), "--pairs-per-step", "16"]) == 0
+    with pytest.raises(InputError, match="at least one"):
+        learning_curve.read_stages([])

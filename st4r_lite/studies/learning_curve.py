@@ -9,6 +9,9 @@ that log (plain JSON, never executed), pairs each evaluation with the number of 
 and draws tracking APD (all points, moving points), the static baseline's APD on moving points and the
 reconstruction APD (median alignment) against it, next to the training loss.
 
+A run in stages (a fine-tune that continues a run with ``pretrain --init``) passes its logs in order: each later
+log's steps continue after the previous log's last step, and the plot marks where a stage begins.
+
 ``python -m st4r_lite.studies.learning_curve data/tiny_train_log.jsonl --pairs-per-step 16 --png data/tiny_learning_curve.png``
 """
 
@@ -47,6 +50,22 @@ def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     return sorted(train, key=lambda r: r["step"]), sorted(evals, key=lambda r: r["step"])
 
 
+def read_stages(paths: list[str | Path]) -> tuple[list[dict], list[dict], list[int]]:
+    """(training records, evaluation records, first step of each later stage) of logs run one after another:
+    the steps of log k are shifted by the last step of logs 0..k-1, so they read as one run."""
+    if not paths:
+        raise InputError("give at least one pretrain log")
+    train, evals, starts, offset = [], [], [], 0
+    for k, path in enumerate(paths):
+        t, e = read_log(path)
+        if k:
+            starts.append(offset)
+        train += [{**r, "step": r["step"] + offset} for r in t]
+        evals += [{**r, "step": r["step"] + offset} for r in e]
+        offset = max([r["step"] for r in t + e], default=0) + offset
+    return train, evals, starts
+
+
 def curve_points(evals: list[dict], pairs_per_step: int) -> dict[str, list[tuple[int, float]]]:
     """{label: [(pairs seen, value), ...]} for every label of CURVES present in the evaluation records."""
     out: dict[str, list[tuple[int, float]]] = {}
@@ -61,12 +80,15 @@ def curve_points(evals: list[dict], pairs_per_step: int) -> dict[str, list[tuple
     return out
 
 
-def plot_curve(log: str | Path, pairs_per_step: int, png: str | Path | None = None, title: str = ""):
+def plot_curve(log: str | Path | list, pairs_per_step: int, png: str | Path | None = None, title: str = ""):
     """A matplotlib figure: held-out APD curves (left) and the training loss (right) against pairs seen.
-    Written to ``png`` (atomically) when given; returns the figure."""
+    ``log``: one log or the logs of successive stages (:func:`read_stages`). Written to ``png`` (atomically)
+    when given; returns the figure."""
     import matplotlib.pyplot as plt
 
-    train, evals = read_log(log)
+    logs = list(log) if isinstance(log, list | tuple) else [log]
+    train, evals, starts = read_stages(logs)
+    log = logs[-1]
     if not evals:
         raise InputError(f"{log} holds no evaluation record: train with --eval-every N to get a learning curve")
     fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
@@ -84,6 +106,10 @@ def plot_curve(log: str | Path, pairs_per_step: int, png: str | Path | None = No
         ax_loss.set_xlabel("training pairs seen")
         ax_loss.set_ylabel("training loss (confidence-weighted)")
         ax_loss.grid(alpha=0.3)
+    for step in starts:
+        for a in (ax, ax_loss):
+            a.axvline(step * pairs_per_step, color="k", lw=0.8, ls=":")
+        ax.text(step * pairs_per_step, 2, " next stage", fontsize=7, va="bottom")
     fig.suptitle(title or f"learning curve of {Path(log).name}", fontsize=10)
     fig.tight_layout()
     if png is not None:
@@ -96,13 +122,14 @@ def main(argv=None) -> int:
     """``python -m st4r_lite.studies.learning_curve LOG --pairs-per-step N [--png OUT]``."""
     ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.learning_curve",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("log", help="a pretrain metrics log (JSON lines), e.g. data/tiny_train_log.jsonl")
+    ap.add_argument("log", nargs="+", help="a pretrain metrics log (JSON lines), e.g. data/tiny_train_log.jsonl; "
+                    "several for a run in stages, in order")
     ap.add_argument("--pairs-per-step", type=int, required=True, help="batch x frames x processes of the run")
     ap.add_argument("--png", default=None, help="write the plot here")
     args = ap.parse_args(argv)
     if args.pairs_per_step < 1:
         ap.error("--pairs-per-step must be >= 1")
-    _, evals = read_log(args.log)
+    _, evals, _ = read_stages(args.log)
     for label, pts in curve_points(evals, args.pairs_per_step).items():
         print(f"{label:32s} " + "  ".join(f"{x // 1000}k:{y:.1f}" for x, y in pts))
     if args.png:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from st4r_lite.errors import InputError
 from st4r_lite.model.network import build_model
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.train import loop
@@ -104,6 +105,21 @@ def test_dynamic_factor_is_a_setting_and_old_configs_keep_the_default(tmp_path):
         cfg = TrainConfig(steps=1, dynamic_factor=factor, **SMALL)
         runs[factor] = pretrain(cfg, tmp_path / f"f{factor}.pt", progress=False, final_eval=False)
     assert runs[5.0]["weights_digest"] != runs[0.0]["weights_digest"]  # the reweighting changes the update
+
+
+def test_motion_weight_changes_the_update_and_is_logged(tmp_path):
+    """pretrain --motion-weight: L_motion joins the loss (a different update) and its value is logged."""
+    runs = {}
+    for w in (0.0, 3.0):
+        cfg = TrainConfig(steps=1, dynamic_factor=0.0, motion_weight=w, **SMALL)
+        runs[w] = pretrain(cfg, tmp_path / f"m{w}.pt", log_path=tmp_path / f"m{w}.jsonl", log_every=1,
+                           progress=False, final_eval=False)
+    assert runs[0.0]["weights_digest"] != runs[3.0]["weights_digest"]
+    first = json.loads((tmp_path / "m3.0.jsonl").read_text().splitlines()[0])
+    assert math.isfinite(first["motion"]) and first["motion"] > 0
+    assert "motion" not in json.loads((tmp_path / "m0.0.jsonl").read_text().splitlines()[0])
+    with pytest.raises(InputError, match="motion_weight"):
+        TrainConfig(motion_weight=-1.0)
 
 
 def test_init_starts_from_given_weights(tmp_path):

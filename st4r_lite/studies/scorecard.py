@@ -39,8 +39,8 @@ import roma
 import torch
 
 from st4r_lite.eval.baselines import combinational_prediction, static_prediction
-from st4r_lite.geometry.track_metrics import align, apd
 from st4r_lite.eval.evaluate import evaluate_prediction, mean_results, predict_model, sequence_from_clip
+from st4r_lite.geometry.track_metrics import align, apd
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
 from st4r_lite.train.checkpoint import load_train_checkpoint

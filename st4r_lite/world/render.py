@@ -46,13 +46,14 @@ from st4r_lite.geometry.track_metrics import DYNAMIC_MIN_MOTION
 from st4r_lite.world.raycast import INTERSECT, KINDS, intersect_room, local_normals, room_normals
 from st4r_lite.world.scene import (
     DOMAIN_CONFIGS,
-    DomainConfig,
     WORLD_VERSION,
+    DomainConfig,
     SceneSpec,
     camera_poses,
     light_at,
     object_motion,
     sample_scene,
+    shifted_config,
 )
 from st4r_lite.world.textures import shade_albedo
 
@@ -255,35 +256,6 @@ def _image_formation(rgb: torch.Tensor, spec: SceneSpec, H: int, W: int) -> torc
         gen = torch.Generator().manual_seed((spec.seed * 1_000_003 + 977) % (2**62))
         rgb = rgb + post["noise"] * torch.randn(rgb.shape, generator=gen).to(rgb.device)
     return rgb.clamp(0, 1)
-
-
-def shifted_config(domain: str, shift: dict | None = None) -> DomainConfig:
-    """DOMAIN_CONFIGS[domain] with the fields in ``shift`` replaced (numbers, or (lo, hi) pairs for ranges).
-
-    >>> shifted_config("wild", {"size_scale": 1.6}).size_scale
-    1.6
-    """
-    base = DOMAIN_CONFIGS[domain]
-    if not shift:
-        return base
-    known = {f.name: getattr(base, f.name) for f in fields(DomainConfig)}
-    changes = {}
-    for key, value in shift.items():
-        if key not in known:
-            raise InputError(f"unknown domain setting {key!r}; choose from {', '.join(sorted(known))}")
-        old = known[key]
-        if isinstance(old, tuple) and all(isinstance(x, int | float) for x in old):
-            if not (isinstance(value, tuple | list) and len(value) == len(old)):
-                raise InputError(f"{key} is a range: give {len(old)} numbers (e.g. lo:hi), got {value!r}")
-            value = tuple(type(o)(v) for o, v in zip(old, value))
-        elif isinstance(old, int | float) and not isinstance(old, bool):
-            if not isinstance(value, int | float) or not math.isfinite(value):
-                raise InputError(f"{key} must be a number, got {value!r}")
-            value = type(old)(value)
-        else:
-            raise InputError(f"{key} cannot be shifted from the command line (only numbers and number ranges)")
-        changes[key] = value
-    return replace(base, **changes)
 
 
 def _one_clip(seed: int, config: DomainConfig, frames: int, H: int, W: int, frame_gap: float,

@@ -31,7 +31,7 @@ function of its seed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import roma
 import torch
@@ -81,6 +81,35 @@ DOMAIN_CONFIGS: dict[str, DomainConfig] = {
         depth_range=(1.5, 4.5), size_scale=1.0, fov_deg=(50.0, 70.0), light_change=True, specular=(0.15, 0.45),
         noise_sigma=(0.01, 0.04), blur_subframes=3, shutter=(0.4, 0.9), gamma=(0.8, 1.25), vignette=(0.1, 0.35)),
 }
+
+
+def shifted_config(domain: str, shift: dict | None = None) -> DomainConfig:
+    """DOMAIN_CONFIGS[domain] with the fields in ``shift`` replaced (numbers, or (lo, hi) pairs for ranges).
+
+    >>> shifted_config("wild", {"size_scale": 1.6}).size_scale
+    1.6
+    """
+    base = DOMAIN_CONFIGS[domain]
+    if not shift:
+        return base
+    known = {f.name: getattr(base, f.name) for f in fields(DomainConfig)}
+    changes = {}
+    for key, value in shift.items():
+        if key not in known:
+            raise InputError(f"unknown domain setting {key!r}; choose from {', '.join(sorted(known))}")
+        old = known[key]
+        if isinstance(old, tuple) and all(isinstance(x, int | float) for x in old):
+            if not (isinstance(value, tuple | list) and len(value) == len(old)):
+                raise InputError(f"{key} is a range: give {len(old)} numbers (e.g. lo:hi), got {value!r}")
+            value = tuple(type(o)(v) for o, v in zip(old, value))
+        elif isinstance(old, int | float) and not isinstance(old, bool):
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise InputError(f"{key} must be a number, got {value!r}")
+            value = type(old)(value)
+        else:
+            raise InputError(f"{key} cannot be shifted from the command line (only numbers and number ranges)")
+        changes[key] = value
+    return replace(base, **changes)
 
 
 @dataclass

@@ -122,6 +122,24 @@ def test_motion_weight_changes_the_update_and_is_logged(tmp_path):
         TrainConfig(motion_weight=-1.0)
 
 
+def test_training_record_follows_the_init_chain(tmp_path):
+    """A fine-tune's record lists its stages (earliest first) and the totals; a model file ends the chain."""
+    from st4r_lite.train.heldout import training_record
+
+    pretrain(TrainConfig(steps=2, **SMALL), tmp_path / "a.pt", progress=False, final_eval=False)
+    pretrain(TrainConfig(steps=1, init=str(tmp_path / "a.pt"), **SMALL), tmp_path / "b.pt", progress=False,
+             final_eval=False)
+    rec = training_record(tmp_path / "b.pt")
+    assert [st["steps"] for st in rec["stages"]] == [2, 1]
+    assert rec["total_pairs_seen"] == rec["stages"][0]["pairs_seen"] + rec["pairs_seen"]
+    assert rec["total_wall_s"] >= rec["wall_s"]
+    assert "stages" not in training_record(tmp_path / "a.pt")
+    export_weights(tmp_path / "a.pt", tmp_path / "w.pt")
+    pretrain(TrainConfig(steps=1, init=str(tmp_path / "w.pt"), **SMALL), tmp_path / "c.pt", progress=False,
+             final_eval=False)
+    assert "stages" not in training_record(tmp_path / "c.pt")
+
+
 def test_init_starts_from_given_weights(tmp_path):
     """--init: the fine-tuning run starts from the named weights (training checkpoint or exported model file)."""
     first = pretrain(TrainConfig(steps=2, **SMALL), tmp_path / "a.pt", progress=False, final_eval=False)

@@ -43,8 +43,7 @@ from st4r_lite.eval.evaluate import evaluate_prediction, mean_results, predict_m
 from st4r_lite.geometry.track_metrics import align, apd
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
-from st4r_lite.train.checkpoint import load_train_checkpoint
-from st4r_lite.train.heldout import HELDOUT_SEED
+from st4r_lite.train.heldout import HELDOUT_SEED, training_record
 from st4r_lite.world.render import generate_clips
 from st4r_lite.world.scene import WORLD_VERSION
 
@@ -170,11 +169,7 @@ def main(argv=None) -> int:
     card["checkpoint"] = args.model
     card["seconds"] = round(time.perf_counter() - start, 1)
     if args.train_ckpt:
-        blob = load_train_checkpoint(args.train_ckpt)
-        st, cfg = blob["state"], blob["train_config"]
-        card["training"] = {"steps_done": st["step"], "schedule_steps": cfg["steps"],
-                            "pairs_seen": st["clip_counter"] * cfg["frames"], "wall_s": round(st["elapsed_s"], 1),
-                            "config": cfg}
+        card["training"] = training_record(args.train_ckpt)
     print(format_scorecard(card))
     if args.json:
         with atomic_write(Path(args.json), "w") as fh:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
+from st4r_lite.errors import InputError
 from st4r_lite.geometry import track_metrics
 from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
@@ -164,14 +165,37 @@ def evaluate_checkpoint(path, *, train_ckpt=None, num_clips: int = REPORT_CLIPS,
         "result": result, "eval_wall_s": round(time.perf_counter() - t0, 2),
     }
     if train_ckpt is not None:
-        blob = load_train_checkpoint(train_ckpt)
-        st, cfg = blob["state"], blob["train_config"]
-        report["training"] = {
-            "steps": st["step"], "wall_s": round(st["elapsed_s"], 1),
-            "pairs_per_s": round(st["clip_counter"] * cfg["frames"] / max(st["elapsed_s"], 1e-9), 2),
-            "pairs_seen": st["clip_counter"] * cfg["frames"], "config": cfg, **blob.get("meta", {}),
-        }
+        report["training"] = training_record(train_ckpt)
     return report
+
+
+def training_record(train_ckpt, max_stages: int = 8) -> dict:
+    """Steps, wall time, pairs seen, config and meta of a training checkpoint. A run that fine-tuned another
+    (``TrainConfig.init`` naming a training checkpoint that is here) also gets "stages" (earliest first) and the
+    totals over them, "total_wall_s" and "total_pairs_seen"."""
+    def one(path) -> dict:
+        blob = load_train_checkpoint(path)
+        st, cfg = blob["state"], blob["train_config"]
+        return {"steps": st["step"], "wall_s": round(st["elapsed_s"], 1),
+                "pairs_per_s": round(st["clip_counter"] * cfg["frames"] / max(st["elapsed_s"], 1e-9), 2),
+                "pairs_seen": st["clip_counter"] * cfg["frames"], "config": cfg, **blob.get("meta", {})}
+
+    record = one(train_ckpt)
+    stages, current = [record], record
+    while current["config"].get("init") and len(stages) < max_stages:
+        parent = Path(current["config"]["init"])
+        if not parent.is_file():
+            break
+        try:
+            current = one(parent)
+        except InputError:   # a model file (data/tiny.pt), not a training run: the chain ends here
+            break
+        stages.insert(0, current)
+    if len(stages) > 1:
+        record["stages"] = [{k: v for k, v in st.items() if k != "stages"} for st in stages]
+        record["total_wall_s"] = round(sum(st["wall_s"] for st in stages), 1)
+        record["total_pairs_seen"] = sum(st["pairs_seen"] for st in stages)
+    return record
 
 
 def write_eval_json(report: dict, path) -> Path:

@@ -88,9 +88,9 @@ def plot_curve(log: str | Path | list, pairs_per_step: int, png: str | Path | No
 
     logs = list(log) if isinstance(log, list | tuple) else [log]
     train, evals, starts = read_stages(logs)
-    log = logs[-1]
     if not evals:
-        raise InputError(f"{log} holds no evaluation record: train with --eval-every N to get a learning curve")
+        raise InputError(f"{', '.join(map(str, logs))} holds no evaluation record: train with --eval-every N to "
+                         "get a learning curve")
     fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     for label, pts in curve_points(evals, pairs_per_step).items():
         x, y = zip(*pts)
@@ -106,11 +106,11 @@ def plot_curve(log: str | Path | list, pairs_per_step: int, png: str | Path | No
         ax_loss.set_xlabel("training pairs seen")
         ax_loss.set_ylabel("training loss (confidence-weighted)")
         ax_loss.grid(alpha=0.3)
-    for step in starts:
+    for k, step in enumerate(starts, 2):
         for a in (ax, ax_loss):
             a.axvline(step * pairs_per_step, color="k", lw=0.8, ls=":")
-        ax.text(step * pairs_per_step, 2, " next stage", fontsize=7, va="bottom")
-    fig.suptitle(title or f"learning curve of {Path(log).name}", fontsize=10)
+        ax.text(step * pairs_per_step, 97, f" stage {k}", fontsize=8, va="top")
+    fig.suptitle(title or "learning curve of " + " then ".join(Path(p).name for p in logs), fontsize=10)
     fig.tight_layout()
     if png is not None:
         with atomic_write(Path(png), "wb") as fh:

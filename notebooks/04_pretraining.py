@@ -174,11 +174,16 @@ assert conf.grad[dynamic].abs().max() == 0 and conf.grad[~dynamic].abs().min() =
 # ```
 # st4r-lite pretrain --preset tiny --steps 3600 --batch 2 --frames 8 --lr 5e-4 --warmup 100 \
 #     --max-frame-gap 2.5 --dynamic-factor 0 --eval-every 400 --out runs/tiny_v2.pt
-# st4r-lite export runs/tiny_v2.pt data/tiny.pt --eval data/tiny_eval.json
+# st4r-lite pretrain --init runs/tiny_v2.pt --steps 2400 --batch 2 --frames 8 --lr 2e-4 --warmup 50 \
+#     --max-frame-gap 4 --dynamic-factor 0 --motion-weight 3 --eval-every 400 --out runs/tiny_v3.pt
+# st4r-lite export runs/tiny_v3.pt data/tiny.pt --eval data/tiny_eval.json
 # ```
 # (`make tiny-checkpoint`.) Eight frames per clip with gaps up to 2.5 cover the held-out clips' time span (16
 # frames) in training; `--stop-at` ends inside a longer schedule, `--resume` continues it bit for bit, and
 # `--init runs/tiny_v2.pt` starts a new run (fresh optimiser and schedule) from trained weights: fine-tuning.
+# The second stage does that with larger frame gaps (pairs far from the anchor, whose placement in the world
+# limited the reconstruction) and the motion loss (`--motion-weight`: every anchor pixel's motion from pair
+# (0, 0), static pixels included, so what stays put is taught as much as what moves).
 
 # %%
 steps = 24 if QUICK else 300
@@ -209,8 +214,9 @@ fig.show()
 # %% [markdown]
 # ## 6. The shipped tiny checkpoint, in 3D
 #
-# `data/tiny.pt` was made by `make tiny-checkpoint` (the commands above: 3600 steps of 16 pairs, no dynamic
-# reweighting, on the synthetic world's version 2; `data/tiny_eval.json` records the hardware and the wall time).
+# `data/tiny.pt` was made by `make tiny-checkpoint` (the commands above: 3600 + 2400 steps of 16 pairs, no dynamic
+# reweighting, on the synthetic world's version 2; `data/tiny_eval.json` records the hardware and the wall time
+# of both stages).
 # Without it, we fall back to the model just trained: a few dozen steps only teach it the *average* room, so its
 # tracks barely move. Below: a held-out clip, the predicted tracks of moving anchor pixels next to the ground
 # truth, both in the world frame after the benchmark's median-scale alignment.
@@ -257,18 +263,19 @@ fig.show()
 
 # %% [markdown]
 # The learning curve of the shipped run (its held-out check every 400 steps: 4 clips of 8 frames), from the
-# training log shipped beside it (`python -m st4r_lite.studies.learning_curve data/tiny_train_log.jsonl
-# --pairs-per-step 16`):
+# training logs of its two stages shipped beside it (`python -m st4r_lite.studies.learning_curve
+# data/tiny_train_log.jsonl data/tiny_train_log_stage2.jsonl --pairs-per-step 16`):
 
 # %%
 from st4r_lite.studies import learning_curve  # noqa: E402
 
-train_log = repo_data_dir() / "tiny_train_log.jsonl"
-if train_log.is_file():
-    _, evals = learning_curve.read_log(train_log)
+train_logs = [repo_data_dir() / name for name in ("tiny_train_log.jsonl", "tiny_train_log_stage2.jsonl")]
+train_logs = [p for p in train_logs if p.is_file()]
+if train_logs:
+    _, evals, _ = learning_curve.read_stages(train_logs)
     for label, pts in learning_curve.curve_points(evals, pairs_per_step=16).items():
         print(f"{label:32s} " + "  ".join(f"{x // 1000}k: {y:.1f}" for x, y in pts))
-    curve_fig = learning_curve.plot_curve(train_log, 16, title="data/tiny.pt: held-out APD while training")
+    curve_fig = learning_curve.plot_curve(train_logs, 16, title="data/tiny.pt: held-out APD while training")
 else:
     print("data/tiny_train_log.jsonl is not there: make tiny-checkpoint writes it")
 
@@ -276,8 +283,10 @@ else:
 report_path = repo_data_dir() / "tiny_eval.json"
 if ckpt.is_file() and report_path.is_file():
     report = json.loads(report_path.read_text())
-    print("from", report_path.name, "| training:", report["training"]["command"],
-          f"| {report['training']['wall_s'] / 60:.0f} min on {report['training']['hardware']}")
+    tr = report["training"]
+    for stage in tr.get("stages", [tr]):
+        print("from", report_path.name, "| training:", stage.get("command", "?"),
+              f"| {stage['wall_s'] / 60:.0f} min on {stage.get('hardware', '?')}")
 else:
     clips = heldout.heldout_clips(model.config, num_clips=1 if QUICK else 4, device=device)
     report = {"headline": {al: heldout.headline(heldout.evaluate_clips(model, clips), al)

@@ -316,3 +316,16 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as a user would type it: the package's entry points (``st4r-lite``, ``python -m st4r_lite.cli``,
+    whose argv[0] is a path to ``cli/__main__.py``) are written ``st4r-lite``.
+
+    >>> command_line(["/repo/st4r_lite/cli/__main__.py", "pretrain", "--steps", "3"])
+    'st4r-lite pretrain --steps 3'
+    """
+    head = argv[0] if argv else ""
+    if head.endswith(("st4r-lite", "cli.py")) or head.replace("\\", "/").endswith("st4r_lite/cli/__main__.py"):
+        head = "st4r-lite"
+    return " ".join([head, *argv[1:]])

@@ -30,7 +30,7 @@ from st4r_lite.errors import InputError
 from st4r_lite.geometry import track_metrics
 from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
-from st4r_lite.runtime import atomic_write
+from st4r_lite.runtime import atomic_write, command_line
 from st4r_lite.train.checkpoint import load_train_checkpoint
 from st4r_lite.world.render import generate_clips
 
@@ -176,9 +176,12 @@ def training_record(train_ckpt, max_stages: int = 8) -> dict:
     def one(path) -> dict:
         blob = load_train_checkpoint(path)
         st, cfg = blob["state"], blob["train_config"]
+        meta = dict(blob.get("meta", {}))
+        if isinstance(meta.get("command"), str):   # runs made with python -m st4r_lite.cli stored a path
+            meta["command"] = command_line(meta["command"].split(" "))
         return {"steps": st["step"], "wall_s": round(st["elapsed_s"], 1),
                 "pairs_per_s": round(st["clip_counter"] * cfg["frames"] / max(st["elapsed_s"], 1e-9), 2),
-                "pairs_seen": st["clip_counter"] * cfg["frames"], "config": cfg, **blob.get("meta", {})}
+                "pairs_seen": st["clip_counter"] * cfg["frames"], "config": cfg, **meta}
 
     record = one(train_ckpt)
     stages, current = [record], record

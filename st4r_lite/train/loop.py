@@ -57,7 +57,7 @@ from st4r_lite.model.checkpoint import save_checkpoint
 from st4r_lite.model.config import ModelConfig
 from st4r_lite.model.network import St4RTrack, build_model
 from st4r_lite.model.pairs import PairRunner
-from st4r_lite.runtime import atomic_write
+from st4r_lite.runtime import atomic_write, command_line
 from st4r_lite.train import heldout
 from st4r_lite.train.checkpoint import TRAIN_FORMAT, load_train_checkpoint
 from st4r_lite.train.distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed
@@ -204,8 +204,7 @@ def run_meta(device: torch.device) -> dict:
     hw = f"{platform.machine()} {platform.processor() or platform.system()}, {torch.get_num_threads()} torch threads"
     if device.type == "cuda":
         hw = f"{torch.cuda.get_device_name(device)} (CUDA), " + hw
-    return {"command": " ".join(["st4r-lite" if sys.argv[0].endswith(("st4r-lite", "cli.py")) else sys.argv[0]]
-                                + sys.argv[1:]),
+    return {"command": command_line(sys.argv),
             "hardware": hw, "torch": str(torch.__version__), "cpu_count": os.cpu_count()}
 
 

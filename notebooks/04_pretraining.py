@@ -147,7 +147,7 @@ assert abs(float(c_grid[per_pixel.argmin()]) - 10.0) < 0.02 and float(per_pixel.
 # A measured caveat at our scale (2-core CPU, 25.6k pairs, world version 1, same recipe otherwise): with the
 # reweighting, the tracking branch gave up the static room (held-out tracking APD on all points 15.2 instead of
 # 25.2 without it, `st4r-lite pretrain --dynamic-factor 0`), with the same dynamic-point APD (20.5 vs 20.9). The
-# same happened on world version 2 when we fine-tuned the shipped run with it (`--init runs/tiny_v2.pt
+# same happened on world version 2 when we fine-tuned the first training stage with it (`--init runs/tiny_v2.pt
 # --dynamic-factor 5`, log in `data/tiny_dynamic_finetune_log.jsonl`): after 200 steps all points fell from 64.4
 # to 37.3 while moving points gained +2.2 over static instead of +1.7. The shipped `data/tiny.pt` is therefore
 # trained without it; the released recipe (factor 5) stays the default, since at full scale the network has the
@@ -162,6 +162,26 @@ print("C before:", conf.tolist(), "\nC after: ", reweighted.tolist())
 assert torch.allclose(reweighted[dynamic], torch.tensor([15.0, 15.0]))          # 5 · max static C = 5 · 3
 reweighted.sum().backward()
 assert conf.grad[dynamic].abs().max() == 0 and conf.grad[~dynamic].abs().min() == 1  # detached on moving pixels
+
+# %% [markdown]
+# **The motion loss** (this package's option, `--motion-weight`, used by the shipped checkpoint's second stage).
+# The pairs of one clip share the anchor and include pair (0, 0), so each anchor pixel's predicted motion can be
+# read off, m̂_k = (track_k − track_0) / s_pred,0, and compared with the true one, m_k = (gt_k − gt_0) / s_gt,0:
+# L_motion = mean ‖m̂_k − m_k‖ over k ≥ 1 and valid pixels. A static pixel's motion (zero) counts as much as a
+# moving pixel's, so the network is taught what stays put, not only what moves. Below, one clip of 3 frames:
+# a prediction that copies the anchor for every frame ("nothing moves") costs exactly the true motion, and a
+# prediction off by one global scale costs nothing.
+
+# %%
+toy = render.generate_clips(1, frames=3, height=32, width=48, seed=7)
+_, toy_targets = clip_pairs(toy)
+gt_track, valid_track = toy_targets.track, toy_targets.valid_track                 # (B·S, H, W, 3), (B·S, H, W)
+s_gt = losses.pair_scale(toy_targets.recon, toy_targets.valid_recon)               # (B·S,)
+still = gt_track[:1].expand_as(gt_track)                                            # frame 0's points, every k
+l_still = losses.motion_regression(still, gt_track, valid_track, s_gt, s_gt, frames=3)
+l_scaled = losses.motion_regression(2 * gt_track, gt_track, valid_track, 2 * s_gt, s_gt, frames=3)
+print(f"L_motion of 'nothing moves': {float(l_still):.4f}; of the truth at twice the scale: {float(l_scaled):.1e}")
+assert float(l_scaled) < 1e-6 < float(l_still)
 
 # %% [markdown]
 # ## 5. The training loop

@@ -327,8 +327,8 @@ def test_perfect_pseudo_labels_lower_the_loss_without_wrecking_the_tracks():
     """With exact 2D tracks and exact (scaled) depth, baseline adaptation lowers its loss, and (data/tiny.pt when
     shipped; a fresh model otherwise, where only the loss is checked) moves tracking APD by a few points at most.
 
-    It does not promise a gain: on the shipped checkpoint even perfect labels cost ~2 APD points on this clip
-    (57.1 -> 55.2), because L_align pulls the tracks onto the recon maps, whose placement in the world is the
+    It does not promise a gain: on the shipped checkpoint even perfect labels cost about a point on this clip
+    (51.4 -> 50.6), because L_align pulls the tracks onto the recon maps, whose placement in the world is the
     model's weakest output (README "Results", ``python -m st4r_lite.studies.adapt_curve``).
     """
     model, trained = _trained_or_fresh()

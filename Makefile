@@ -63,14 +63,15 @@ slides: install
 # `make tiny-checkpoint` continues where it stopped; TINY_STOP=N stops stage 1 after step N (run make again later).
 TINY_RUN = runs/tiny_v2.pt
 TINY_RUN2 = runs/tiny_v3.pt
-TINY_STOP ?= 3600
+TINY_STEPS = 3600
+TINY_STOP ?= $(TINY_STEPS)
 tiny-checkpoint: install
-	$(PYTHON) -m st4r_lite.cli pretrain --preset tiny --steps 3600 --stop-at $(TINY_STOP) --batch 2 --frames 8 \
+	$(PYTHON) -m st4r_lite.cli pretrain --preset tiny --steps $(TINY_STEPS) --stop-at $(TINY_STOP) --batch 2 --frames 8 \
 		--lr 5e-4 --warmup 100 --max-frame-gap 2.5 --dynamic-factor 0 --eval-every 400 --save-every 100 \
 		--no-progress --out $(TINY_RUN) $(if $(wildcard $(TINY_RUN)),--resume)
 	@$(PYTHON) -c "import sys; from st4r_lite.train.checkpoint import load_train_checkpoint as load; \
 		s = load('$(TINY_RUN)')['state']['step']; \
-		sys.exit(0 if s >= 3600 else f'stage 1 stopped at step {s} of 3600: run make tiny-checkpoint again')"
+		sys.exit(0 if s >= $(TINY_STEPS) else f'stage 1 stopped at step {s} of $(TINY_STEPS): run make tiny-checkpoint again')"
 	$(PYTHON) -m st4r_lite.cli pretrain --init $(TINY_RUN) --steps 2400 --batch 2 --frames 8 \
 		--lr 2e-4 --warmup 50 --max-frame-gap 4 --dynamic-factor 0 --motion-weight 3 --eval-every 400 --save-every 100 \
 		--no-progress --out $(TINY_RUN2) $(if $(wildcard $(TINY_RUN2)),--resume)

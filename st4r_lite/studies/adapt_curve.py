@@ -16,7 +16,7 @@ A ground-truth-free stopping rule would need a loss whose drop predicts the APD 
 (clip, k > 0), the Spearman rank correlation between the relative drop of each loss and the APD change, and the
 mean APD change per k with its paired 95 % interval.
 
-``--shift KEY=VALUE`` renders the wild clips with a DomainConfig field changed (``world.render.shifted_config``:
+``--shift KEY=VALUE`` renders the wild clips with a DomainConfig field changed (``world.scene.shifted_config``:
 e.g. ``--shift size_scale=1.6`` or ``--shift fov_deg=68:75``), a domain gap the pretrained model really falls
 into, to ask whether adaptation closes it.
 
@@ -146,7 +146,7 @@ def config_with(changes: list[str]) -> AdaptConfig:
 
 def domain_shift(items: list[str]) -> dict:
     """``["size_scale=1.6", "fov_deg=68:75"]`` -> {"size_scale": 1.6, "fov_deg": (68.0, 75.0)} (checked when the
-    clips are rendered, by ``world.render.shifted_config``)."""
+    clips are rendered, by ``world.scene.shifted_config``)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")

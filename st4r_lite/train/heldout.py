@@ -195,7 +195,7 @@ def training_record(train_ckpt, max_stages: int = 8) -> dict:
             break
         stages.insert(0, current)
     if len(stages) > 1:
-        record["stages"] = [{k: v for k, v in st.items() if k != "stages"} for st in stages]
+        record["stages"] = [dict(st) for st in stages]   # copies: record is the last stage itself
         record["total_wall_s"] = round(sum(st["wall_s"] for st in stages), 1)
         record["total_pairs_seen"] = sum(st["pairs_seen"] for st in stages)
     return record

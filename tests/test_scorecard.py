@@ -37,3 +37,19 @@ def test_format_scorecard_prints_the_diagnosis():
             "recon_by_frame": {"world": [60.0, 40.0], "shape": [70.0, 69.0]}}
     text = format_scorecard(card)
     assert "recon APD by frame (world): 60 40" in text and "(shape): 70 69" in text
+
+
+def test_scorecard_of_an_untrained_model_has_its_peers_and_the_motion_ceiling():
+    from st4r_lite.model.config import PRESETS
+    from st4r_lite.model.network import build_model
+    from st4r_lite.studies.scorecard import scorecard
+
+    torch.manual_seed(0)
+    model = build_model(PRESETS["tiny"]).eval()
+    card = scorecard(model, num_clips=1, frames=3, query_stride=8)
+    methods = card["methods"]
+    assert set(methods) == {"model", "static", "combinational", "oracle_motion"}
+    oracle, static = methods["oracle_motion"], methods["static"]
+    assert oracle["gap_dynamic"] == round(oracle["apd_dynamic"] - static["apd_dynamic"], 4)
+    assert "gap_dynamic" not in static and "oracle_motion" in format_scorecard(card)
+    assert set(card["per_clip"][0]) == {"clip", *methods}

@@ -60,6 +60,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None,
                    help="fine-tune: start from these weights (a training checkpoint such as runs/tiny_v2.pt, a model "
                    "file such as data/tiny.pt, or a released name) with a fresh optimiser and schedule")
+    p.add_argument("--pixel-refine", type=nonneg_int, default=None,
+                   help="add an image-guided conv refinement of width W to both heads (sharp depth edges inside a "
+                   "patch; default 0 = the preset's heads); with --init from weights without one, it starts at zero")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_pretrain)
 
@@ -192,7 +195,8 @@ def run_pretrain_cli(args) -> str:
                  "lr": args.lr, "warmup": args.warmup, "max_frame_gap": args.max_frame_gap, "seed": args.seed,
                  "dynamic_factor": getattr(args, "dynamic_factor", None), "init": getattr(args, "init", None),
                  "dynamic_regression": getattr(args, "dynamic_regression", None),
-                 "motion_weight": getattr(args, "motion_weight", None)}
+                 "motion_weight": getattr(args, "motion_weight", None),
+                 "pixel_refine": getattr(args, "pixel_refine", None)}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
     check_writable(args.out)

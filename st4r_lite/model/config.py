@@ -58,6 +58,10 @@ class ModelConfig:
     dpt_hooks: tuple[int, int, int, int] = (0, 6, 9, 12)
     # The proposal's per-pixel log sigma^2 heads (zero-initialised: sigma^2 = 1 until trained).
     sigma_heads: bool = True
+    # Ours, off in DUSt3R's layout (0): width of a small image-guided conv refinement of each head's raw output
+    # at full resolution (model.heads.PixelRefine). A linear head paints each p x p patch from one token, so an
+    # object edge inside a patch gets a blend of object and background depth; the refinement sees the pixels.
+    pixel_refine: int = 0
 
     def __post_init__(self) -> None:
         # dataclass(frozen) + JSON round trips give lists: normalise to tuples so configs compare equal.
@@ -69,6 +73,8 @@ class ModelConfig:
         for width, heads in ((self.enc_dim, self.enc_heads), (self.dec_dim, self.dec_heads)):
             if (width // heads) % 4:
                 problems.append(f"head width {width}//{heads} must be a multiple of 4 (RoPE2D: 2 axes x pairs)")
+        if self.pixel_refine < 0:
+            problems.append(f"pixel_refine must be >= 0 (0 = off), got {self.pixel_refine}")
         if self.head_type not in ("linear", "dpt"):
             problems.append(f"head_type must be 'linear' or 'dpt', got {self.head_type!r}")
         if self.head_type == "dpt" and not all(0 <= h <= self.dec_depth for h in self.dpt_hooks):

@@ -11,6 +11,9 @@ Two pointmap heads exist in DUSt3R's layout, both producing 4 raw channels per p
 Raw channels become outputs with DUSt3R's activations (:func:`pointmap_activation`):
     X = xyz / |xyz| * expm1(|xyz|)   (direction kept, distance = e^|xyz| - 1 >= 0)
     C = 1 + exp(c)                    (confidence in (1, inf))
+``PixelRefine`` (ours, ``ModelConfig.pixel_refine`` > 0) corrects a head's raw channels pixel by pixel from the
+image itself: raw' = raw + g([raw, image]), g four 3x3 convs with a zero-initialised last layer (raw' = raw until
+trained), so a depth edge can follow the object's edge inside a patch.
 ``SigmaHead`` is our addition (the course proposal): per-pixel log sigma^2, zero-initialised so sigma^2 = 1
 until trained, and kept separate so released checkpoints still load.
 Heads always run in float32 (autocast disabled inside): exp/expm1 overflow easily in half precision.
@@ -83,6 +86,35 @@ class SigmaHead(nn.Module):
         p = self.patch_size
         h, w = image_hw[0] // p, image_hw[1] // p
         return rearrange(self.proj(tokens.float()), "b (h w) (p1 p2) -> b (h p1) (w p2)", h=h, w=w, p1=p, p2=p)
+
+
+class PixelRefine(nn.Module):
+    """Image-guided residual refinement of raw head channels at full resolution (ours; off in DUSt3R's layout).
+
+    raw' = raw + g(concat(raw, image)),  g = conv3x3 -> GELU -> conv3x3 -> GELU -> conv3x3 -> GELU -> conv3x3,
+    ``width`` channels inside (receptive field 9 x 9 pixels, more than half an 8-pixel patch each side), the last
+    conv zero-initialised: a model with a fresh refinement computes exactly what it computed without one.
+
+    raw (B, 4, H, W), image (B, 3, H, W) in [-1, 1] -> (B, 4, H, W).
+    """
+
+    def __init__(self, width: int, channels: int = 4):
+        super().__init__()
+        assert width > 0, width
+        self.net = nn.Sequential(
+            nn.Conv2d(channels + 3, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, channels, 3, padding=1),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    @_float32
+    def forward(self, raw: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        assert raw.shape[0] == image.shape[0] and raw.shape[-2:] == image.shape[-2:] and image.shape[1] == 3, (
+            tuple(raw.shape), tuple(image.shape))
+        return raw + self.net(torch.cat([raw, image.to(raw.device, raw.dtype)], dim=1))
 
 
 # ---------------------------------------------------------------------------------------------------- DPT

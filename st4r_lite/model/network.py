@@ -9,7 +9,9 @@ One pair (anchor image 1, other image j) goes through
      and to branch 2's layer-(l-1) tokens, and vice versa               -> lists [enc, block 1..L]
   3. head 1 on branch 1 -> ``track`` = ¹X¹_j : where each anchor pixel is at time j (anchor camera frame);
      head 2 on branch 2 -> ``recon`` = ¹Xʲ_j : frame j's visible geometry at time j (anchor camera frame);
-     each with a confidence C > 1, plus (ours) a zero-initialised log sigma^2 per pixel and branch.
+     each with a confidence C > 1, plus (ours) a zero-initialised log sigma^2 per pixel and branch;
+     optionally (ours, ``pixel_refine`` > 0) each head's raw output is refined from its own image (anchor for
+     head 1, frame j for head 2) by ``pixel_refine1`` / ``pixel_refine2`` (model.heads.PixelRefine).
 Parameter names follow DUSt3R's checkpoints, so DUSt3R / MonST3R / St4RTrack weights load into ``full``.
 """
 
@@ -22,7 +24,7 @@ from torch import nn
 
 from st4r_lite.model.blocks import Block, DecoderBlock, PatchEmbed, RoPE2D
 from st4r_lite.model.config import PRESETS, ModelConfig, get_config
-from st4r_lite.model.heads import SigmaHead, build_head, pointmap_activation
+from st4r_lite.model.heads import PixelRefine, SigmaHead, build_head, pointmap_activation
 
 
 @dataclass
@@ -107,6 +109,8 @@ class St4RTrack(nn.Module):
         self.apply(_init_weights)
         if cfg.sigma_heads:  # created after the init pass: they stay exactly zero
             self.sigma_head1, self.sigma_head2 = SigmaHead(cfg), SigmaHead(cfg)
+        if cfg.pixel_refine:  # after the init pass too: their last conv stays exactly zero
+            self.pixel_refine1, self.pixel_refine2 = PixelRefine(cfg.pixel_refine), PixelRefine(cfg.pixel_refine)
 
     # --------------------------------------------------------------------------------------------- stages
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,10 +135,19 @@ class St4RTrack(nn.Module):
         dec1[-1], dec2[-1] = self.dec_norm(dec1[-1]), self.dec_norm(dec2[-1])
         return dec1, dec2
 
-    def predict_heads(self, dec1, dec2, image_hw: tuple[int, int]) -> tuple[PairOutput, torch.Tensor, torch.Tensor]:
-        """Decoder lists -> (PairOutput, raw1 (B, 4, H, W), raw2 (B, 4, H, W)); heads run in float32."""
+    def predict_heads(self, dec1, dec2, image_hw: tuple[int, int],
+                      images: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[PairOutput, torch.Tensor, torch.Tensor]:
+        """Decoder lists -> (PairOutput, raw1 (B, 4, H, W), raw2 (B, 4, H, W)); heads run in float32.
+
+        images: (img_anchor, img_other), each (B, 3, H, W) in [-1, 1]; needed only when ``config.pixel_refine``.
+        """
         raw1 = self.downstream_head1(dec1, image_hw)
         raw2 = self.downstream_head2(dec2, image_hw)
+        if self.config.pixel_refine:
+            if images is None:
+                raise ValueError("this model refines its heads from the images (pixel_refine > 0): pass "
+                                 "images=(img_anchor, img_other) to predict_heads")
+            raw1, raw2 = self.pixel_refine1(raw1, images[0]), self.pixel_refine2(raw2, images[1])
         track, conf_track = pointmap_activation(raw1)
         recon, conf_recon = pointmap_activation(raw2)
         if self.config.sigma_heads:
@@ -151,7 +164,7 @@ class St4RTrack(nn.Module):
         enc, pos = self.encode(torch.cat([img_anchor, img_other]))  # Siamese: one batch of 2B images
         enc1, enc2, pos1, pos2 = enc[:B], enc[B:], pos[:B], pos[B:]
         dec1, dec2 = self.decode(enc1, pos1, enc2, pos2)
-        out, raw1, raw2 = self.predict_heads(dec1, dec2, tuple(img_anchor.shape[-2:]))
+        out, raw1, raw2 = self.predict_heads(dec1, dec2, tuple(img_anchor.shape[-2:]), (img_anchor, img_other))
         return DebugOutput(enc1, enc2, pos1, pos2, dec1, dec2, raw1, raw2, out)
 
     def forward(self, img_anchor: torch.Tensor, img_other: torch.Tensor) -> PairOutput:
@@ -160,12 +173,13 @@ class St4RTrack(nn.Module):
 
     # ------------------------------------------------------------------------------------------- helpers
     def branch_parameters(self, branch: str = "track") -> list[nn.Parameter]:
-        """Parameters of one branch: its decoder stack, its pointmap head and its sigma head.
+        """Parameters of one branch: its decoder stack, its pointmap head, its sigma head and its pixel refinement.
 
-        ``'track'`` = dec_blocks + downstream_head1 + sigma_head1 (what test-time adaptation updates).
+        ``'track'`` = dec_blocks + downstream_head1 + sigma_head1 (+ pixel_refine1) (what test-time adaptation
+        updates).
         """
-        names = {"track": ("dec_blocks", "downstream_head1", "sigma_head1"),
-                 "recon": ("dec_blocks2", "downstream_head2", "sigma_head2")}
+        names = {"track": ("dec_blocks", "downstream_head1", "sigma_head1", "pixel_refine1"),
+                 "recon": ("dec_blocks2", "downstream_head2", "sigma_head2", "pixel_refine2")}
         if branch not in names:
             raise ValueError(f"branch must be 'track' or 'recon', got {branch!r}")
         mods = [getattr(self, n) for n in names[branch] if hasattr(self, n)]

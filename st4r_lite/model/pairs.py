@@ -34,11 +34,13 @@ __all__ = ["FrameTokens", "PairRunner", "predict_video"]
 @dataclass
 class FrameTokens:
     """Encoder output of every frame of B videos: tokens (B, T, N, C_enc) after enc_norm, pos (B, T, N, 2);
-    image_hw: the frames' (H, W)."""
+    image_hw: the frames' (H, W); images: the frames (B, T, 3, H, W) in [-1, 1], kept for a model whose heads
+    refine from the pixels (``ModelConfig.pixel_refine``), else None."""
 
     tokens: Tensor
     pos: Tensor
     image_hw: tuple[int, int]
+    images: Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -94,7 +96,8 @@ class PairRunner(nn.Module):
         """Every frame's tokens: frames (T, 3, H, W) or (B, T, 3, H, W) in [-1, 1] -> FrameTokens (B, T, ...)."""
         frames = _videos(frames)
         check_images(frames[0, :1], frames[0, :1], self.model.config.patch_size)
-        return FrameTokens(*self._encode(frames), tuple(frames.shape[-2:]))
+        images = frames if self.model.config.pixel_refine else None
+        return FrameTokens(*self._encode(frames), tuple(frames.shape[-2:]), images)
 
     def forward(self, frames: Tensor | None = None, idx: Tensor | None = None, *, tokens: FrameTokens | None = None,
                 out_device: torch.device | str | None = None, progress: bool = False) -> PairOutput:
@@ -131,7 +134,16 @@ class PairRunner(nn.Module):
             dec1, dec2 = self.model.decode(enc_a[:, None].expand(-1, m, -1, -1).flatten(0, 1),
                                            pos_a[:, None].expand(-1, m, -1, -1).flatten(0, 1),
                                            enc_o.flatten(0, 1), pos_o.flatten(0, 1))
-            out, _, _ = self.model.predict_heads(dec1, dec2, hw)
+            images = None
+            if self.model.config.pixel_refine:
+                src = frames if frames is not None else tokens.images
+                if src is None:
+                    raise ValueError("this model's heads refine from the pixels: encode the tokens with "
+                                     "PairRunner.encode (it keeps the frames) or pass frames")
+                dev = self._device()
+                images = (src[:, self.anchor:self.anchor + 1].expand(-1, m, -1, -1, -1).flatten(0, 1).to(dev),
+                          src[:, j.to(src.device)].flatten(0, 1).to(dev))
+            out, _, _ = self.model.predict_heads(dec1, dec2, hw, images)
             parts.append(out if out_device is None else out.to(out_device))
         return _cat_pairs(parts, B)
 

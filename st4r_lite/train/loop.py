@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from st4r_lite.errors import InputError
 from st4r_lite.model import resolve
 from st4r_lite.model.checkpoint import save_checkpoint
-from st4r_lite.model.config import ModelConfig
+from st4r_lite.model.config import ModelConfig, get_config
 from st4r_lite.model.network import St4RTrack, build_model
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write, command_line
@@ -93,6 +93,8 @@ class TrainConfig:
     motion_weight: float = 0.0  # + w · L_motion: every anchor pixel's motion from the self-pair (train.losses); 0 = off
     init: str = ""              # start from these weights (a training checkpoint, a model file or a released
                                 # name) with a fresh optimiser and schedule: fine-tuning; "" = random init
+    pixel_refine: int = 0       # width of the heads' image-guided refinement (ModelConfig.pixel_refine); 0 = the
+                                # preset's. An --init without one starts it at zero (the init's function exactly)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "frames"):
@@ -110,6 +112,13 @@ class TrainConfig:
             raise InputError(f"motion_weight must be ≥ 0, got {self.motion_weight}")
         if self.dynamic_factor < 0:
             raise InputError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
+        if self.pixel_refine < 0:
+            raise InputError(f"pixel_refine must be ≥ 0 (0 = the preset's heads), got {self.pixel_refine}")
+
+    def model_config(self) -> ModelConfig:
+        """The architecture this run trains: the preset, with ``pixel_refine`` when set."""
+        config = get_config(self.preset)
+        return config.with_(pixel_refine=self.pixel_refine) if self.pixel_refine else config
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -143,7 +152,11 @@ def clip_seed(cfg: TrainConfig, counter: int, rank: int) -> int:
 
 def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
     """The state dict that ``TrainConfig.init`` names, checked against ``model``'s architecture: the model of a
-    training checkpoint (float32, as trained) or of anything ``model.resolve.load`` reads (float32)."""
+    training checkpoint (float32, as trained) or of anything ``model.resolve.load`` reads (float32).
+
+    The one difference allowed: an init without the heads' pixel refinement for a model with one
+    (``ModelConfig.pixel_refine``): the refinement keeps the model's fresh, zero-output weights, so the run
+    starts from exactly the init's function."""
     path = Path(spec)
     blob = None
     if path.is_file():
@@ -156,6 +169,10 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
     else:
         source = resolve.load(spec, log=lambda s: None)
         state, config = source.state_dict(), source.config
+    adds_refine = not config.pixel_refine and model.config.pixel_refine > 0
+    if adds_refine:
+        config = config.with_(pixel_refine=model.config.pixel_refine)
+        state = {**{k: v for k, v in model.state_dict().items() if k.startswith("pixel_refine")}, **state}
     if config != model.config:
         raise InputError(f"--init {spec!r} is a {config.name!r} model but the run trains {model.config.name!r}: "
                          "pass the same --preset")
@@ -243,7 +260,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device:
     try:
         with torch.random.fork_rng(devices=devices):  # the caller's global RNG state is left untouched
             torch.manual_seed(cfg.seed)
-            model = trainable_model(build_model(cfg.preset)).to(env.device)
+            model = trainable_model(build_model(cfg.model_config())).to(env.device)
             if cfg.init and not resume:
                 model.load_state_dict(initial_weights(cfg.init, model))
             opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, total_steps=cfg.steps,

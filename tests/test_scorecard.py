@@ -53,3 +53,23 @@ def test_scorecard_of_an_untrained_model_has_its_peers_and_the_motion_ceiling():
     assert oracle["gap_dynamic"] == round(oracle["apd_dynamic"] - static["apd_dynamic"], 4)
     assert "gap_dynamic" not in static and "oracle_motion" in format_scorecard(card)
     assert set(card["per_clip"][0]) == {"clip", *methods}
+
+
+def test_anchor_depth_by_patch_finds_the_blend_at_an_objects_edge():
+    from st4r_lite.studies.scorecard import anchor_depth_by_patch
+
+    H, W, p = 8, 8, 4
+    dynamic = torch.zeros(H, W, dtype=torch.bool)
+    dynamic[0:4, 0:2] = True                     # an object half filling patch (0, 0); patch (1, 1) is all static
+    v, u = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    pix = torch.stack([u.flatten(), v.flatten()], -1)
+    z = torch.where(dynamic, 2.0, 4.0).flatten().double()
+    gt = torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], -1)
+    pred = gt.clone()
+    edge_patch = (v.flatten() < 4) & (u.flatten() < 4)
+    pred[edge_patch, 2] = 3.0                    # a linear head's blend over the mixed patch
+    out = anchor_depth_by_patch(pred * 2, gt, pix, dynamic, p)    # a global scale is forgiven
+    assert out["moving_edge"].numel() == 8 and out["static_edge"].numel() == 8
+    assert out["moving_interior"].numel() == 0 and out["static_interior"].numel() == 48
+    assert torch.allclose(out["moving_edge"], torch.full((8,), math.log(1.5), dtype=torch.float64))
+    assert torch.allclose(out["static_interior"], torch.zeros(48, dtype=torch.float64))

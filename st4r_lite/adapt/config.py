@@ -52,6 +52,8 @@ class AdaptConfig:
     pose_grad: bool = False         # differentiable Gauss–Newton step through PnP
     pairs_per_step: int | None = 8  # pairs (0, j) per step: pair 0 + a random subset (None = all T)
     cameras: str = "pred"           # "pred" (PnP on recon, the method) or "gt" (diagnostic: true cameras)
+    reanchor: bool = True           # after the steps, move the anchor's points to the mono-depth along their rays
+                                    # and every frame's track with them (adapt.reanchor); needs a mono-depth
     grad_clip: float = 1.0
     seed: int = 0
 

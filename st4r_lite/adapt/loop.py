@@ -16,6 +16,10 @@ T_world_cam_j by PnP on recon_j (RANSAC + LM without gradient; optionally one di
               (recon read at the tracked pixel; s̄ keeps it scale-invariant; weight 5)
     L       = w_traj L_traj + 10 L_depth + 5 L_align            (computed in ``st4r_lite.adapt.losses``).
 
+After the steps, when the labels carry a mono-depth and ``reanchor`` is on (the default), the track maps are
+re-anchored (``st4r_lite.adapt.reanchor``): each anchor point moves along its ray to the mono-depth's distance
+(one median scale per video) and every frame's track moves with it, keeping the network's own motion.
+
 "used" = the provider says the label is valid (``track_valid``) and x̂ is in front of the camera. The proposal
 (``st4r_lite.adapt.occlusion``) adds the occlusion mask m_{j,n} to "used" and replaces L_traj and L_align by the
 σ²-weighted  mean m·(ρ(r)/σ² + log σ²)  with r = ‖x̂ − x̃‖ (pixels) and r = f·‖Δ‖/s̄ (the 3D error in
@@ -45,6 +49,7 @@ from st4r_lite.adapt.config import PARAM_SETS, AdaptConfig
 from st4r_lite.adapt.losses import adaptation_losses
 from st4r_lite.adapt.occlusion import sample_map
 from st4r_lite.adapt.pseudo_labels import PseudoLabels, check_video, validate_pseudo_labels
+from st4r_lite.adapt.reanchor import reanchor_tracks
 from st4r_lite.adapt.variants import VARIANTS
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.camera import cameras_for_video
@@ -254,10 +259,16 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
         out = runner(tokens=tokens)
         K, T_world_cam, status = cameras_from_prediction(out, cfg, steps, False)
         terms = adaptation_losses(out, K, T_world_cam, labels, cfg, gt_vis)
-    res = AdaptResult(data.name, cfg, out.track, out.recon, K, T_world_cam, labels.query_pixels,
+    track, reanchor = out.track, "off"
+    if VARIANTS[cfg.variant].adapts and cfg.reanchor:
+        if labels.depth is None:
+            reanchor = "skipped: the pseudo-labels have no mono-depth"
+        else:
+            track, reanchor = reanchor_tracks(out.track, labels.depth[0])
+    res = AdaptResult(data.name, cfg, track, out.recon, K, T_world_cam, labels.query_pixels,
                       terms.mask, terms.used, terms.log_sigma2, log, source=labels.source)
     res.metrics = {"final_loss": {k: float(getattr(terms, k)) for k in ("total", "traj", "depth", "align")},
-                   "camera_status": status}
+                   "camera_status": status, "reanchor": reanchor}
     res.seconds = time.perf_counter() - start
     res.model = model if keep_model else None
     return res

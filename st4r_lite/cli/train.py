@@ -63,6 +63,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-refine", type=nonneg_int, default=None,
                    help="add an image-guided conv refinement of width W to both heads (sharp depth edges inside a "
                    "patch; default 0 = the preset's heads); with --init from weights without one, it starts at zero")
+    p.add_argument("--refine-lr-mult", type=float, default=None,
+                   help="learning rate of the pixel refinement = --lr x this (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_pretrain)
 
@@ -196,7 +198,8 @@ def run_pretrain_cli(args) -> str:
                  "dynamic_factor": getattr(args, "dynamic_factor", None), "init": getattr(args, "init", None),
                  "dynamic_regression": getattr(args, "dynamic_regression", None),
                  "motion_weight": getattr(args, "motion_weight", None),
-                 "pixel_refine": getattr(args, "pixel_refine", None)}
+                 "pixel_refine": getattr(args, "pixel_refine", None),
+                 "refine_lr_mult": getattr(args, "refine_lr_mult", None)}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
     check_writable(args.out)

@@ -30,6 +30,11 @@ clip-wide alignment ("world": where the frame's geometry is placed in the world)
 frame on its own by a similarity ("shape": the geometry alone, its pose forgiven). A flat "shape" row above a
 falling "world" row says the relative camera pose of frames far from the anchor is what limits the target.
 
+Diagnosis of the anchor geometry (``anchor_depth_by_patch``): the median |log depth error| of the model's frame-0
+tracks (one median scale per clip) for static and moving pixels, split by whether the pixel's p x p patch holds
+one kind only ("interior") or both ("edge"). A linear head paints a patch from one token, so an "edge" pixel of a
+small moving object tends to get a blend of object and background depth.
+
 ``python -m st4r_lite.studies.scorecard data/tiny.pt --json data/tiny_scorecard.json`` (about 2 minutes on a
 2-core CPU).
 """
@@ -44,10 +49,11 @@ from pathlib import Path
 
 import roma
 import torch
+from einops import rearrange
 
 from st4r_lite.eval.baselines import combinational_prediction, static_prediction
 from st4r_lite.eval.evaluate import evaluate_prediction, mean_results, predict_model, sequence_from_clip
-from st4r_lite.geometry.track_metrics import align, apd
+from st4r_lite.geometry.track_metrics import align, apd, median_scale
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
 from st4r_lite.train.heldout import HELDOUT_SEED, oracle_motion_tracks, training_record
@@ -100,6 +106,33 @@ def recon_by_frame(recon: torch.Tensor, gt_points: torch.Tensor) -> dict[str, li
     return out
 
 
+PATCH_GROUPS = ("static_interior", "static_edge", "moving_interior", "moving_edge")
+
+
+def anchor_depth_by_patch(anchor: torch.Tensor, gt_anchor: torch.Tensor, query_pixels: torch.Tensor,
+                          dynamic: torch.Tensor, patch: int) -> dict[str, torch.Tensor]:
+    """|log(s z_pred) − log z_gt| at the anchor's queries, by group (:data:`PATCH_GROUPS`).
+
+    anchor, gt_anchor: (N, 3) frame-0 points (camera 0 = world); query_pixels: (N, 2) integer (u, v); dynamic:
+    (H, W) bool, the moving pixels; patch: the model's patch size. s = median scale over every valid query. A
+    query is "edge" when its patch holds moving and static pixels. Returns {group: (n,) float64 errors}.
+    """
+    assert anchor.shape == gt_anchor.shape and anchor.shape[-1] == 3, (tuple(anchor.shape), tuple(gt_anchor.shape))
+    H, W = dynamic.shape
+    assert H % patch == 0 and W % patch == 0, (H, W, patch)
+    pred, gt = anchor.detach().double().cpu(), gt_anchor.detach().double().cpu()
+    ok = torch.isfinite(pred).all(-1) & torch.isfinite(gt).all(-1) & (pred[:, 2] > 0) & (gt[:, 2] > 0)
+    s = median_scale(pred, gt, ok)
+    err = (torch.log(s * pred[:, 2].clamp_min(1e-9)) - torch.log(gt[:, 2].clamp_min(1e-9))).abs()
+    share = rearrange(dynamic.double().cpu(), "(h p1) (w p2) -> h w (p1 p2)", p1=patch, p2=patch).mean(-1)
+    u, v = query_pixels[:, 0].long().cpu(), query_pixels[:, 1].long().cpu()
+    edge = ((share > 0) & (share < 1))[v // patch, u // patch]
+    moving = dynamic.cpu()[v, u]
+    masks = {"static_interior": ~moving & ~edge, "static_edge": ~moving & edge,
+             "moving_interior": moving & ~edge, "moving_edge": moving & edge}
+    return {name: err[m & ok] for name, m in masks.items()}
+
+
 def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int = 2,
               seed: int = HELDOUT_SEED) -> dict:
     """Score ``model`` and its two peers on ``num_clips`` held-out clips; returns the JSON-ready scorecard
@@ -109,10 +142,15 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
     clips = generate_clips(num_clips, frames=frames, height=H, width=W, domain="pretrain", seed=seed)
     per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
     by_frame: list[dict[str, list[float]]] = []
+    by_patch: dict[str, list[torch.Tensor]] = {g: [] for g in PATCH_GROUPS}
     for b in range(num_clips):
         seq = sequence_from_clip(clips, b, query_stride=query_stride)
         pred = predict_model(model, seq)
         by_frame.append(recon_by_frame(pred.recon, seq.gt_points))
+        groups = anchor_depth_by_patch(pred.tracks[0], seq.gt_tracks[0], seq.query_pixels, clips.track_dynamic[b],
+                                       model.config.patch_size)
+        for g, errs in groups.items():
+            by_patch[g].append(errs)
         static = static_prediction(pred, seq)
         oracle = replace(pred, tracks=oracle_motion_tracks(pred.tracks[0], seq.gt_tracks))
         peers = {"model": pred, "static": static, "oracle_motion": oracle,
@@ -137,6 +175,10 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
             "methods": methods, "targets": targets, "beats_peers": beats,
             "recon_by_frame": {k: [round(float(v), 2) for v in torch.tensor([f[k] for f in by_frame]).nanmean(0)]
                                for k in ("world", "shape")},
+            "anchor_depth_by_patch": {g: {"pixels": int(sum(e.numel() for e in errs)),
+                                          "median_abs_log_err": round(float(torch.cat(errs).median()), 4)
+                                          if sum(e.numel() for e in errs) else None}
+                                      for g, errs in by_patch.items()},
             "per_clip": per_clip}
 
 
@@ -154,6 +196,9 @@ def format_scorecard(card: dict) -> str:
     if "recon_by_frame" in card:
         for k, row in card["recon_by_frame"].items():
             lines.append(f"  recon APD by frame ({k}): " + " ".join(f"{v:.0f}" for v in row))
+    if "anchor_depth_by_patch" in card:
+        lines.append("  anchor |log depth error| (median, pixels): " + ", ".join(
+            f"{g} {d['median_abs_log_err']} ({d['pixels']})" for g, d in card["anchor_depth_by_patch"].items()))
     return "\n".join(lines)
 
 

@@ -95,6 +95,7 @@ class TrainConfig:
                                 # name) with a fresh optimiser and schedule: fine-tuning; "" = random init
     pixel_refine: int = 0       # width of the heads' image-guided refinement (ModelConfig.pixel_refine); 0 = the
                                 # preset's. An --init without one starts it at zero (the init's function exactly)
+    refine_lr_mult: float = 1.0  # its learning rate = lr x this (a fresh module on pretrained weights learns faster)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "frames"):
@@ -112,6 +113,8 @@ class TrainConfig:
             raise InputError(f"motion_weight must be ≥ 0, got {self.motion_weight}")
         if self.dynamic_factor < 0:
             raise InputError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
+        if self.refine_lr_mult <= 0:
+            raise InputError(f"refine_lr_mult must be > 0, got {self.refine_lr_mult}")
         if self.pixel_refine < 0:
             raise InputError(f"pixel_refine must be ≥ 0 (0 = the preset's heads), got {self.pixel_refine}")
 
@@ -264,7 +267,8 @@ def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device:
             if cfg.init and not resume:
                 model.load_state_dict(initial_weights(cfg.init, model))
             opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, total_steps=cfg.steps,
-                                        warmup_steps=min(cfg.warmup, cfg.steps), min_ratio=cfg.min_lr_ratio)
+                                        warmup_steps=min(cfg.warmup, cfg.steps), min_ratio=cfg.min_lr_ratio,
+                                        fast_mult=cfg.refine_lr_mult)
             state = TrainState()
             if resume:
                 blob = load_train_checkpoint(out)

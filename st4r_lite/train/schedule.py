@@ -20,19 +20,31 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups of the trainable parameters: decay for ≥ 2-D tensors, none for 1-D (norms, biases).
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None, fast_prefix: str = "pixel_refine",
+                 fast_mult: float = 1.0) -> list[dict]:
+    """AdamW groups of the trainable parameters: decay for ≥ 2-D tensors, none for 1-D (norms, biases).
 
-    Frozen parameters (requires_grad False) are left out. Returns [{"params", "weight_decay"}, ...].
+    Frozen parameters (requires_grad False) are left out. With ``fast_mult`` ≠ 1 the parameters whose name starts
+    with ``fast_prefix`` (a module added from scratch to pretrained weights) get their own two groups at
+    ``lr · fast_mult``. Returns [{"params", "weight_decay"(, "lr")}, ...] (empty groups dropped).
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay}")
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    if fast_mult <= 0 or (fast_mult != 1 and lr is None):
+        raise ValueError(f"fast_mult must be > 0 and needs lr, got {fast_mult} and {lr}")
+    groups: dict[tuple[bool, bool], list] = {(f, d): [] for f in (False, True) for d in (True, False)}
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups[(fast_mult != 1 and name.startswith(fast_prefix), p.ndim >= 2)].append(p)
+    out = []
+    for (fast, decay), params in groups.items():
+        if params:
+            group = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+            if fast:
+                group["lr"] = lr * fast_mult
+            out.append(group)
+    return out
 
 
 class WarmupCosine:
@@ -56,12 +68,13 @@ class WarmupCosine:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05, betas=(0.9, 0.95),
-                   total_steps: int = 1, warmup_steps: int = 0, min_ratio: float = 0.05
+                   total_steps: int = 1, warmup_steps: int = 0, min_ratio: float = 0.05, fast_mult: float = 1.0
                    ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over :func:`param_groups` and its warm-up + cosine LambdaLR (step it once per optimiser step)."""
+    """AdamW over :func:`param_groups` and its warm-up + cosine LambdaLR (step it once per optimiser step);
+    ``fast_mult``: learning-rate multiplier of the heads' pixel refinement (see :func:`param_groups`)."""
     if lr <= 0:
         raise ValueError(f"learning rate must be > 0, got {lr}")
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+    opt = torch.optim.AdamW(param_groups(model, weight_decay, lr, fast_mult=fast_mult), lr=lr, betas=betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(total_steps, warmup_steps, min_ratio))
     return opt, sched
 

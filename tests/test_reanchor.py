@@ -1,0 +1,75 @@
+"""Re-anchoring (st4r_lite.adapt.reanchor): the anchor's geometry from the mono-depth, every frame moved with it,
+and its place in the adaptation loop."""
+
+from dataclasses import replace
+
+import torch
+
+from st4r_lite.adapt.config import AdaptConfig
+from st4r_lite.adapt.loop import adapt_video
+from st4r_lite.adapt.online import make_provider
+from st4r_lite.adapt.reanchor import reanchor_tracks
+from st4r_lite.eval.adaptation import VideoWithTruth
+from st4r_lite.geometry.pinhole import unproject
+from st4r_lite.model.network import build_model
+from st4r_lite.model.pairs import predict_video
+from st4r_lite.world import render
+
+
+def _scene(T=3, H=6, W=8, seed=0):
+    """True tracks (T, H, W, 3) of a static room with a moving block, its true depth and the pixel grid."""
+    g = torch.Generator().manual_seed(seed)
+    K = torch.tensor([[10.0, 0, W / 2], [0, 10.0, H / 2], [0, 0, 1]], dtype=torch.float64)
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    depth = 2 + 3 * torch.rand(H, W, generator=g, dtype=torch.float64)
+    anchor = unproject(torch.stack([u, v], -1), depth, K)
+    motion = torch.zeros(T, H, W, 3, dtype=torch.float64)
+    motion[:, :2, :3] = torch.arange(T, dtype=torch.float64)[:, None, None, None] * torch.tensor([0.3, 0.0, 0.2],
+                                                                                                dtype=torch.float64)
+    return anchor[None] + motion, depth
+
+
+def test_true_depth_up_to_scale_restores_the_anchor_and_keeps_the_motion():
+    gt, depth = _scene()
+    g = torch.Generator().manual_seed(1)
+    wrong = torch.exp(0.3 * torch.randn(gt.shape[1:3], generator=g, dtype=torch.float64))   # per-pixel depth error
+    pred = gt.clone()
+    pred += (gt[0] * (wrong[..., None] - 1))[None]          # every frame carries the anchor's error
+    out, info = reanchor_tracks(pred * 0.5, depth * 7.0)     # the model's and the mono-depth's own scales
+    s = gt[0, ..., 2].median() / out[0, ..., 2].median()
+    assert torch.allclose(out[0] * s, gt[0], atol=1e-9) and info["pixels"] == depth.numel()
+    assert torch.allclose(out[2] - out[0], (pred[2] - pred[0]) * 0.5)   # the model's motion is kept
+
+
+def test_missing_depth_keeps_those_tracks_and_too_little_returns_them_unchanged():
+    gt, depth = _scene()
+    mono = depth.clone()
+    mono[0, 0] = 0.0
+    mono[1, 1] = float("nan")
+    out, info = reanchor_tracks(gt * 1.1, mono * 3)
+    assert torch.equal(out[:, 0, 0], gt[:, 0, 0] * 1.1) and torch.equal(out[:, 1, 1], gt[:, 1, 1] * 1.1)
+    assert info["pixels"] == depth.numel() - 2
+    same, info = reanchor_tracks(gt, torch.zeros_like(depth))
+    assert same is gt and info["pixels"] == 0
+    grad_in = (gt * 1.0).requires_grad_(True)
+    out, _ = reanchor_tracks(grad_in, depth)
+    out.sum().backward()
+    assert torch.isfinite(grad_in.grad).all()
+
+
+def test_the_loop_re_anchors_adapted_tracks_only():
+    clip = render.generate_clips(1, frames=3, height=32, width=48, domain="wild", seed=600_000)
+    vid = VideoWithTruth.from_clip(clip, 0)
+    model = build_model("tiny", seed=0)
+    labels = make_provider("sim", "sim", ground_truth=vid.gt, seed=0)(vid.video, vid.queries(8))
+    cfg = AdaptConfig(variant="baseline", steps=0, pose_hypotheses=8)
+    raw = predict_video(model.float().eval(), vid.video * 2 - 1).track
+    res = adapt_video(model, vid, labels, cfg)
+    expected, info = reanchor_tracks(raw, labels.depth[0])
+    assert torch.allclose(res.track, expected, atol=1e-5) and res.metrics["reanchor"]["pixels"] == info["pixels"]
+    off = adapt_video(model, vid, labels, replace(cfg, reanchor=False))
+    none = adapt_video(model, vid, labels, replace(cfg, variant="none"))
+    assert torch.allclose(off.track, raw, atol=1e-5) and off.metrics["reanchor"] == "off"
+    assert torch.allclose(none.track, raw, atol=1e-5) and none.metrics["reanchor"] == "off"
+    no_depth = adapt_video(model, vid, replace(labels, depth=None), cfg)
+    assert torch.allclose(no_depth.track, raw, atol=1e-5) and "no mono-depth" in no_depth.metrics["reanchor"]

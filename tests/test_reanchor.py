@@ -73,3 +73,22 @@ def test_the_loop_re_anchors_adapted_tracks_only():
     assert torch.allclose(none.track, raw, atol=1e-5) and none.metrics["reanchor"] == "off"
     no_depth = adapt_video(model, vid, replace(labels, depth=None), cfg)
     assert torch.allclose(no_depth.track, raw, atol=1e-5) and "no mono-depth" in no_depth.metrics["reanchor"]
+
+
+def test_adapt_ceiling_rows_make_one_part_true():
+    from st4r_lite.geometry.track_metrics import median_scale
+    from st4r_lite.studies.adapt_ceiling import ROWS, ceiling_tracks
+
+    gt, depth = _scene(T=3)
+    g = torch.Generator().manual_seed(2)
+    pred = gt.clone()
+    pred += (gt[0] * (torch.exp(0.2 * torch.randn(gt.shape[1:3], generator=g, dtype=torch.float64))[..., None] - 1))[None]
+    pred[1:, :2, :3] = pred[:1, :2, :3]                      # the model misses the block's motion
+    rows = ceiling_tracks(pred * 2, gt, depth)
+    assert set(rows) == set(ROWS) and torch.equal(rows["none"], pred * 2)
+    assert torch.equal(rows["static"][2], pred[0] * 2)
+    s = median_scale(pred[0] * 2, gt[0])                   # prediction -> truth, as the metric aligns
+    assert torch.allclose(rows["true_motion"][2] - rows["true_motion"][0], (gt[2] - gt[0]) / s, atol=1e-9)
+    anchor = rows["true_depth"][0]
+    assert torch.allclose(anchor / anchor[..., 2:].median(), gt[0] / gt[0][..., 2:].median(), atol=1e-9)
+    assert torch.allclose(rows["reanchored"], reanchor_tracks(pred * 2, depth)[0])

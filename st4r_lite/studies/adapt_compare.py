@@ -228,6 +228,7 @@ SENSITIVITY = {                     # each a change of AdaptConfig's defaults (s
     "default": {}, "released recipe": RELEASED, "with L_traj 0.5": {"w_traj": 0.5},
     "track branch only": {"params": "track"}, "30 steps at 1e-4": {"steps": 30, "lr": 1e-4},
     "true cameras, with L_traj 0.5": {"cameras": "gt", "w_traj": 0.5},
+    "steps only (no re-anchoring)": {"reanchor": False}, "re-anchoring only (0 steps)": {"steps": 0},
 }
 
 

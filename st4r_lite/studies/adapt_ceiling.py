@@ -1,0 +1,113 @@
+"""What limits tracking on the `wild` videos: the anchor's geometry or the motion? Ceilings with one part made true.
+
+Dimension letters: T frames, H image rows, W image columns.
+
+For each `wild` clip the model's track maps (T, H, W, 3) are scored (tracking APD, median alignment, queries every
+``query_stride`` pixels) as they are and with one part replaced:
+
+    none            the model's tracks
+    static          track_j := track_0 (nothing moves)
+    true_motion     track_0 + (X^gt_j − X^gt_0) / s           the model's anchor, perfect motion (reads ground truth)
+    true_depth      track_j + X_0' − track_0, X_0' = track_0 · z^gt / (s z_0)
+                                                              perfect anchor depth along the model's rays, the
+                                                              model's motion kept (reads ground truth)
+    reanchored      the same with the mono-depth pseudo-label (``adapt.reanchor``; no ground truth: what the
+                    adaptation's re-anchoring does before any gradient step)
+
+s = median-scale of the model's anchor to the true one. A row far above ``none`` names what limits the model; the
+"true" rows are diagnostics, never methods.
+
+``python -m st4r_lite.studies.adapt_ceiling --json data/adapt_ceiling.json`` (12 clips, about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from st4r_lite.adapt.reanchor import reanchor_tracks
+from st4r_lite.adapt.sim_labels import SimulatedMonoDepth
+from st4r_lite.geometry.track_metrics import median_scale, tracking_metrics
+from st4r_lite.model import resolve
+from st4r_lite.model.pairs import predict_video
+from st4r_lite.runtime import atomic_write
+from st4r_lite.studies.ablation_stats import paired_interval
+from st4r_lite.world.render import generate_clips
+
+ROWS = ("none", "static", "true_motion", "true_depth", "reanchored")
+SEEDS = tuple(range(600000, 600012))
+
+
+def ceiling_tracks(track: torch.Tensor, gt_track: torch.Tensor, mono_anchor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The rows of the module docstring. track, gt_track: (T, H, W, 3) anchor-camera frame; mono_anchor: (H, W)
+    mono-depth of frame 0 (0 = missing). Returns {row: (T, H, W, 3)}."""
+    assert track.shape == gt_track.shape and track.shape[-1] == 3, (tuple(track.shape), tuple(gt_track.shape))
+    tr, gt = track.double(), gt_track.double()
+    a = tr[0]
+    ok = torch.isfinite(gt[0]).all(-1) & (gt[0][..., 2] > 0) & (a[..., 2] > 0)
+    s = median_scale(a, gt[0], ok)
+    true_depth = torch.where(ok, gt[0][..., 2] / (s * a[..., 2]), torch.ones_like(a[..., 2]))
+    return {"none": tr, "static": a[None].expand_as(tr).clone(),
+            "true_motion": a[None] + (gt - gt[:1]).nan_to_num(0.0) / s,
+            "true_depth": tr + (a * (true_depth[..., None] - 1))[None],
+            "reanchored": reanchor_tracks(tr, mono_anchor.double())[0]}
+
+
+def adapt_ceiling(model, seeds=SEEDS, *, frames: int = 16, query_stride: int = 4) -> dict:
+    """Score every row on the `wild` clips ``seeds``; returns {"rows": {row: {"apd", "apd_dynamic", "per_clip"}},
+    "vs_none": {row: {"apd_change", "ci95"}}}."""
+    H, W = model.config.img_size
+    per: dict[str, list] = {r: [] for r in ROWS}
+    for seed in seeds:
+        clip = generate_clips(1, frames=frames, height=H, width=W, domain="wild", seed=seed)
+        track = predict_video(model, clip.rgb[0] * 2 - 1).track
+        mono = SimulatedMonoDepth(clip, 0, seed=0)(clip.rgb[0].float())[0]
+        gt = clip.track_world[0]
+        flat = lambda x: rearrange(x[:, ::query_stride, ::query_stride], "t h w c -> t (h w) c")  # noqa: E731
+        for row, t in ceiling_tracks(track, gt, mono).items():
+            m = tracking_metrics(flat(t), flat(gt.double()), alignment="median")
+            per[row].append((float(m.apd), float(m.apd_dynamic)))
+    rows = {r: {"apd": float(np.mean([v[0] for v in vals])), "apd_dynamic": float(np.nanmean([v[1] for v in vals])),
+                "per_clip": [round(v[0], 2) for v in vals]} for r, vals in per.items()}
+    vs_none = {}
+    for r in ROWS[1:]:
+        d = [x[0] - y[0] for x, y in zip(per[r], per["none"])]
+        vs_none[r] = {"apd_change": float(np.mean(d)), "ci95": list(paired_interval(d))}
+    return {"rows": rows, "vs_none": vs_none}
+
+
+def main(argv=None) -> int:
+    """``python -m st4r_lite.studies.adapt_ceiling [--checkpoint data/tiny.pt] [--json OUT]``."""
+    ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.adapt_ceiling", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default="data/tiny.pt", help=resolve.SPEC_HELP)
+    ap.add_argument("--num-clips", type=int, default=len(SEEDS), help="wild clips from seed 600000")
+    ap.add_argument("--json", default=None, help="write the record here (atomically)")
+    args = ap.parse_args(argv)
+    if args.num_clips < 2:
+        ap.error("--num-clips must be >= 2 (a paired interval needs two clips)")
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = resolve.load(args.checkpoint).float().eval()
+    result = adapt_ceiling(model, tuple(range(600000, 600000 + args.num_clips)))
+    for r, v in result["rows"].items():
+        ch = result["vs_none"].get(r)
+        extra = f"  {ch['apd_change']:+6.2f} [{ch['ci95'][0]:+.2f}, {ch['ci95'][1]:+.2f}]" if ch else ""
+        print(f"{r:12s} APD {v['apd']:6.2f}  moving {v['apd_dynamic']:6.2f}{extra}")
+    if args.json:
+        record = {"command": f"python -m st4r_lite.studies.adapt_ceiling --checkpoint {args.checkpoint} "
+                             f"--num-clips {args.num_clips} --json {args.json}",
+                  "checkpoint": args.checkpoint, "frames": 16, "query_stride": 4, "alignment": "median",
+                  "seconds": round(time.perf_counter() - start, 1), **result}
+        with atomic_write(Path(args.json), "w") as fh:
+            fh.write(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -252,14 +252,23 @@ fig.show()
 # `loop.adapt_video` adapts a copy of the model (by default everything but the encoder, which stays frozen; the
 # paper adapts only the tracking branch: `params="track"`) for a few steps with the simulated pseudo-labels; it
 # never sees the ground truth. The package's default drops L_traj (`w_traj = 0`; the released weight is 0.5):
-# see the sensitivity table below for why. `eval.adaptation.adapt_and_score` runs it and then scores the tracks in the world frame (APD in %, EPE in m after median scaling, [docs/method.md §7](../docs/method.md#s7)). Each step uses pair (0, 0)
+# see the sensitivity table below for why. After the steps it **re-anchors** the tracks (`adapt.reanchor`, on by
+# default, `reanchor=False` turns it off): every anchor point moves along its ray to the mono-depth's distance
+# (one median scale for the video), and every frame's track moves with it, so the network's own motion is kept:
+#
+#     X_0'(p) = track_0(p) · s d̃_0(p) / z_0(p),   s = median_p z_0(p) / d̃_0(p),   track_j' = track_j + X_0' − track_0
+#
+# The row "baseline, steps only" is the same run without it. `eval.adaptation.adapt_and_score` runs it and then scores the tracks in the world frame (APD in %, EPE in m after median scaling, [docs/method.md §7](../docs/method.md#s7)). Each step uses pair (0, 0)
 # and 7 other random pairs. Quick mode runs 3 steps: it shows the mechanics, not the effect. `data/adapt_variants_quick.json` holds the
 # recorded comparison of every variant on 3 wild clips (below).
 
 # %%
 steps = 3 if QUICK else 15        # 15 steps, lr 3e-5, 8 pairs per step: AdaptConfig's defaults
-results = {v: adapt_and_score(model, vid, sim, AdaptConfig(variant=v, steps=steps))
-           for v in ("none", "baseline", "robust")}
+configs = {"none": AdaptConfig(variant="none"),
+           "baseline, steps only": AdaptConfig(variant="baseline", steps=steps, reanchor=False),
+           "baseline": AdaptConfig(variant="baseline", steps=steps),
+           "robust": AdaptConfig(variant="robust", steps=steps)}
+results = {name: adapt_and_score(model, vid, sim, cfg) for name, cfg in configs.items()}
 rows = []
 for v, res in results.items():
     m = res.metrics["tracking"]["median"]
@@ -269,7 +278,7 @@ for v, res in results.items():
     assert all(math.isfinite(rec["total"]) for rec in res.loss_log)
 header = ["variant", "APD", "APD dyn", "EPE", "EPE dyn", "mask vis. P", "mask vis. R", "s"]
 fig = go.Figure(go.Table(header=dict(values=header), cells=dict(values=list(zip(*rows)))))
-fig.update_layout(height=150, margin=dict(l=0, r=0, t=0, b=0))
+fig.update_layout(height=175, margin=dict(l=0, r=0, t=0, b=0))
 fig.show()
 fig = make_subplots(1, 2, subplot_titles=["L_traj (baseline: px RMSE; robust: σ²-NLL)", "fraction of labels used"])
 for v, color in (("baseline", "#1f77b4"), ("robust", "#d62728")):   # one colour per variant in both panels

@@ -114,3 +114,27 @@ def test_check_reruns_the_reference_config_and_reproduces_it(tiny_ablation, tmp_
             a = doc["summary"][row].get(key, {}).get("mean")
             b = again["summary"][row].get(key, {}).get("mean")
             assert a == b or abs(a - b) < 1e-6, (row, key, a, b)
+
+
+def test_re_anchoring_is_a_recorded_setting_and_old_references_read_as_off(tiny_ablation):
+    out, doc = tiny_ablation
+    assert doc["config"]["reanchor"] is True and doc["adapt_config"]["reanchor"] is True
+    assert "--no-reanchor" not in doc["command"]
+    cfg = ablation.AblationConfig(**{**doc["config"], "seeds": (0,), "variants": ("none", "baseline"),
+                                     "peers": tuple(doc["config"]["peers"]), "reanchor": False})
+    assert ablation._adapt_config(cfg, "baseline", 0).reanchor is False
+    assert ablation.command_from_config(cfg, out).endswith(f"--no-reanchor --out {out}")
+    args = ablation_args(["--no-reanchor", "--out", str(out)])
+    assert ablation.config_from_args(args).reanchor is False
+    assert ablation.config_from_args(ablation_args(["--out", str(out)])).reanchor is True
+
+
+def ablation_args(argv):
+    """The parsed arguments of ``st4r-lite ablation ARGV``."""
+    import argparse
+
+    from st4r_lite.cli.eval import _add_ablation
+
+    parser = argparse.ArgumentParser()
+    _add_ablation(parser.add_subparsers())
+    return parser.parse_args(["ablation", *argv])

@@ -68,6 +68,9 @@ def _add_ablation(sub: argparse._SubParsersAction) -> None:
                    help="pairs (0, j) per adaptation step, 0 = all (default: adapt's)")
     p.add_argument("--query-stride", type=positive_int, default=4, help="queries on this pixel grid")
     p.add_argument("--checkpoint", default=None, help=resolve.SPEC_HELP)
+    p.add_argument("--no-reanchor", action="store_true",
+                   help="keep the adapted tracks as the steps left them (no re-anchoring on the mono-depth): "
+                   "isolates what the mask and sigma^2 change in the steps")
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--check", default=None, metavar="REF", help="reference results.json to reproduce and compare")
     p.add_argument("--results", default=None, help="with --check: compare this results.json instead of re-running")

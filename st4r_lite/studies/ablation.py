@@ -76,7 +76,10 @@ class AblationConfig:
     tracker: "sim", "sim-latch" (latches onto occluders) or "lk" pseudo 2D tracks; depth: pseudo mono-depth ("sim", "sim-affine", "none");
     checkpoint: model file (default data/tiny.pt; a fresh untrained tiny model when absent, noted);
     steps / lr / pairs_per_step: adaptation settings, None = ``adapt.AdaptConfig``'s recorded defaults
-    (pairs_per_step 0 = all pairs every step)."""
+    (pairs_per_step 0 = all pairs every step); reanchor: re-anchor the adapted tracks on the mono-depth
+    (``adapt.reanchor``, AdaptConfig's default). It is applied the same way after every variant's steps and
+    replaces the anchor geometry they produced, so an ablation of what the mask and σ² change in the steps
+    turns it off (``--no-reanchor``); a reference recorded before it existed reads as off."""
 
     benchmark: str = "worldtrack-lite"
     domain: str = "wild"
@@ -92,6 +95,7 @@ class AblationConfig:
     pairs_per_step: int | None = None
     query_stride: int = 4
     checkpoint: str | None = None
+    reanchor: bool = True
     notes: list[str] = field(default_factory=list)
 
 
@@ -247,7 +251,7 @@ def run_ablation(cfg: AblationConfig, out, command: str | None = None, progress=
 
 def _adapt_config(cfg: AblationConfig, variant: str, seed: int):
     """The ``adapt.AdaptConfig`` of one run: adapt's defaults, overridden by what ``cfg`` sets."""
-    over = {"variant": variant, "seed": seed, "query_stride": cfg.query_stride}
+    over = {"variant": variant, "seed": seed, "query_stride": cfg.query_stride, "reanchor": cfg.reanchor}
     if cfg.steps is not None:
         over["steps"] = cfg.steps
     if cfg.lr is not None:
@@ -274,7 +278,7 @@ def config_from_args(args) -> AblationConfig:
                           seeds=ints(args.seeds), variants=variants, peers=peers, tracker=args.tracker,
                           depth=args.depth, steps=args.steps, lr=args.lr,
                           pairs_per_step=getattr(args, "pairs_per_step", None), query_stride=args.query_stride,
-                          checkpoint=args.checkpoint)
+                          checkpoint=args.checkpoint, reanchor=not getattr(args, "no_reanchor", False))
 
 
 def command_from_config(cfg: AblationConfig, out) -> str:
@@ -292,6 +296,8 @@ def command_from_config(cfg: AblationConfig, out) -> str:
         parts += ["--frames", str(cfg.frames)]
     if cfg.checkpoint:
         parts += ["--checkpoint", cfg.checkpoint]
+    if not cfg.reanchor:
+        parts += ["--no-reanchor"]
     return " ".join(parts + ["--out", str(out)])
 
 
@@ -303,6 +309,7 @@ def run_ablation_cli(args) -> str:
         ref = load_results(args.check)
         c = dict(ref["config"])
         c.pop("notes", None)
+        c.setdefault("reanchor", False)     # recorded before re-anchoring existed: the steps alone
         c["seeds"], c["variants"], c["peers"] = tuple(c["seeds"]), tuple(c["variants"]), tuple(c["peers"])
         cfg = AblationConfig(**c)
         out = args.out or "out/ablation_check"

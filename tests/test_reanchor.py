@@ -35,10 +35,21 @@ def test_true_depth_up_to_scale_restores_the_anchor_and_keeps_the_motion():
     wrong = torch.exp(0.3 * torch.randn(gt.shape[1:3], generator=g, dtype=torch.float64))   # per-pixel depth error
     pred = gt.clone()
     pred += (gt[0] * (wrong[..., None] - 1))[None]          # every frame carries the anchor's error
-    out, info = reanchor_tracks(pred * 0.5, depth * 7.0)     # the model's and the mono-depth's own scales
+    out, info = reanchor_tracks(pred * 0.5, depth * 7.0, tau=0.0)   # the model's and the mono-depth's own scales
     s = gt[0, ..., 2].median() / out[0, ..., 2].median()
     assert torch.allclose(out[0] * s, gt[0], atol=1e-9) and info["pixels"] == depth.numel()
     assert torch.allclose(out[2] - out[0], (pred[2] - pred[0]) * 0.5)   # the model's motion is kept
+    assert info["moved"] >= depth.numel() - 1    # (the median pixel may already agree exactly)
+
+
+def test_where_model_and_mono_depth_agree_within_tau_the_model_is_kept():
+    gt, depth = _scene()
+    pred = gt.clone()
+    pred[:, 0, 0] *= 1.03                        # 3 % off: within tau = 0.05, kept
+    pred[:, 4, 6] *= 1.30                        # 30 % off: moved onto the mono-depth
+    out, info = reanchor_tracks(pred, depth * 2, tau=0.05)
+    assert torch.equal(out[:, 0, 0], pred[:, 0, 0]) and torch.allclose(out[:, 4, 6], gt[:, 4, 6])
+    assert info["moved"] == 1 and torch.equal(reanchor_tracks(pred, depth * 2, tau=1.0)[0], pred)
 
 
 def test_missing_depth_keeps_those_tracks_and_too_little_returns_them_unchanged():

@@ -54,6 +54,7 @@ class AdaptConfig:
     cameras: str = "pred"           # "pred" (PnP on recon, the method) or "gt" (diagnostic: true cameras)
     reanchor: bool = True           # after the steps, move the anchor's points to the mono-depth along their rays
                                     # and every frame's track with them (adapt.reanchor); needs a mono-depth
+    reanchor_tau: float = 0.05      # ... only where model and mono-depth disagree by more than this (log depth)
     grad_clip: float = 1.0
     seed: int = 0
 
@@ -71,7 +72,7 @@ class AdaptConfig:
             raise InputError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         counts = (self.pose_every, self.query_stride, self.pose_stride, self.pose_hypotheses,
                   2 if self.pairs_per_step is None else self.pairs_per_step - 1)
-        if self.steps < 0 or self.lr <= 0 or self.tau < 0 or min(counts) < 1:
+        if self.steps < 0 or self.lr <= 0 or self.tau < 0 or self.reanchor_tau < 0 or min(counts) < 1:
             raise InputError("need steps >= 0, lr > 0, tau >= 0 and pose_every, query_stride, pose_stride, "
                              f"pose_hypotheses >= 1, pairs_per_step >= 2; got {self.steps}, {self.lr}, {self.tau}, {counts}")
 

@@ -17,8 +17,9 @@ T_world_cam_j by PnP on recon_j (RANSAC + LM without gradient; optionally one di
     L       = w_traj L_traj + 10 L_depth + 5 L_align            (computed in ``st4r_lite.adapt.losses``).
 
 After the steps, when the labels carry a mono-depth and ``reanchor`` is on (the default), the track maps are
-re-anchored (``st4r_lite.adapt.reanchor``): each anchor point moves along its ray to the mono-depth's distance
-(one median scale per video) and every frame's track moves with it, keeping the network's own motion.
+re-anchored (``st4r_lite.adapt.reanchor``): each anchor point whose depth disagrees with the mono-depth by more
+than ``reanchor_tau`` moves along its ray to the mono-depth's distance (one median scale per video) and every
+frame's track moves with it, keeping the network's own motion.
 
 "used" = the provider says the label is valid (``track_valid``) and x̂ is in front of the camera. The proposal
 (``st4r_lite.adapt.occlusion``) adds the occlusion mask m_{j,n} to "used" and replaces L_traj and L_align by the
@@ -264,7 +265,7 @@ def adapt_video(model, data: AdaptVideo, labels: PseudoLabels, config: AdaptConf
         if labels.depth is None:
             reanchor = "skipped: the pseudo-labels have no mono-depth"
         else:
-            track, reanchor = reanchor_tracks(out.track, labels.depth[0])
+            track, reanchor = reanchor_tracks(out.track, labels.depth[0], cfg.reanchor_tau)
     res = AdaptResult(data.name, cfg, track, out.recon, K, T_world_cam, labels.query_pixels,
                       terms.mask, terms.used, terms.log_sigma2, log, source=labels.source)
     res.metrics = {"final_loss": {k: float(getattr(terms, k)) for k in ("total", "traj", "depth", "align")},

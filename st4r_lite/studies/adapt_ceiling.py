@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.reanchor import reanchor_tracks
 from st4r_lite.adapt.sim_labels import SimulatedMonoDepth
 from st4r_lite.geometry.track_metrics import median_scale, tracking_metrics
@@ -44,9 +45,10 @@ ROWS = ("none", "static", "true_motion", "true_depth", "reanchored")
 SEEDS = tuple(range(600000, 600012))
 
 
-def ceiling_tracks(track: torch.Tensor, gt_track: torch.Tensor, mono_anchor: torch.Tensor) -> dict[str, torch.Tensor]:
+def ceiling_tracks(track: torch.Tensor, gt_track: torch.Tensor, mono_anchor: torch.Tensor,
+                   tau: float = AdaptConfig.reanchor_tau) -> dict[str, torch.Tensor]:
     """The rows of the module docstring. track, gt_track: (T, H, W, 3) anchor-camera frame; mono_anchor: (H, W)
-    mono-depth of frame 0 (0 = missing). Returns {row: (T, H, W, 3)}."""
+    mono-depth of frame 0 (0 = missing); tau: re-anchoring's tolerance. Returns {row: (T, H, W, 3)}."""
     assert track.shape == gt_track.shape and track.shape[-1] == 3, (tuple(track.shape), tuple(gt_track.shape))
     tr, gt = track.double(), gt_track.double()
     a = tr[0]
@@ -56,7 +58,7 @@ def ceiling_tracks(track: torch.Tensor, gt_track: torch.Tensor, mono_anchor: tor
     return {"none": tr, "static": a[None].expand_as(tr).clone(),
             "true_motion": a[None] + (gt - gt[:1]).nan_to_num(0.0) / s,
             "true_depth": tr + (a * (true_depth[..., None] - 1))[None],
-            "reanchored": reanchor_tracks(tr, mono_anchor.double())[0]}
+            "reanchored": reanchor_tracks(tr, mono_anchor.double(), tau)[0]}
 
 
 def adapt_ceiling(model, seeds=SEEDS, *, frames: int = 16, query_stride: int = 4) -> dict:

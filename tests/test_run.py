@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -148,6 +150,7 @@ def test_adapted_run_writes_the_adapted_models_outputs(tmp_path, clip_video, mon
     res = run.run_video(clip_video, "fresh:tiny", tmp_path / "o", adapt="baseline", adapt_steps=2, max_frames=4,
                         view=False, log=lambda s: None)
     assert any(n.startswith("adapted (baseline, 2 steps) on pseudo-labels lk") for n in res.notes)
+    assert "not re-anchored: the pseudo-labels have no mono-depth (--depth none)" in res.notes
     model = adapted["res"].model
     assert model is not None, "the adapted network must be kept to predict again"
     video = V.read_video(clip_video, model.config, max_frames=4)
@@ -176,3 +179,36 @@ def test_measure_long_video_reports_memory(tmp_path):
     row = doc["rows"][0]
     assert row["frames"] == 3 and row["ru_maxrss_mb"] >= row["rss_before_run_mb"] > 10
     assert "python -m st4r_lite.studies.video_memory" in doc["command"]
+
+
+def test_adapted_run_with_a_mono_depth_re_anchors_its_tracks(tmp_path, clip_video, monkeypatch):
+    """With a mono-depth the run's tracks are the adapted network's, re-anchored as adapt_video re-anchors its own."""
+    from st4r_lite.adapt.reanchor import reanchor_tracks
+
+    seen = {}
+    real_provider = run.make_provider
+
+    def provider(*args, **kwargs):
+        p = real_provider(*args, **{**kwargs, "depth": "none"})
+
+        def with_depth(frames, queries):
+            labels = p(frames, queries)
+            seen["depth"] = 1.0 + frames.mean(1)          # any positive depth map (T, H, W)
+            return replace(labels, depth=seen["depth"])
+        with_depth.note, with_depth.last_report = p.note, None
+        return with_depth
+
+    def spy(*args, **kwargs):
+        seen["res"] = real(*args, **kwargs)
+        return seen["res"]
+
+    real = run.adapt_video
+    monkeypatch.setattr(run, "make_provider", provider)
+    monkeypatch.setattr(run, "adapt_video", spy)
+    res = run.run_video(clip_video, "fresh:tiny", tmp_path / "o", adapt="baseline", adapt_steps=1, max_frames=4,
+                        view=False, log=lambda s: None)
+    assert any(n.startswith("re-anchored on the mono-depth") for n in res.notes), res.notes
+    video = V.read_video(clip_video, seen["res"].model.config, max_frames=4)
+    direct = predict_video(seen["res"].model, video.frames * 2 - 1, chunk=8, out_device="cpu")
+    expected, _ = reanchor_tracks(direct.track, seen["depth"][0])
+    torch.testing.assert_close(res.track, expected.float(), rtol=0, atol=1e-6)

@@ -9,7 +9,8 @@ Pipeline (``run_video``; the CLI is ``st4r-lite run --video PATH --checkpoint CK
      track_t = ¹X¹_t (where each anchor pixel is at time t) and recon_t = ¹Xᵗ_t (frame t's geometry), both in
      the world frame = the anchor camera;
   3. optional test-time adaptation on pseudo-labels (``online.make_provider``; ``st4r_lite.adapt.loop``): the
-     adapted network then predicts every pair (instead of the unadapted one of step 2);
+     adapted network then predicts every pair (instead of the unadapted one of step 2), re-anchored on the
+     mono-depth when there is one (``adapt.reanchor``);
   4. cameras (docs/method.md §5, ``geometry.camera.cameras_for_video``): the focal from the anchor pointmap
      (Weiszfeld), then T_world_cam of each frame by PnP on recon_t, ``camera_chunk`` frames at a time, and K
      mapped back to the original video;
@@ -29,7 +30,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ import torch
 from st4r_lite.adapt.config import AdaptConfig
 from st4r_lite.adapt.loop import AdaptVideo, adapt_video
 from st4r_lite.adapt.online import make_provider
+from st4r_lite.adapt.reanchor import reanchor_tracks
 from st4r_lite.app import views
 from st4r_lite.app.frames import FrameTransform, intrinsics_to_original
 from st4r_lite.app.video import Video, probe, read_video
@@ -137,7 +139,14 @@ def _adapt(model, video: Video, variant: str, tracker: str, depth: str, steps: i
         notes.append(f"pseudo-labels cleaned: {report.summary()}")
     res = adapt_video(model, AdaptVideo(Path(video.source).stem, video.frames), labels, cfg, keep_model=True,
                       chunk=chunk)
-    return predict_video(res.model, video.frames * 2 - 1, chunk=chunk, out_device="cpu"), notes
+    pred = predict_video(res.model, video.frames * 2 - 1, chunk=chunk, out_device="cpu")
+    if cfg.reanchor and labels.depth is not None:       # as adapt_video does to its own tracks
+        track, info = reanchor_tracks(pred.track, labels.depth[0], cfg.reanchor_tau)
+        pred = replace(pred, track=track)
+        notes.append(f"re-anchored on the mono-depth: {info['moved']} of {info['pixels']} anchor pixels moved")
+    elif cfg.reanchor:
+        notes.append("not re-anchored: the pseudo-labels have no mono-depth (--depth none)")
+    return pred, notes
 
 
 def run_video(video, checkpoint, out, *, adapt: str | None = None, tracker: str = "lk", depth: str = "none",

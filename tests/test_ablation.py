@@ -138,3 +138,15 @@ def ablation_args(argv):
     parser = argparse.ArgumentParser()
     _add_ablation(parser.add_subparsers())
     return parser.parse_args(["ablation", *argv])
+
+
+def test_a_reference_older_than_re_anchoring_matches_only_a_steps_only_run(tiny_ablation):
+    out, doc = tiny_ablation
+    old = copy.deepcopy(doc)
+    for key in ("reanchor", "reanchor_tau"):
+        del old["adapt_config"][key]
+    steps_only = copy.deepcopy(doc)
+    steps_only["adapt_config"]["reanchor"] = False
+    assert ablation_stats.check_against_reference(steps_only, old).ok
+    res = ablation_stats.check_against_reference(doc, old)
+    assert not res.ok and any("reanchor" in n for n in res.notes)

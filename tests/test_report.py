@@ -35,6 +35,13 @@ def test_report_is_self_contained_and_has_the_numbers(ablation_dir, tmp_path):
     assert "data:image/png;base64," in page
     assert "time slider" in page.lower() and "occlusion mask" in page.lower()
     assert page.count("Plotly.newPlot") >= 6                         # plots + trails + recon + mask views
+    assert "Adaptation: 1 steps at lr 3e-05, params all_but_encoder; re-anchoring on the mono-depth: on" in page
+
+
+def test_the_adaptation_line_reads_old_results_as_without_re_anchoring():
+    assert report._adaptation_phrase({"adapt_config": {"steps": 30, "lr": 1e-4, "params": "track"}}).endswith(
+        "re-anchoring on the mono-depth: off")
+    assert report._adaptation_phrase({}) == "settings not recorded"
 
 
 def test_view_figures_compose_before_after(ablation_dir):

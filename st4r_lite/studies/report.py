@@ -47,6 +47,17 @@ def _val(x) -> float:
 MIN_PAIRS_FOR_CI = 3
 
 
+def _adaptation_phrase(doc: dict) -> str:
+    """'15 steps at lr 3e-05, params all_but_encoder; re-anchoring on the mono-depth: on' from results.json."""
+    a = doc.get("adapt_config") or {}
+    if not a:
+        return "settings not recorded"
+    # A results.json older than re-anchoring ran without it (studies.ablation_stats reads it the same way).
+    reanchor = a.get("reanchor", False)
+    return (f"{a.get('steps')} steps at lr {a.get('lr')}, params {a.get('params')}; re-anchoring on the "
+            f"mono-depth: {'on' if reanchor else 'off'}")
+
+
 def _spread_phrase(doc: dict) -> str:
     """How the table's ± reads: 'mean ± std across 3 seeds', or, with one seed, that there is no spread."""
     k = len(doc["config"].get("seeds") or [])
@@ -356,7 +367,7 @@ def build_report(ablation_dir, out=None) -> Path:
              f"Model: {html.escape(str(doc['model']))}; sequences: {html.escape(', '.join(doc['sequences']))}; "
              f"seeds {html.escape(str(doc['config']['seeds']))}; wall time {html.escape(str(doc['wall_time_s']))} s "
              f"on {html.escape(str(hw['cpu']))} ({html.escape(str(hw['torch_threads']))} threads)"
-             "</p>"]
+             f"<br>Adaptation: {html.escape(_adaptation_phrase(doc))}</p>"]
     parts += [f"<p><b>Note:</b> {html.escape(n)}</p>" for n in doc["config"].get("notes", [])]
     parts += [f"<h2>Results ({html.escape(_spread_phrase(doc))})</h2>", table_html(doc),
               "<p>How to read it: a difference matters only when its 95% interval excludes 0 and it is large "

@@ -150,3 +150,4 @@ def test_a_reference_older_than_re_anchoring_matches_only_a_steps_only_run(tiny_
     assert ablation_stats.check_against_reference(steps_only, old).ok
     res = ablation_stats.check_against_reference(doc, old)
     assert not res.ok and any("reanchor" in n for n in res.notes)
+    assert ablation_stats.check_against_reference(old, copy.deepcopy(old)).ok     # two old records still agree

@@ -73,6 +73,8 @@ def test_bad_settings_and_missing_images_say_what_to_do():
         PRESETS["tiny"].with_(pixel_refine=-1)
     with pytest.raises(InputError, match="pixel_refine"):
         TrainConfig(steps=1, pixel_refine=-2)
+    with pytest.raises(InputError, match="--pixel-refine"):
+        TrainConfig(steps=1, refine_lr_mult=10.0)             # nothing to speed up
     assert TrainConfig(steps=1, pixel_refine=8).model_config() == REFINED
     model = build_model(REFINED)
     dec = model.forward_debug(*_images(1))

@@ -62,8 +62,13 @@ def test_missing_depth_keeps_those_tracks_and_too_little_returns_them_unchanged(
     assert info["pixels"] == depth.numel() - 2
     same, info = reanchor_tracks(gt, torch.zeros_like(depth))
     assert same is gt and info["pixels"] == 0
+    bad = gt * 1.1
+    bad[0, 2, 2] = float("nan")                  # a non-finite anchor point keeps its tracks, spoils nothing else
+    out, info = reanchor_tracks(bad, mono * 3)
+    assert torch.isnan(out[0, 2, 2]).any() and torch.equal(out[1:, 2, 2], bad[1:, 2, 2])
+    assert torch.isfinite(out[:, 3:]).all() and info["pixels"] == depth.numel() - 3
     grad_in = (gt * 1.0).requires_grad_(True)
-    out, _ = reanchor_tracks(grad_in, depth)
+    out, _ = reanchor_tracks(grad_in, mono)      # gradients stay finite with NaN / 0 in the mono-depth
     out.sum().backward()
     assert torch.isfinite(grad_in.grad).all()
 

@@ -77,8 +77,9 @@ class AdaptConfig:
         counts = (self.pose_every, self.query_stride, self.pose_stride, self.pose_hypotheses,
                   2 if self.pairs_per_step is None else self.pairs_per_step - 1)
         if self.steps < 0 or self.lr <= 0 or self.tau < 0 or self.reanchor_tau < 0 or min(counts) < 1:
-            raise InputError("need steps >= 0, lr > 0, tau >= 0 and pose_every, query_stride, pose_stride, "
-                             f"pose_hypotheses >= 1, pairs_per_step >= 2; got {self.steps}, {self.lr}, {self.tau}, {counts}")
+            raise InputError("need steps >= 0, lr > 0, tau >= 0, reanchor_tau >= 0 and pose_every, query_stride, "
+                             "pose_stride, pose_hypotheses >= 1, pairs_per_step >= 2; got "
+                             f"{self.steps}, {self.lr}, {self.tau}, {self.reanchor_tau}, {counts}")
 
 
 # The released code's settings (St4RTrack's test-time adaptation, scaled to this package): an AdaptConfig change.

@@ -19,7 +19,8 @@ T_world_cam_j by PnP on recon_j (RANSAC + LM without gradient; optionally one di
 After the steps, when the labels carry a mono-depth and ``reanchor`` is on (the default), the track maps are
 re-anchored (``st4r_lite.adapt.reanchor``): each anchor point whose depth disagrees with the mono-depth by more
 than ``reanchor_tau`` moves along its ray to the mono-depth's distance (one median scale per video) and every
-frame's track moves with it, keeping the network's own motion.
+frame's track moves with it, keeping the network's own motion. The result's cameras, mask and final losses are
+those of the network's own prediction (re-anchoring keeps its scale).
 
 "used" = the provider says the label is valid (``track_valid``) and x̂ is in front of the camera. The proposal
 (``st4r_lite.adapt.occlusion``) adds the occlusion mask m_{j,n} to "used" and replaces L_traj and L_align by the

@@ -4,7 +4,7 @@ Dimension letters: T frames (pairs (anchor 0, j)), H image rows, W image columns
 
 Why (measured, ``studies.adapt_ceiling``): on the `wild` videos the tiny model's tracks are limited by where it
 puts the anchor frame's points, not by their motion. Its own frame-0 tracks moved by the *true* motion gain about
-one APD point; its own motion added to the *true* anchor depth gains about twenty-five. The adaptation's
+4 APD points; its own motion added to the *true* anchor depth gains about 21. The adaptation's
 gradient steps reach the anchor only through L_depth on the recon maps and then L_align, a few small steps
 away, and do not carry the mono-depth into the tracks. Re-anchoring does it in closed form, from the same
 pseudo-labels (no ground truth):
@@ -22,8 +22,10 @@ misjudged room) without importing the mono-depth's small ones where the model wa
 `wild` clips 610000-610011 (none of the recorded ones): over them and two mono-depth noise draws, τ = 0 / 0.05 /
 0.1 / 0.15 gained +20.0 / +19.8 / +16.6 / +13.6 APD, and on the recorded clips 600000-600011 +12.7 / +13.4 / +12.3
 / +12.2 (worst clip −12.9 / −9.7 / −13.2 / +2.0).
-Pixels without a valid mono-depth (0, non-finite) or a point behind the camera keep their track. One median
-scale per video: the re-anchored map has the model's scale, so nothing downstream changes units.
+Pixels without a valid mono-depth (0, non-finite), with a non-finite anchor point or a point behind the camera keep
+their track. One median scale per video: the re-anchored map has the model's scale, so nothing downstream changes
+units. The mono-depth is taken as known up to scale (MoGe-like); an affine one (MiDaS-like, with an unknown
+shift) should be brought to scale-only first, or not used here.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def reanchor_tracks(track: Tensor, mono_anchor: Tensor, tau: float = 0.05,
 
     track: (T, H, W, 3) track maps in the anchor camera's frame (frame 0 = the anchor's own points);
     mono_anchor: (H, W) mono-depth of the anchor frame up to scale (0 = missing). Returns (track' (T, H, W, 3),
-    info {"scale": s, "pixels": how many were moved}); with fewer than ``min_pixels`` usable pixels the tracks
-    come back unchanged (info["pixels"] = 0; info["moved"] counts the pixels that moved).
+    info {"scale": s, "pixels": how many were usable, "moved": how many moved}); with fewer than ``min_pixels``
+    usable pixels the tracks come back unchanged (info["pixels"] = 0).
 
     >>> z = torch.full((2, 3), 2.0); pts = torch.stack([torch.zeros(2, 3), torch.zeros(2, 3), z], -1)
     >>> track = torch.stack([pts, pts + torch.tensor([0.5, 0.0, 0.0])])     # frame 1 moved 0.5 along x
@@ -62,8 +64,9 @@ def reanchor_tracks(track: Tensor, mono_anchor: Tensor, tau: float = 0.05,
     if int(ok.sum()) < min_pixels:
         return track, {"scale": float("nan"), "pixels": 0, "moved": 0}
     s = (z[ok] / d[ok]).median()
-    ratio = torch.where(ok, s * d / z.clamp_min(1e-12), torch.ones_like(z))
+    one = torch.ones_like(z)
+    ratio = torch.where(ok, s * torch.where(ok, d, one) / torch.where(ok, z, one), one)   # no NaN in any branch
     move = ok & (ratio.log().abs() > tau)
-    factor = torch.where(move, ratio, torch.ones_like(ratio))
-    shift = anchor * (factor[..., None] - 1)                    # X_0' − track_0, zero where not moved
+    safe_anchor = torch.where(ok[..., None], anchor, torch.zeros_like(anchor))
+    shift = torch.where(move[..., None], safe_anchor * (ratio[..., None] - 1), torch.zeros_like(anchor))  # X_0' − track_0
     return track + shift[None], {"scale": float(s.detach()), "pixels": int(ok.sum()), "moved": int(move.sum())}

@@ -140,12 +140,13 @@ def _adapt(model, video: Video, variant: str, tracker: str, depth: str, steps: i
     res = adapt_video(model, AdaptVideo(Path(video.source).stem, video.frames), labels, cfg, keep_model=True,
                       chunk=chunk)
     pred = predict_video(res.model, video.frames * 2 - 1, chunk=chunk, out_device="cpu")
-    if cfg.reanchor and labels.depth is not None:       # as adapt_video does to its own tracks
+    if isinstance(res.metrics.get("reanchor"), dict):   # adapt_video re-anchored its own tracks: do the same here
         track, info = reanchor_tracks(pred.track, labels.depth[0], cfg.reanchor_tau)
         pred = replace(pred, track=track)
         notes.append(f"re-anchored on the mono-depth: {info['moved']} of {info['pixels']} anchor pixels moved")
-    elif cfg.reanchor:
-        notes.append("not re-anchored: the pseudo-labels have no mono-depth (--depth none)")
+    elif res.metrics.get("reanchor", "off") != "off":
+        notes.append("not re-anchored: the pseudo-labels have no mono-depth (--depth none, or the depth model "
+                     "was not available)")
     return pred, notes
 
 

@@ -92,7 +92,7 @@ class PixelRefine(nn.Module):
     """Image-guided residual refinement of raw head channels at full resolution (ours; off in DUSt3R's layout).
 
     raw' = raw + g(concat(raw, image)),  g = conv3x3 -> GELU -> conv3x3 -> GELU -> conv3x3 -> GELU -> conv3x3,
-    ``width`` channels inside (receptive field 9 x 9 pixels, more than half an 8-pixel patch each side), the last
+    ``width`` channels inside (receptive field 9 x 9 pixels: half an 8-pixel patch each side), the last
     conv zero-initialised: a model with a fresh refinement computes exactly what it computed without one.
 
     raw (B, 4, H, W), image (B, 3, H, W) in [-1, 1] -> (B, 4, H, W).

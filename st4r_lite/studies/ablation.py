@@ -77,8 +77,9 @@ class AblationConfig:
     checkpoint: model file (default data/tiny.pt; a fresh untrained tiny model when absent, noted);
     steps / lr / pairs_per_step: adaptation settings, None = ``adapt.AdaptConfig``'s recorded defaults
     (pairs_per_step 0 = all pairs every step); reanchor: re-anchor the adapted tracks on the mono-depth
-    (``adapt.reanchor``, AdaptConfig's default). It is applied the same way after every variant's steps and
-    replaces the anchor geometry they produced, so an ablation of what the mask and σ² change in the steps
+    (``adapt.reanchor``, AdaptConfig's default). It is applied the same way after every adapting variant's steps
+    (never to ``none`` or the peers, so with it on ``none`` vs ``baseline`` mixes the steps and re-anchoring) and
+    replaces the anchor geometry the steps produced, so an ablation of what the mask and σ² change in the steps
     turns it off (``--no-reanchor``); a reference recorded before it existed reads as off."""
 
     benchmark: str = "worldtrack-lite"

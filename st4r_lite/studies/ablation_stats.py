@@ -211,7 +211,7 @@ def check_against_reference(results, reference, atol_percent: float = 1.0, atol_
             notes.append(f"config differs: {k} = {new['config'].get(k)!r} here, {ref['config'].get(k)!r} in the "
                          "reference")
     na, ra = new.get("adapt_config") or {}, ref.get("adapt_config") or {}
-    ra = {**_BEFORE_SETTING_EXISTED, **ra} if ra else ra    # a reference older than a setting ran without it
+    na, ra = ({**_BEFORE_SETTING_EXISTED, **d} if d else d for d in (na, ra))   # older than a setting: ran without it
     if ra.get("reanchor") is False and na.get("reanchor") is False:
         na, ra = ({k: v for k, v in d.items() if k != "reanchor_tau"} for d in (na, ra))   # unused when off
     for k in sorted(set(na) | set(ra)):

@@ -115,6 +115,9 @@ class TrainConfig:
             raise InputError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
         if self.refine_lr_mult <= 0:
             raise InputError(f"refine_lr_mult must be > 0, got {self.refine_lr_mult}")
+        if self.refine_lr_mult != 1 and not self.pixel_refine:
+            raise InputError(f"refine_lr_mult {self.refine_lr_mult} sets the pixel refinement's learning rate, but "
+                             "there is none: add --pixel-refine WIDTH or drop --refine-lr-mult")
         if self.pixel_refine < 0:
             raise InputError(f"pixel_refine must be ≥ 0 (0 = the preset's heads), got {self.pixel_refine}")
 
@@ -177,8 +180,9 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
         config = config.with_(pixel_refine=model.config.pixel_refine)
         state = {**{k: v for k, v in model.state_dict().items() if k.startswith("pixel_refine")}, **state}
     if config != model.config:
-        raise InputError(f"--init {spec!r} is a {config.name!r} model but the run trains {model.config.name!r}: "
-                         "pass the same --preset")
+        raise InputError(f"--init {spec!r} is a {config.name!r} model (pixel_refine {config.pixel_refine}) but the run "
+                         f"trains {model.config.name!r} (pixel_refine {model.config.pixel_refine}): pass the same "
+                         "--preset, and the init's --pixel-refine width (or none, to add one from zero)")
     missing = set(model.state_dict()) ^ set(state)
     if missing:
         raise InputError(f"--init {spec!r} does not match the model's parameters ({len(missing)} names differ, "

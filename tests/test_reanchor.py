@@ -108,3 +108,16 @@ def test_adapt_ceiling_rows_make_one_part_true():
     anchor = rows["true_depth"][0]
     assert torch.allclose(anchor / anchor[..., 2:].median(), gt[0] / gt[0][..., 2:].median(), atol=1e-9)
     assert torch.allclose(rows["reanchored"], reanchor_tracks(pred * 2, depth)[0])
+
+
+def test_adapt_ceiling_cli_adds_the_tolerance_rows(tmp_path):
+    import json
+
+    from st4r_lite.studies import adapt_ceiling
+
+    out = tmp_path / "c.json"
+    assert adapt_ceiling.main(["--checkpoint", "fresh:tiny", "--num-clips", "2", "--first-seed", "610000",
+                               "--taus", "0,0.5", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert {"reanchored tau=0", "reanchored tau=0.5"} <= set(doc["rows"]) and "--taus 0,0.5" in doc["command"]
+    assert set(doc["vs_none"]) == set(doc["rows"]) - {"none"} and len(doc["rows"]["none"]["per_clip"]) == 2

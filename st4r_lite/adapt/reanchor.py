@@ -19,9 +19,10 @@ pseudo-labels (no ground truth):
 τ (default 0.05, about a mono-depth's own error: the simulated one warps depth smoothly by ~5 %) keeps the model's
 depth where the two agree within it, so re-anchoring corrects the model's large errors (moving objects, a
 misjudged room) without importing the mono-depth's small ones where the model was already right. Chosen on
-`wild` clips 610000-610011 (none of the recorded ones): over them and two mono-depth noise draws, τ = 0 / 0.05 /
-0.1 / 0.15 gained +20.0 / +19.8 / +16.6 / +13.6 APD, and on the recorded clips 600000-600011 +12.7 / +13.4 / +12.3
-/ +12.2 (worst clip −12.9 / −9.7 / −13.2 / +2.0).
+`wild` clips 610000-610011, none of the recorded ones (``python -m st4r_lite.studies.adapt_ceiling --first-seed
+610000 --taus 0,0.05,0.1,0.15,0.2``, data/adapt_ceiling_tau_selection.json): τ = 0 / 0.05 / 0.1 / 0.15 / 0.2 gained
++17.1 / +17.1 / +15.5 / +12.6 / +10.4 APD before any adaptation step; 0.05 ties with 0 and keeps the model where the
+two agree. On the recorded clips 600000-600011 (data/adapt_ceiling.json): +12.3 / +13.1 / +13.1 / +11.8 / +9.7.
 Pixels without a valid mono-depth (0, non-finite), with a non-finite anchor point or a point behind the camera keep
 their track. One median scale per video: the re-anchored map has the model's scale, so nothing downstream changes
 units. The mono-depth is taken as known up to scale (MoGe-like); an affine one (MiDaS-like, with an unknown

@@ -17,7 +17,9 @@ For each `wild` clip the model's track maps (T, H, W, 3) are scored (tracking AP
 s = median-scale of the model's anchor to the true one. A row far above ``none`` names what limits the model; the
 "true" rows are diagnostics, never methods.
 
-``python -m st4r_lite.studies.adapt_ceiling --json data/adapt_ceiling.json`` (12 clips, about a minute).
+``python -m st4r_lite.studies.adapt_ceiling --taus 0,0.05,0.1,0.15,0.2 --json data/adapt_ceiling.json`` (12 clips,
+about 10 s); ``--first-seed 610000 ... --json data/adapt_ceiling_tau_selection.json`` is where re-anchoring's
+tolerance was chosen.
 """
 
 from __future__ import annotations
@@ -61,24 +63,29 @@ def ceiling_tracks(track: torch.Tensor, gt_track: torch.Tensor, mono_anchor: tor
             "reanchored": reanchor_tracks(tr, mono_anchor.double(), tau)[0]}
 
 
-def adapt_ceiling(model, seeds=SEEDS, *, frames: int = 16, query_stride: int = 4) -> dict:
+def adapt_ceiling(model, seeds=SEEDS, *, frames: int = 16, query_stride: int = 4, taus: tuple[float, ...] = ()
+                  ) -> dict:
     """Score every row on the `wild` clips ``seeds``; returns {"rows": {row: {"apd", "apd_dynamic", "per_clip"}},
-    "vs_none": {row: {"apd_change", "ci95"}}}."""
+    "vs_none": {row: {"apd_change", "ci95"}}}. ``taus``: extra rows "reanchored tau=T" (how re-anchoring's
+    tolerance was chosen)."""
     H, W = model.config.img_size
-    per: dict[str, list] = {r: [] for r in ROWS}
+    extra = {f"reanchored tau={t:g}": t for t in taus}
+    per: dict[str, list] = {r: [] for r in (*ROWS, *extra)}
     for seed in seeds:
         clip = generate_clips(1, frames=frames, height=H, width=W, domain="wild", seed=seed)
         track = predict_video(model, clip.rgb[0] * 2 - 1).track
         mono = SimulatedMonoDepth(clip, 0, seed=0)(clip.rgb[0].float())[0]
         gt = clip.track_world[0]
         flat = lambda x: rearrange(x[:, ::query_stride, ::query_stride], "t h w c -> t (h w) c")  # noqa: E731
-        for row, t in ceiling_tracks(track, gt, mono).items():
+        rows = ceiling_tracks(track, gt, mono)
+        rows.update({name: reanchor_tracks(track.double(), mono.double(), t)[0] for name, t in extra.items()})
+        for row, t in rows.items():
             m = tracking_metrics(flat(t), flat(gt.double()), alignment="median")
             per[row].append((float(m.apd), float(m.apd_dynamic)))
     rows = {r: {"apd": float(np.mean([v[0] for v in vals])), "apd_dynamic": float(np.nanmean([v[1] for v in vals])),
                 "per_clip": [round(v[0], 2) for v in vals]} for r, vals in per.items()}
     vs_none = {}
-    for r in ROWS[1:]:
+    for r in list(per)[1:]:
         d = [x[0] - y[0] for x, y in zip(per[r], per["none"])]
         vs_none[r] = {"apd_change": float(np.mean(d)), "ci95": list(paired_interval(d))}
     return {"rows": rows, "vs_none": vs_none}
@@ -88,7 +95,9 @@ def main(argv=None) -> int:
     """``python -m st4r_lite.studies.adapt_ceiling [--checkpoint data/tiny.pt] [--json OUT]``."""
     ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.adapt_ceiling", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="data/tiny.pt", help=resolve.SPEC_HELP)
-    ap.add_argument("--num-clips", type=int, default=len(SEEDS), help="wild clips from seed 600000")
+    ap.add_argument("--num-clips", type=int, default=len(SEEDS), help="wild clips from --first-seed")
+    ap.add_argument("--first-seed", type=int, default=SEEDS[0], help="first wild clip seed (default 600000)")
+    ap.add_argument("--taus", default="", help="comma-separated re-anchoring tolerances to add as rows, e.g. 0,0.05,0.1")
     ap.add_argument("--json", default=None, help="write the record here (atomically)")
     args = ap.parse_args(argv)
     if args.num_clips < 2:
@@ -96,14 +105,21 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     torch.manual_seed(0)
     model = resolve.load(args.checkpoint).float().eval()
-    result = adapt_ceiling(model, tuple(range(600000, 600000 + args.num_clips)))
+    try:
+        taus = tuple(float(t) for t in args.taus.split(",") if t.strip())
+    except ValueError:
+        ap.error(f"--taus must be comma-separated numbers, got {args.taus!r}")
+    if any(t < 0 for t in taus):
+        ap.error("--taus must be >= 0")
+    result = adapt_ceiling(model, tuple(range(args.first_seed, args.first_seed + args.num_clips)), taus=taus)
     for r, v in result["rows"].items():
         ch = result["vs_none"].get(r)
         extra = f"  {ch['apd_change']:+6.2f} [{ch['ci95'][0]:+.2f}, {ch['ci95'][1]:+.2f}]" if ch else ""
-        print(f"{r:12s} APD {v['apd']:6.2f}  moving {v['apd_dynamic']:6.2f}{extra}")
+        print(f"{r:22s} APD {v['apd']:6.2f}  moving {v['apd_dynamic']:6.2f}{extra}")
     if args.json:
         record = {"command": f"python -m st4r_lite.studies.adapt_ceiling --checkpoint {args.checkpoint} "
-                             f"--num-clips {args.num_clips} --json {args.json}",
+                             f"--first-seed {args.first_seed} --num-clips {args.num_clips}"
+                             + (f" --taus {args.taus}" if taus else "") + f" --json {args.json}",
                   "checkpoint": args.checkpoint, "frames": 16, "query_stride": 4, "alignment": "median",
                   "seconds": round(time.perf_counter() - start, 1), **result}
         with atomic_write(Path(args.json), "w") as fh:

@@ -53,6 +53,7 @@ from st4r_lite.geometry.pinhole import invert_pose, transform_points
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, check_output_folder, hardware_info, staged_dir, to_jsonable
 from st4r_lite.studies.ablation_stats import (
+    BEFORE_SETTING_EXISTED,
     check_against_reference,
     load_results,
     markdown_table,
@@ -310,7 +311,7 @@ def run_ablation_cli(args) -> str:
         ref = load_results(args.check)
         c = dict(ref["config"])
         c.pop("notes", None)
-        c.setdefault("reanchor", False)     # recorded before re-anchoring existed: the steps alone
+        c = {**BEFORE_SETTING_EXISTED, **c}     # a setting the reference predates: what it ran with
         c["seeds"], c["variants"], c["peers"] = tuple(c["seeds"]), tuple(c["variants"]), tuple(c["peers"])
         cfg = AblationConfig(**c)
         out = args.out or "out/ablation_check"

@@ -190,8 +190,9 @@ def load_results(path) -> dict:
     return validate_results(doc, str(path))
 
 
-# Adaptation settings added after references were recorded, with the value that reproduces those runs.
-_BEFORE_SETTING_EXISTED = {"reanchor": False}
+# Adaptation settings added after references were recorded, with the value that reproduces those runs: a
+# results.json without one ran without it (read so by --check, the report and ablation --check's re-run).
+BEFORE_SETTING_EXISTED = {"reanchor": False}
 
 
 def check_against_reference(results, reference, atol_percent: float = 1.0, atol_metres: float = 0.01,
@@ -211,7 +212,7 @@ def check_against_reference(results, reference, atol_percent: float = 1.0, atol_
             notes.append(f"config differs: {k} = {new['config'].get(k)!r} here, {ref['config'].get(k)!r} in the "
                          "reference")
     na, ra = new.get("adapt_config") or {}, ref.get("adapt_config") or {}
-    na, ra = ({**_BEFORE_SETTING_EXISTED, **d} if d else d for d in (na, ra))   # older than a setting: ran without it
+    na, ra = ({**BEFORE_SETTING_EXISTED, **d} if d else d for d in (na, ra))   # older than a setting: ran without it
     if ra.get("reanchor") is False and na.get("reanchor") is False:
         na, ra = ({k: v for k, v in d.items() if k != "reanchor_tau"} for d in (na, ra))   # unused when off
     for k in sorted(set(na) | set(ra)):

@@ -77,9 +77,9 @@ def adapt_ceiling(model, seeds=SEEDS, *, frames: int = 16, query_stride: int = 4
         mono = SimulatedMonoDepth(clip, 0, seed=0)(clip.rgb[0].float())[0]
         gt = clip.track_world[0]
         flat = lambda x: rearrange(x[:, ::query_stride, ::query_stride], "t h w c -> t (h w) c")  # noqa: E731
-        rows = ceiling_tracks(track, gt, mono)
-        rows.update({name: reanchor_tracks(track.double(), mono.double(), t)[0] for name, t in extra.items()})
-        for row, t in rows.items():
+        candidates = ceiling_tracks(track, gt, mono)
+        candidates.update({name: reanchor_tracks(track.double(), mono.double(), t)[0] for name, t in extra.items()})
+        for row, t in candidates.items():
             m = tracking_metrics(flat(t), flat(gt.double()), alignment="median")
             per[row].append((float(m.apd), float(m.apd_dynamic)))
     rows = {r: {"apd": float(np.mean([v[0] for v in vals])), "apd_dynamic": float(np.nanmean([v[1] for v in vals])),

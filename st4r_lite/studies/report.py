@@ -29,13 +29,8 @@ from st4r_lite.app import views
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.runtime import atomic_write
-from st4r_lite.studies.ablation_stats import (
-    BEFORE_SETTING_EXISTED,
-    KEY_METRICS,
-    _fmt,
-    hardware_summary,
-    load_results,
-)
+from st4r_lite.studies import ablation_stats
+from st4r_lite.studies.ablation_stats import KEY_METRICS, _fmt, hardware_summary, load_results
 
 __all__ = ["ablation_plots_png", "summary_figure", "paired_figure", "loss_figure", "view_figures",
            "build_report", "table_html"]
@@ -58,7 +53,7 @@ def _adaptation_phrase(doc: dict) -> str:
     a = doc.get("adapt_config") or {}
     if not a:
         return "settings not recorded"
-    reanchor = {**BEFORE_SETTING_EXISTED, **a}["reanchor"]   # a results.json older than the setting ran without it
+    reanchor = {**ablation_stats.BEFORE_SETTING_EXISTED, **a}["reanchor"]   # a results.json older than the setting ran without it
     return (f"{a.get('steps')} steps at lr {a.get('lr')}, params {a.get('params')}; re-anchoring on the "
             f"mono-depth: {'on' if reanchor else 'off'}")
 

@@ -73,3 +73,17 @@ def test_anchor_depth_by_patch_finds_the_blend_at_an_objects_edge():
     assert out["moving_interior"].numel() == 0 and out["static_interior"].numel() == 48
     assert torch.allclose(out["moving_edge"], torch.full((8,), math.log(1.5), dtype=torch.float64))
     assert torch.allclose(out["static_interior"], torch.zeros(48, dtype=torch.float64))
+
+
+def test_scale_and_pose_rows_say_which_error_a_frame_has():
+    gt = _scene(T=5, seed=2)
+    drift = gt.clone()
+    drift[1] = drift[1] * 1.3                                                      # frame 1: scale drift only
+    out = recon_by_frame(drift, gt)
+    assert out["scale"][1] > 99.9 and out["world"][1] < 90 and out["shape"][1] > 99.9
+    R = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.4, 0.0], dtype=torch.float64))
+    misplaced = gt.clone()
+    misplaced[2] = misplaced[2] @ R.T + torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64)  # frame 2: pose only
+    out = recon_by_frame(misplaced, gt)
+    assert out["pose"][2] > 99.9 and out["scale"][2] < 90 and out["world"][2] < 90
+    assert out["world"][0] > 99.9 and out["pose"][0] > 99.9

@@ -25,15 +25,17 @@ model's own frame-0 tracks moved by the *true* motion, in the prediction's scale
 score on top of this model's anchor geometry: when its moving-point APD is below 50, or its margin over static below 15, better motion alone
 cannot meet the moving-point targets, and the anchor depth of moving objects has to improve too.
 
-Diagnosis of the reconstruction (``recon_by_frame``): its APD per frame index, once with the metric's single
-clip-wide alignment ("world": where the frame's geometry is placed in the world) and once after aligning each
-frame on its own by a similarity ("shape": the geometry alone, its pose forgiven). A flat "shape" row above a
-falling "world" row says the relative camera pose of frames far from the anchor is what limits the target.
+Diagnosis of the reconstruction (``recon_by_frame``): its APD per frame index, with the metric's single
+clip-wide alignment ("world": where the frame's geometry is placed in the world), then each frame forgiven its
+own scale ("scale"), its own rotation and translation ("pose") or all three ("shape": the geometry alone). A flat
+"shape" row above a falling "world" row says frames far from the anchor are misplaced; "pose" close to "shape"
+and "scale" close to "world" say it is their camera pose, not a per-pair scale drift.
 
 Diagnosis of the anchor geometry (``anchor_depth_by_patch``): the median |log depth error| of the model's frame-0
 tracks (one median scale per clip) for static and moving pixels, split by whether the pixel's p x p patch holds
 one kind only ("interior") or both ("edge"). A linear head paints a patch from one token, so an "edge" pixel of a
-small moving object tends to get a blend of object and background depth.
+small moving object tends to get a blend of object and background depth. ``anchor_depth_slope``: per clip, the
+slope of log predicted on log true depth of those tracks (1 = the right depth range, < 1 = compressed).
 
 ``python -m st4r_lite.studies.scorecard data/tiny.pt --json data/tiny_scorecard.json`` (about 2 minutes on a
 2-core CPU).
@@ -84,29 +86,55 @@ def _row(result: dict) -> dict:
 
 
 def recon_by_frame(recon: torch.Tensor, gt_points: torch.Tensor) -> dict[str, list[float]]:
-    """Reconstruction APD per frame: {"world": one median alignment over the clip (the metric's), "shape": each
-    frame aligned alone by a similarity (rotation, translation, scale; Umeyama via roma)}.
+    """Reconstruction APD per frame, after the metric's one median alignment over the clip ("world") and then,
+    to say what the frame gets wrong, each frame forgiven one thing more on its own:
+
+    - "scale": its own median scale (about the world origin): what a per-pair scale drift costs;
+    - "pose": its own rotation and translation (rigid, Umeyama via roma; the clip's scale kept): its camera pose;
+    - "shape": its own similarity (rotation, translation and scale): the geometry alone.
 
     recon, gt_points: (T, H, W, 3) in the world frame; non-finite ground truth is left out. A frame with fewer
-    than 3 valid points gets NaN in "shape".
+    than 3 valid points gets NaN in "scale", "pose" and "shape".
     """
     assert recon.shape == gt_points.shape and recon.shape[-1] == 3, (tuple(recon.shape), tuple(gt_points.shape))
     pred, gt = recon.detach().double().cpu(), gt_points.detach().double().cpu()
     valid = torch.isfinite(gt).all(-1) & torch.isfinite(pred).all(-1)
     world = align(pred, gt, valid, "median")
-    out: dict[str, list[float]] = {"world": [], "shape": []}
+    out: dict[str, list[float]] = {"world": [], "scale": [], "pose": [], "shape": []}
     for t in range(pred.shape[0]):
         v = valid[t]
         out["world"].append(float(apd(world[t], gt[t], v)))
         if int(v.sum()) < 3:
-            out["shape"].append(float("nan"))
+            for k in ("scale", "pose", "shape"):
+                out[k].append(float("nan"))
             continue
+        out["scale"].append(float(apd(world[t] * median_scale(world[t][v], gt[t][v]), gt[t], v)))
+        R, tr = roma.rigid_points_registration(world[t][v], gt[t][v])
+        out["pose"].append(float(apd(world[t] @ R.T + tr, gt[t], v)))
         R, tr, s = roma.rigid_points_registration(pred[t][v], gt[t][v], compute_scaling=True)
         out["shape"].append(float(apd(s * pred[t] @ R.T + tr, gt[t], v)))
     return out
 
 
 PATCH_GROUPS = ("static_interior", "static_edge", "moving_interior", "moving_edge")
+
+
+def depth_range_slope(anchor: torch.Tensor, gt_anchor: torch.Tensor) -> float:
+    """Least-squares slope b of log z_pred = a + b · log z_gt over the valid anchor points (N, 3) each.
+
+    1 = the right depth range (any global scale is absorbed by a); < 1 = depths compressed towards the mean
+    (near points placed too far, far ones too near), what a network that hedges between scenes predicts.
+
+    >>> z = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [0.0, 0.0, 4.0]])
+    >>> round(depth_range_slope(z * torch.tensor([1.0, 1.0, 3.0]), z), 6), round(depth_range_slope(z.sqrt(), z), 6)
+    (1.0, 0.5)
+    """
+    assert anchor.shape == gt_anchor.shape and anchor.shape[-1] == 3, (tuple(anchor.shape), tuple(gt_anchor.shape))
+    pred, gt = anchor.detach().double().cpu(), gt_anchor.detach().double().cpu()
+    ok = torch.isfinite(pred).all(-1) & torch.isfinite(gt).all(-1) & (pred[:, 2] > 0) & (gt[:, 2] > 0)
+    lp, lg = pred[ok, 2].log(), gt[ok, 2].log()
+    lp, lg = lp - lp.mean(), lg - lg.mean()
+    return float((lp * lg).sum() / (lg * lg).sum().clamp_min(1e-12))
 
 
 def anchor_depth_by_patch(anchor: torch.Tensor, gt_anchor: torch.Tensor, query_pixels: torch.Tensor,
@@ -143,6 +171,7 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
     per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
     by_frame: list[dict[str, list[float]]] = []
     by_patch: dict[str, list[torch.Tensor]] = {g: [] for g in PATCH_GROUPS}
+    slopes: list[float] = []
     for b in range(num_clips):
         seq = sequence_from_clip(clips, b, query_stride=query_stride)
         pred = predict_model(model, seq)
@@ -151,6 +180,7 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
                                        model.config.patch_size)
         for g, errs in groups.items():
             by_patch[g].append(errs)
+        slopes.append(depth_range_slope(pred.tracks[0], seq.gt_tracks[0]))
         static = static_prediction(pred, seq)
         oracle = replace(pred, tracks=oracle_motion_tracks(pred.tracks[0], seq.gt_tracks))
         peers = {"model": pred, "static": static, "oracle_motion": oracle,
@@ -174,11 +204,13 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
                          "alignment": "median", "dynamic": "max_t |gt_t - gt_0| > 0.05 m"},
             "methods": methods, "targets": targets, "beats_peers": beats,
             "recon_by_frame": {k: [round(float(v), 2) for v in torch.tensor([f[k] for f in by_frame]).nanmean(0)]
-                               for k in ("world", "shape")},
+                               for k in ("world", "scale", "pose", "shape")},
             "anchor_depth_by_patch": {g: {"pixels": int(sum(e.numel() for e in errs)),
                                           "median_abs_log_err": round(float(torch.cat(errs).median()), 4)
                                           if sum(e.numel() for e in errs) else None}
                                       for g, errs in by_patch.items()},
+            "anchor_depth_slope": {"median": round(float(torch.tensor(slopes).median()), 4),
+                                   "per_clip": [round(x, 4) for x in slopes]},
             "per_clip": per_clip}
 
 
@@ -199,6 +231,9 @@ def format_scorecard(card: dict) -> str:
     if "anchor_depth_by_patch" in card:
         lines.append("  anchor |log depth error| (median, pixels): " + ", ".join(
             f"{g} {d['median_abs_log_err']} ({d['pixels']})" for g, d in card["anchor_depth_by_patch"].items()))
+    if "anchor_depth_slope" in card:
+        lines.append(f"  anchor depth range (slope of log z_pred on log z_gt, 1 = right): "
+                     f"{card['anchor_depth_slope']['median']}")
     return "\n".join(lines)
 
 

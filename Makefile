@@ -86,6 +86,7 @@ tiny-records:
 		--pairs-per-step 16 --png data/tiny_learning_curve.png
 	$(PYTHON) -m st4r_lite.studies.scorecard data/tiny.pt --train-ckpt $(TINY_RUN2) --json data/tiny_scorecard.json
 	$(PYTHON) -m st4r_lite.studies.ceiling --model data/tiny.pt --frames 8 16 --json data/quality_ceiling.json
+	$(PYTHON) -m st4r_lite.studies.motion_probe data/tiny.pt $(TINY_RUN) --json data/motion_probe.json
 
 clean:
 	rm -rf $(OUT) .pytest_cache build dist *.egg-info

@@ -125,7 +125,9 @@ def overfit_one_batch(model, steps: int, heldout=None, lr: float = 3e-4, every: 
     H, W = net.config.img_size
     clip = generate_clips(2, frames=OVERFIT_FRAMES, height=H, width=W, domain="pretrain", seed=seed,
                           frame_gap=OVERFIT_GAP)
+    device = next(net.parameters()).device
     frames, targets = clip_pairs(clip)
+    frames, targets = frames.to(device), targets.to(device)
     opt = torch.optim.AdamW([p for n, p in net.named_parameters() if not n.startswith("sigma_head")], lr=lr,
                             weight_decay=0.0)
     curve = []
@@ -135,7 +137,8 @@ def overfit_one_batch(model, steps: int, heldout=None, lr: float = 3e-4, every: 
             if step % every == 0 or step == steps:
                 with torch.no_grad():
                     net.eval()
-                    track = rearrange(runner(frames).track, "(b s) h w c -> b s h w c", s=OVERFIT_FRAMES)
+                    track = rearrange(runner(frames).track.float().cpu(), "(b s) h w c -> b s h w c",
+                                      s=OVERFIT_FRAMES)
                     net.train()
                 fit = _pooled([motion_fit(track[b], clip.track_world[b], clip.track_dynamic[b]) for b in range(2)])
                 curve.append({"step": step, **{k: fit[k] for k in ("r2", "cos", "ratio")}})

@@ -10,6 +10,7 @@ the recorded result files (default: the repository's ``data/`` folder, see :func
     {{ablation_paired_plot}}  its paired differences to baseline (data/ablation_quick/ablation_paired.png)
     {{world_stats}}      speed and occlusion statistics of the synthetic world (data/world_stats.json)
     {{quality_ceiling}}  how far any model can beat the static baseline (data/quality_ceiling.json)
+    {{motion_probe}}     how much object motion the model predicts, and can learn on one batch (data/motion_probe.json)
     {{provenance}}       which files the numbers came from, with the command that made each
     ::view3d::           (alone on a line) makes the slide an interactive Plotly 3D view of a synthetic scene
 
@@ -23,35 +24,19 @@ atomically.
 from __future__ import annotations
 
 import argparse
-import base64
 import html
-import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from course.slide_panels import PANELS, SOURCES, _provenance, _quality_ceiling, _tiny_eval, json_table  # noqa: F401
 from st4r_lite.runtime import atomic_write, ensure_writable_dir, repo_data_dir
 
 LANGUAGES = ("en", "vi")
 VENDOR = Path(__file__).resolve().parent / "revealjs"
 SLIDE_SEPARATOR = re.compile(r"^---\s*$", re.MULTILINE)
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
-
-# The reference ablation's exact command is recorded in its results.json; --check re-runs that configuration.
-ABLATION_CMD = "st4r-lite ablation --check data/ablation_quick/results.json"
-
-# Where each result comes from, and the command that (re)makes it.
-SOURCES: dict[str, tuple[str, str]] = {
-    "tiny_eval": ("tiny_eval.json", "st4r-lite export runs/tiny_v3.pt data/tiny.pt --eval data/tiny_eval.json (make tiny-checkpoint, stage 2)"),
-    "ablation_table": ("ablation_quick/results.md", ABLATION_CMD),
-    "ablation_plot": ("ablation_quick/ablation_apd.png", ABLATION_CMD),
-    "ablation_paired_plot": ("ablation_quick/ablation_paired.png",
-                             ABLATION_CMD),
-    "world_stats": ("world_stats.json", "python -m st4r_lite.studies.world_stats --out data/world_stats.json"),
-    "quality_ceiling": ("quality_ceiling.json",
-                        "python -m st4r_lite.studies.ceiling --model data/tiny.pt --json data/quality_ceiling.json"),
-}
 
 NOT_YET = {"en": "not produced yet: run", "vi": "chưa có kết quả: chạy"}
 
@@ -64,125 +49,6 @@ class Deck:
     path: Path
     filled: list[str]
     missing: list[str]
-
-
-# ------------------------------------------------------------------------------------------- result panels
-def _fmt(x) -> str:
-    if isinstance(x, float):
-        return f"{x:.3f}" if abs(x) < 10 else f"{x:.2f}"
-    return str(x)
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = v
-    return out
-
-
-def json_table(data: dict, max_rows: int = 14) -> str:
-    """A Markdown table of the numeric leaves of a results JSON (``key | value``), the first ``max_rows``."""
-    rows = list(_flat(data).items())[:max_rows]
-    if not rows:
-        return "_(no numbers in this file)_"
-    lines = ["| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in rows]
-    return "\n".join(lines)
-
-
-def _tiny_eval(data_dir: Path) -> str | None:
-    path = data_dir / SOURCES["tiny_eval"][0]
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    head = data.get("headline", {}).get("median") if isinstance(data, dict) else None
-    if not head:
-        return json_table(data.get("metrics", data))
-    rows = ["| median alignment | tiny checkpoint | static baseline |", "|---|---|---|",
-            f"| tracking APD, all (%) | {_fmt(head['apd'])} | {_fmt(head['static_apd'])} |",
-            f"| tracking APD, dynamic (%) | {_fmt(head['apd_dyn'])} | {_fmt(head['static_apd_dyn'])} |",
-            f"| tracking EPE (m) | {_fmt(head['epe'])} | – |",
-            f"| reconstruction APD (%) | {_fmt(head['recon_apd'])} | – |"]
-    bar = data.get("quality_bar")
-    if isinstance(bar, dict):
-        rows.append(f"\nBar (dynamic APD ≥ static + 15): **{'met' if bar.get('met') else 'not met'}** "
-                    f"(gap {bar.get('gap_points')} points)")
-    return "\n".join(rows)
-
-
-def _ablation_table(data_dir: Path) -> str | None:
-    """The first Markdown table of results.md (the summary; its prose and the paired table do not fit a slide)."""
-    path = data_dir / SOURCES["ablation_table"][0]
-    if not path.is_file():
-        return None
-    lines = path.read_text().splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
-    if start is None:
-        return "_(no table in this file)_"
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])
-
-
-def _png(data_dir: Path, name: str) -> str | None:
-    path = data_dir / SOURCES[name][0]
-    if not path.is_file():
-        return None
-    b64 = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<img alt="{html.escape(path.name)}" style="max-height:560px;max-width:100%;margin:0" '
-            f'src="data:image/png;base64,{b64}">')
-
-
-def _ablation_plot(data_dir: Path) -> str | None:
-    return _png(data_dir, "ablation_plot")
-
-
-def _ablation_paired_plot(data_dir: Path) -> str | None:
-    return _png(data_dir, "ablation_paired_plot")
-
-
-def _world_stats(data_dir: Path) -> str | None:
-    path = data_dir / SOURCES["world_stats"][0]
-    return json_table(json.loads(path.read_text())) if path.is_file() else None
-
-
-def _quality_ceiling(data_dir: Path) -> str | None:
-    path = data_dir / SOURCES["quality_ceiling"][0]
-    if not path.is_file():
-        return None
-    by_frames = json.loads(path.read_text()).get("by_frames", {})
-    if not by_frames:
-        return "_(no numbers in this file)_"
-    frames = list(by_frames)
-    head = "| ± log f (per moving object) | " + " | ".join(f"ideal / static, {T} frames" for T in frames) + " |"
-    rows = [head, "|---" * (len(frames) + 1) + "|"]
-    for i, r in enumerate(by_frames[frames[0]]["table"]):
-        cells = []
-        for T in frames:
-            row = by_frames[T]["table"][i]
-            cells.append(f"{row['ideal_apd_dyn']:.1f} / {row['static_apd_dyn']:.1f} (gap {row['gap']:+.1f})")
-        rows.append(f"| {r['log_ambiguity']:.1f} | " + " | ".join(cells) + " |")
-    models = [(T, e["model"]) for T, e in by_frames.items() if "model" in e]
-    if models:
-        cells = [f"{m['apd_dyn']:.1f} / {m['static_apd_dyn']:.1f} (gap {m['gap']:+.1f})" for _, m in models]
-        err = models[0][1]["median_abs_log_depth_error"]
-        rows.append(f"| model (median abs log err {err:.2f} ≈ ± {2 * err:.2f}) | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
-PANELS = {"tiny_eval": _tiny_eval, "ablation_table": _ablation_table, "ablation_plot": _ablation_plot,
-          "ablation_paired_plot": _ablation_paired_plot, "world_stats": _world_stats,
-          "quality_ceiling": _quality_ceiling}
-
-
-def _provenance(data_dir: Path) -> str:
-    lines = ["| result | file | made by |", "|---|---|---|"]
-    for name, (rel, command) in SOURCES.items():
-        present = "✓" if (data_dir / rel).exists() else "✗ (missing)"
-        lines.append(f"| {name} | `data/{rel}` {present} | `{command}` |")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- 3D view

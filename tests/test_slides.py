@@ -111,3 +111,17 @@ def test_vi_deck_has_no_english_only_lines():
     same = [line for line in vi if line in en and line.strip() and not re.fullmatch(
         r"---|\|[-|]+\||\{\{\s*\w+\s*\}\}|::view3d::|- `.*|- \w+ et al\., .*|Feng, Zhang, .*", line.strip())]
     assert not same, same
+
+
+def test_motion_probe_panel_shows_the_probed_model_and_its_overfit(tmp_path):
+    from course.slide_panels import PANELS
+    assert PANELS["motion_probe"](tmp_path) is None                  # missing file: "not produced yet"
+    fit = {"r2": 0.03, "cos": 0.15, "ratio": 0.17}
+    doc = {"heldout": {"data/<b>tiny.pt": fit, "runs/other.pt": {"r2": 0.5, "cos": 0.5, "ratio": 0.5}},
+           "overfit": {"checkpoint": "data/<b>tiny.pt", "curve": [{"step": 0, **fit}, {"step": 150, "r2": 0.68,
+                                                                                         "cos": 0.82, "ratio": 0.82}],
+                       "heldout_after": {"r2": -0.38, "cos": -0.03, "ratio": 0.38}}}
+    (tmp_path / "motion_probe.json").write_text(json.dumps(doc))
+    table = PANELS["motion_probe"](tmp_path)
+    assert "&lt;b&gt;tiny.pt on held-out clips | +0.03" in table and "other.pt" not in table
+    assert "after 150 steps on *one* batch, on that batch | +0.68" in table and "| -0.38 |" in table

@@ -1,0 +1,176 @@
+"""The deck's result panels: each placeholder ``{{name}}`` of ``slides/deck.<lang>.md`` is filled by
+``PANELS[name](data_dir)`` from a recorded result file (``SOURCES[name]``: the file and the command that makes it),
+or is None when that file is missing (``course.slides`` then shows the command to run).
+
+Every panel returns Markdown; numbers come from the files only, never from this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+# The reference ablation's exact command is recorded in its results.json; --check re-runs that configuration.
+ABLATION_CMD = "st4r-lite ablation --check data/ablation_quick/results.json"
+
+# Where each result comes from, and the command that (re)makes it.
+SOURCES: dict[str, tuple[str, str]] = {
+    "tiny_eval": ("tiny_eval.json", "st4r-lite export runs/tiny_v3.pt data/tiny.pt --eval data/tiny_eval.json (make tiny-checkpoint, stage 2)"),
+    "ablation_table": ("ablation_quick/results.md", ABLATION_CMD),
+    "ablation_plot": ("ablation_quick/ablation_apd.png", ABLATION_CMD),
+    "ablation_paired_plot": ("ablation_quick/ablation_paired.png",
+                             ABLATION_CMD),
+    "world_stats": ("world_stats.json", "python -m st4r_lite.studies.world_stats --out data/world_stats.json"),
+    "quality_ceiling": ("quality_ceiling.json",
+                        "python -m st4r_lite.studies.ceiling --model data/tiny.pt --json data/quality_ceiling.json"),
+    "motion_probe": ("motion_probe.json", "python -m st4r_lite.studies.motion_probe data/tiny.pt --json data/motion_probe.json"),
+}
+
+
+# ------------------------------------------------------------------------------------------- result panels
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.3f}" if abs(x) < 10 else f"{x:.2f}"
+    return str(x)
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = v
+    return out
+
+
+def json_table(data: dict, max_rows: int = 14) -> str:
+    """A Markdown table of the numeric leaves of a results JSON (``key | value``), the first ``max_rows``."""
+    rows = list(_flat(data).items())[:max_rows]
+    if not rows:
+        return "_(no numbers in this file)_"
+    lines = ["| quantity | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _tiny_eval(data_dir: Path) -> str | None:
+    path = data_dir / SOURCES["tiny_eval"][0]
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    head = data.get("headline", {}).get("median") if isinstance(data, dict) else None
+    if not head:
+        return json_table(data.get("metrics", data))
+    rows = ["| median alignment | tiny checkpoint | static baseline |", "|---|---|---|",
+            f"| tracking APD, all (%) | {_fmt(head['apd'])} | {_fmt(head['static_apd'])} |",
+            f"| tracking APD, dynamic (%) | {_fmt(head['apd_dyn'])} | {_fmt(head['static_apd_dyn'])} |",
+            f"| tracking EPE (m) | {_fmt(head['epe'])} | – |",
+            f"| reconstruction APD (%) | {_fmt(head['recon_apd'])} | – |"]
+    bar = data.get("quality_bar")
+    if isinstance(bar, dict):
+        rows.append(f"\nBar (dynamic APD ≥ static + 15): **{'met' if bar.get('met') else 'not met'}** "
+                    f"(gap {bar.get('gap_points')} points)")
+    return "\n".join(rows)
+
+
+def _ablation_table(data_dir: Path) -> str | None:
+    """The first Markdown table of results.md (the summary; its prose and the paired table do not fit a slide)."""
+    path = data_dir / SOURCES["ablation_table"][0]
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        return "_(no table in this file)_"
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def _png(data_dir: Path, name: str) -> str | None:
+    path = data_dir / SOURCES[name][0]
+    if not path.is_file():
+        return None
+    b64 = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<img alt="{html.escape(path.name)}" style="max-height:560px;max-width:100%;margin:0" '
+            f'src="data:image/png;base64,{b64}">')
+
+
+def _ablation_plot(data_dir: Path) -> str | None:
+    return _png(data_dir, "ablation_plot")
+
+
+def _ablation_paired_plot(data_dir: Path) -> str | None:
+    return _png(data_dir, "ablation_paired_plot")
+
+
+def _world_stats(data_dir: Path) -> str | None:
+    path = data_dir / SOURCES["world_stats"][0]
+    return json_table(json.loads(path.read_text())) if path.is_file() else None
+
+
+def _quality_ceiling(data_dir: Path) -> str | None:
+    path = data_dir / SOURCES["quality_ceiling"][0]
+    if not path.is_file():
+        return None
+    by_frames = json.loads(path.read_text()).get("by_frames", {})
+    if not by_frames:
+        return "_(no numbers in this file)_"
+    frames = list(by_frames)
+    head = "| ± log f (per moving object) | " + " | ".join(f"ideal / static, {T} frames" for T in frames) + " |"
+    rows = [head, "|---" * (len(frames) + 1) + "|"]
+    for i, r in enumerate(by_frames[frames[0]]["table"]):
+        cells = []
+        for T in frames:
+            row = by_frames[T]["table"][i]
+            cells.append(f"{row['ideal_apd_dyn']:.1f} / {row['static_apd_dyn']:.1f} (gap {row['gap']:+.1f})")
+        rows.append(f"| {r['log_ambiguity']:.1f} | " + " | ".join(cells) + " |")
+    models = [(T, e["model"]) for T, e in by_frames.items() if "model" in e]
+    if models:
+        cells = [f"{m['apd_dyn']:.1f} / {m['static_apd_dyn']:.1f} (gap {m['gap']:+.1f})" for _, m in models]
+        err = models[0][1]["median_abs_log_depth_error"]
+        rows.append(f"| model (median abs log err {err:.2f} ≈ ± {2 * err:.2f}) | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _motion_probe(data_dir: Path) -> str | None:
+    """Held-out motion R² of the probed checkpoint, then its one-batch overfit: on that batch and on held-out clips."""
+    path = data_dir / SOURCES["motion_probe"][0]
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    held, fit = data.get("heldout", {}), data.get("overfit", {})
+    rows = ["| motion of the moving pixels, fit to the truth | R² | cosine | length ratio |", "|---|---|---|---|"]
+    first = fit.get("checkpoint")   # the probed model; other checkpoints in the file are for the README
+    for spec, f in held.items():
+        if first is not None and spec != first:
+            continue
+        rows.append(f"| {html.escape(Path(spec).name)} on held-out clips | {f['r2']:+.2f} | {f['cos']:+.2f} | "
+                    f"{f['ratio']:.2f} |")
+    curve = fit.get("curve", [])
+    if curve:
+        last = curve[-1]
+        rows.append(f"| the same net after {last['step']} steps on *one* batch, on that batch | {last['r2']:+.2f} | "
+                    f"{last['cos']:+.2f} | {last['ratio']:.2f} |")
+    after = fit.get("heldout_after")
+    if after:
+        rows.append(f"| … and then on the held-out clips | {after['r2']:+.2f} | {after['cos']:+.2f} | "
+                    f"{after['ratio']:.2f} |")
+    return "\n".join(rows)
+
+
+PANELS = {"tiny_eval": _tiny_eval, "ablation_table": _ablation_table, "ablation_plot": _ablation_plot,
+          "ablation_paired_plot": _ablation_paired_plot, "world_stats": _world_stats,
+          "quality_ceiling": _quality_ceiling, "motion_probe": _motion_probe}
+
+
+def _provenance(data_dir: Path) -> str:
+    lines = ["| result | file | made by |", "|---|---|---|"]
+    for name, (rel, command) in SOURCES.items():
+        present = "✓" if (data_dir / rel).exists() else "✗ (missing)"
+        lines.append(f"| {name} | `data/{rel}` {present} | `{command}` |")
+    return "\n".join(lines)
+
+

@@ -66,3 +66,12 @@ def test_overfit_trains_a_copy_and_reports_a_curve():
     text = format_probe({"heldout": {"m": {"r2": 0.01, "cos": 0.1, "ratio": 0.2}},
                          "overfit": {"checkpoint": "m", **out}})
     assert "step    2" in text and "R² +0.010" in text
+
+
+def test_the_cli_runs_the_probe_as_a_study(capsys):
+    from st4r_lite.cli import main
+    from st4r_lite.cli.study import STUDIES
+    assert {"motion_probe", "adapt_ceiling"} <= set(STUDIES)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "motion_probe", "--help"])
+    assert exit_info.value.code == 0 and "--overfit-steps" in capsys.readouterr().out

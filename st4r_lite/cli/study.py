@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from st4r_lite.studies import (
+    adapt_ceiling,
     adapt_compare,
     adapt_curve,
     ceiling,
     label_stats,
     learning_curve,
+    motion_probe,
     scorecard,
     static_vs_moving,
     video_memory,
@@ -18,11 +20,13 @@ from st4r_lite.studies import (
 
 # name -> the study's own command line (its main(argv)); each module also runs as python -m st4r_lite.studies.NAME
 STUDIES = {
+    "adapt_ceiling": adapt_ceiling.main,
     "adapt_compare": adapt_compare.main,
     "adapt_curve": adapt_curve.main,
     "ceiling": ceiling.main,
     "label_stats": label_stats.main,
     "learning_curve": learning_curve.main,
+    "motion_probe": motion_probe.main,
     "scorecard": scorecard.main,
     "static_vs_moving": static_vs_moving.main,
     "video_memory": video_memory.main,

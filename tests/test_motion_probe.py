@@ -75,3 +75,19 @@ def test_the_cli_runs_the_probe_as_a_study(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["study", "motion_probe", "--help"])
     assert exit_info.value.code == 0 and "--overfit-steps" in capsys.readouterr().out
+
+
+def test_attention_probe_reads_every_layer_and_leaves_no_hook():
+    from st4r_lite.studies.motion_probe import attention_correspondence
+    from st4r_lite.world.render import generate_clips
+    model = resolve.load("fresh:tiny", log=lambda s: None)
+    clips = generate_clips(1, frames=3, height=64, width=96, domain="pretrain", seed=5)
+    same = attention_correspondence(model, clips, others=(0,))     # the anchor against itself: j* = i everywhere
+    assert [r["layer"] for r in same] == [1, 2, 3, 4]
+    assert all(r["same_position"] == 1.0 and r["moved_tokens"] == 0 and 0 <= r["hit"] <= r["hit_near"] <= 1
+               and 0 <= r["best_head_hit"] <= 1 for r in same)
+    later = attention_correspondence(model, clips, others=(2,))
+    assert all(0 <= r["same_position"] <= 1 and r["chance"] == round(1 / 96, 4) for r in later)
+    assert all(not blk.cross_attn._forward_pre_hooks for blk in model.dec_blocks)
+    with pytest.raises(Exception, match="more than 5 frames"):
+        attention_correspondence(model, clips, others=(5,))

@@ -50,7 +50,7 @@ from st4r_lite.train.checkpoint import load_train_checkpoint
 from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.train.loop import TRAIN_SEED_BASE, clip_pairs
 from st4r_lite.train.losses import PretrainLoss
-from st4r_lite.world.render import generate_clips
+from st4r_lite.world.render import generate_clips, project_tracks
 
 OVERFIT_SEED = TRAIN_SEED_BASE + 123_456   # a clip from the training range, never a held-out one
 OVERFIT_FRAMES, OVERFIT_GAP = 8, 2.0       # one batch: 2 clips x 8 frames = 16 pairs, frames 2 time units apart
@@ -154,6 +154,70 @@ def overfit_one_batch(model, steps: int, heldout=None, lr: float = 3e-4, every: 
             "curve": curve, "heldout_after": probe_heldout(net, heldout) if heldout is not None else None}
 
 
+@torch.no_grad()
+def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 15)) -> list[dict]:
+    """Does the track branch's cross-attention look where an anchor patch went?
+
+    For pairs (0, k), k in ``others``, every anchor token i (patch centre pixel) whose surface point is visible in
+    frame k has a true correspondent token j* (its projection by the true camera k). Per decoder layer l of branch
+    1 (the track branch), with A_l = softmax(q kᵀ / √dh) of its cross-attention averaged over heads (B, N, M):
+
+        hit      = mean over tokens of [argmax_j A_l[i, j] == j*]
+        hit_near = the same within one token (Chebyshev distance ≤ 1); best_head_hit: ``hit`` of the best head alone
+        moved    = hit on the tokens whose correspondent left the anchor position (j* ≠ i) and lie on a moving
+                   object: does attention follow the object?
+
+    next to the baselines "same position" (the share of tokens with j* = i) and chance (1 / M). Returns one dict
+    per layer {"layer", "hit", "hit_near", "moved_hit", "moved_tokens", "same_position", "best_head_hit", "chance"}.
+    """
+    p = model.config.patch_size
+    B, T, _, H, W = clips.rgb.shape
+    if max(others) >= T:
+        raise InputError(f"frames {others} need clips of more than {max(others)} frames, got {T}")
+    h, w = H // p, W // p
+    uv, _, inside = project_tracks(clips)
+    ys, xs = torch.arange(h) * p + p // 2, torch.arange(w) * p + p // 2
+    captured: list[tuple] = []
+    hooks = [blk.cross_attn.register_forward_pre_hook(lambda mod, args: captured.append((mod, args)))
+             for blk in model.dec_blocks]
+    stats = [dict(hit=0, near=0, moved_hit=0, moved=0, same=0, n=0) for _ in model.dec_blocks]
+    try:
+        for b in range(B):
+            for k in others:
+                captured.clear()
+                model(clips.rgb[b, :1] * 2 - 1, clips.rgb[b, k:k + 1] * 2 - 1)
+                sub_uv = uv[b, k][ys][:, xs]                                  # (h, w, 2) where anchor centres went
+                ok = (inside[b, k] & clips.track_visible[b, k])[ys][:, xs]
+                col = (sub_uv[..., 0] / p).floor().long().clamp(0, w - 1)
+                row = (sub_uv[..., 1] / p).floor().long().clamp(0, h - 1)
+                target = (row * w + col).flatten()                            # (N,) j*
+                ok = ok.flatten()
+                here = torch.arange(h * w)
+                moving = clips.track_dynamic[b][ys][:, xs].flatten() & (target != here) & ok
+                for layer, (mod, (query, key, _, qpos, kpos)) in enumerate(captured):
+                    split = "b n (nh dh) -> b nh n dh"
+                    q = mod.rope(rearrange(mod.projq(query), split, nh=mod.num_heads), qpos)
+                    kk = mod.rope(rearrange(mod.projk(key), split, nh=mod.num_heads), kpos)
+                    heads = torch.softmax(q @ kk.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)[0]   # (nh, N, M)
+                    st = stats[layer]
+                    head_hits = ((heads.argmax(-1) == target) & ok).sum(-1)                       # (nh,)
+                    st["head_hit"] = st.get("head_hit", 0) + head_hits
+                    best = heads.mean(0).argmax(-1)
+                    hit = best == target
+                    near = ((best // w - row.flatten()).abs() <= 1) & ((best % w - col.flatten()).abs() <= 1)
+                    for key, mask in (("hit", hit & ok), ("near", near & ok), ("moved_hit", hit & moving),
+                                      ("moved", moving), ("same", (target == here) & ok), ("n", ok)):
+                        st[key] += int(mask.sum())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [{"layer": i + 1, "hit": round(st["hit"] / max(st["n"], 1), 4), "hit_near": round(st["near"] / max(st["n"], 1), 4),
+             "moved_hit": round(st["moved_hit"] / st["moved"], 4) if st["moved"] else float("nan"),
+             "moved_tokens": st["moved"], "same_position": round(st["same"] / max(st["n"], 1), 4),
+             "best_head_hit": round(float(st["head_hit"].max()) / max(st["n"], 1), 4),
+             "chance": round(1 / (h * w), 4)} for i, st in enumerate(stats)]
+
+
 def load_any(spec: str):
     """A model from a training checkpoint (``runs/*.pt``, float32 as trained) or anything ``resolve.load`` reads."""
     path = Path(spec)
@@ -183,6 +247,7 @@ def motion_probe(checkpoints: list[str], *, num_clips: int = 8, frames: int = 16
                          "image_hw": [H, W], "moving": "track_dynamic (on an object, moves > 5 cm)",
                          "scale": "median-scale(track_0 -> gt_0) per clip"},
             "heldout": held,
+            "attention": attention_correspondence(first, clips),
             "overfit": {"checkpoint": checkpoints[0], **overfit_one_batch(first, overfit_steps, heldout=clips)}}
 
 
@@ -190,6 +255,14 @@ def format_probe(result: dict) -> str:
     lines = ["held-out clips: predicted vs true motion of the moving pixels (R² 1 = perfect, 0 = nothing moves)"]
     for spec, f in result["heldout"].items():
         lines.append(f"  {spec:40s} R² {f['r2']:+.3f}  cos {f['cos']:+.3f}  length ratio {f['ratio']:.2f}")
+    if result.get("attention"):
+        lines.append(f"cross-attention of the track branch ({list(result['heldout'])[0]}): does it look where the "
+                     "anchor patch went in frame k?")
+        for a in result["attention"]:
+            lines.append(f"  layer {a['layer']}: argmax on the true token {a['hit']:.2f} (within one {a['hit_near']:.2f}; "
+                         f"best head {a['best_head_hit']:.2f}; moved object tokens {a['moved_hit']:.2f} of {a['moved_tokens']}); "
+                         f"same position "
+                         f"{a['same_position']:.2f}, chance {a['chance']:.3f}")
     o = result["overfit"]
     lines.append(f"one fixed batch, {o['checkpoint']} trained on it (plain pretraining loss):")
     for c in o["curve"]:

@@ -158,6 +158,12 @@ def _motion_probe(data_dir: Path) -> str | None:
     if after:
         rows.append(f"| … and then on the held-out clips | {after['r2']:+.2f} | {after['cos']:+.2f} | "
                     f"{after['ratio']:.2f} |")
+    attention = data.get("attention") or []
+    if attention:
+        best = max(attention, key=lambda a: a["hit"])
+        rows.append(f"\nTrack-branch cross-attention on the token the patch moved to: **{best['hit']:.0%}** at best "
+                    f"(layer {best['layer']}); the same position would be right for {best['same_position']:.0%}, "
+                    f"chance {best['chance']:.0%}")
     return "\n".join(rows)
 
 

@@ -120,8 +120,11 @@ def test_motion_probe_panel_shows_the_probed_model_and_its_overfit(tmp_path):
     doc = {"heldout": {"data/<b>tiny.pt": fit, "runs/other.pt": {"r2": 0.5, "cos": 0.5, "ratio": 0.5}},
            "overfit": {"checkpoint": "data/<b>tiny.pt", "curve": [{"step": 0, **fit}, {"step": 150, "r2": 0.68,
                                                                                          "cos": 0.82, "ratio": 0.82}],
-                       "heldout_after": {"r2": -0.38, "cos": -0.03, "ratio": 0.38}}}
+                       "heldout_after": {"r2": -0.38, "cos": -0.03, "ratio": 0.38}},
+           "attention": [{"layer": 1, "hit": 0.004, "same_position": 0.49, "chance": 0.0104},
+                         {"layer": 3, "hit": 0.021, "same_position": 0.49, "chance": 0.0104}]}
     (tmp_path / "motion_probe.json").write_text(json.dumps(doc))
     table = PANELS["motion_probe"](tmp_path)
     assert "&lt;b&gt;tiny.pt on held-out clips | +0.03" in table and "other.pt" not in table
     assert "after 150 steps on *one* batch, on that batch | +0.68" in table and "| -0.38 |" in table
+    assert "**2%** at best (layer 3)" in table and "right for 49%" in table

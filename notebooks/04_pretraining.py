@@ -414,7 +414,7 @@ from st4r_lite.studies import motion_probe
 probe_clips = render.generate_clips(1 if QUICK else 4, frames=16, height=64, width=96, domain="pretrain",
                                     seed=heldout.HELDOUT_SEED)
 print(f"held-out motion fit of {source}:", motion_probe.probe_heldout(model, probe_clips))
-fit = motion_probe.overfit_one_batch(model, steps=8 if QUICK else 150, every=4 if QUICK else 25)
+fit = motion_probe.overfit_one_batch(model, steps=4 if QUICK else 150, every=2 if QUICK else 25)
 for row in fit["curve"]:
     print(f"one batch, step {row['step']:3d}: R² {row['r2']:+.3f}  cos {row['cos']:+.3f}  length {row['ratio']:.2f}")
 for row in motion_probe.attention_correspondence(model, probe_clips, others=(4, 15)):

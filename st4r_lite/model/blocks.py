@@ -132,11 +132,15 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rope = rope
 
-    def forward(self, query, key, value, qpos, kpos) -> torch.Tensor:
+    def queries_keys(self, query, key, qpos, kpos) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head queries (B, nh, N, dh) and keys (B, nh, M, dh), RoPE applied: what the attention compares."""
         split = "b n (nh dh) -> b nh n dh"
-        q = self.rope(rearrange(self.projq(query), split, nh=self.num_heads), qpos)
-        k = self.rope(rearrange(self.projk(key), split, nh=self.num_heads), kpos)
-        v = rearrange(self.projv(value), split, nh=self.num_heads)
+        return (self.rope(rearrange(self.projq(query), split, nh=self.num_heads), qpos),
+                self.rope(rearrange(self.projk(key), split, nh=self.num_heads), kpos))
+
+    def forward(self, query, key, value, qpos, kpos) -> torch.Tensor:
+        q, k = self.queries_keys(query, key, qpos, kpos)
+        v = rearrange(self.projv(value), "b n (nh dh) -> b nh n dh", nh=self.num_heads)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(rearrange(out, "b nh n dh -> b n (nh dh)"))
 

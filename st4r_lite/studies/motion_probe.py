@@ -41,14 +41,11 @@ from einops import rearrange
 
 from st4r_lite.errors import InputError
 from st4r_lite.geometry.track_metrics import median_scale
-from st4r_lite.model import resolve
-from st4r_lite.model.config import ModelConfig
 from st4r_lite.model.network import build_model
 from st4r_lite.model.pairs import PairRunner, predict_video
 from st4r_lite.runtime import atomic_write
-from st4r_lite.train.checkpoint import load_train_checkpoint
 from st4r_lite.train.heldout import HELDOUT_SEED
-from st4r_lite.train.loop import TRAIN_SEED_BASE, clip_pairs
+from st4r_lite.train.loop import TRAIN_SEED_BASE, clip_pairs, weights_of
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.world.render import generate_clips, project_tracks
 
@@ -180,7 +177,7 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
     captured: list[tuple] = []
     hooks = [blk.cross_attn.register_forward_pre_hook(lambda mod, args: captured.append((mod, args)))
              for blk in model.dec_blocks]
-    stats = [dict(hit=0, near=0, moved_hit=0, moved=0, same=0, n=0) for _ in model.dec_blocks]
+    stats = [dict(hit=0, near=0, moved_hit=0, moved=0, same=0, n=0, head_hit=0) for _ in model.dec_blocks]
     try:
         for b in range(B):
             for k in others:
@@ -195,13 +192,10 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
                 here = torch.arange(h * w)
                 moving = clips.track_dynamic[b][ys][:, xs].flatten() & (target != here) & ok
                 for layer, (mod, (query, key, _, qpos, kpos)) in enumerate(captured):
-                    split = "b n (nh dh) -> b nh n dh"
-                    q = mod.rope(rearrange(mod.projq(query), split, nh=mod.num_heads), qpos)
-                    kk = mod.rope(rearrange(mod.projk(key), split, nh=mod.num_heads), kpos)
+                    q, kk = mod.queries_keys(query, key, qpos, kpos)
                     heads = torch.softmax(q @ kk.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)[0]   # (nh, N, M)
                     st = stats[layer]
-                    head_hits = ((heads.argmax(-1) == target) & ok).sum(-1)                       # (nh,)
-                    st["head_hit"] = st.get("head_hit", 0) + head_hits
+                    st["head_hit"] = st["head_hit"] + ((heads.argmax(-1) == target) & ok).sum(-1)  # (nh,)
                     best = heads.mean(0).argmax(-1)
                     hit = best == target
                     near = ((best // w - row.flatten()).abs() <= 1) & ((best % w - col.flatten()).abs() <= 1)
@@ -220,17 +214,10 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
 
 def load_any(spec: str):
     """A model from a training checkpoint (``runs/*.pt``, float32 as trained) or anything ``resolve.load`` reads."""
-    path = Path(spec)
-    if path.is_file():
-        try:
-            blob = load_train_checkpoint(path)
-        except InputError:
-            blob = None
-        if blob is not None:
-            model = build_model(ModelConfig.from_dict(blob["config"]))
-            model.load_state_dict(blob["model"])
-            return model.float().eval()
-    return resolve.load(spec, log=lambda s: None).float().eval()
+    state, config = weights_of(spec)
+    model = build_model(config)
+    model.load_state_dict(state)
+    return model.float().eval()
 
 
 def motion_probe(checkpoints: list[str], *, num_clips: int = 8, frames: int = 16, overfit_steps: int = 150,
@@ -261,8 +248,7 @@ def format_probe(result: dict) -> str:
         for a in result["attention"]:
             lines.append(f"  layer {a['layer']}: argmax on the true token {a['hit']:.2f} (within one {a['hit_near']:.2f}; "
                          f"best head {a['best_head_hit']:.2f}; moved object tokens {a['moved_hit']:.2f} of {a['moved_tokens']}); "
-                         f"same position "
-                         f"{a['same_position']:.2f}, chance {a['chance']:.3f}")
+                         f"same position {a['same_position']:.2f}, chance {a['chance']:.3f}")
     o = result["overfit"]
     lines.append(f"one fixed batch, {o['checkpoint']} trained on it (plain pretraining loss):")
     for c in o["curve"]:

@@ -156,13 +156,9 @@ def clip_seed(cfg: TrainConfig, counter: int, rank: int) -> int:
     return TRAIN_SEED_BASE + cfg.seed * TRAIN_SEED_STRIDE + counter + rank * cfg.batch
 
 
-def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
-    """The state dict that ``TrainConfig.init`` names, checked against ``model``'s architecture: the model of a
-    training checkpoint (float32, as trained) or of anything ``model.resolve.load`` reads (float32).
-
-    The one difference allowed: an init without the heads' pixel refinement for a model with one
-    (``ModelConfig.pixel_refine``): the refinement keeps the model's fresh, zero-output weights, so the run
-    starts from exactly the init's function."""
+def weights_of(spec: str) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """(state dict, config) of a training checkpoint (the model as trained) or of anything ``model.resolve.load``
+    reads (an exported model file, a released name, ``fresh:PRESET``)."""
     path = Path(spec)
     blob = None
     if path.is_file():
@@ -171,10 +167,19 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
         except InputError:
             pass                         # not a training checkpoint: an exported model file
     if blob is not None:
-        state, config = blob["model"], ModelConfig.from_dict(blob["config"])
-    else:
-        source = resolve.load(spec, log=lambda s: None)
-        state, config = source.state_dict(), source.config
+        return blob["model"], ModelConfig.from_dict(blob["config"])
+    source = resolve.load(spec, log=lambda s: None)
+    return source.state_dict(), source.config
+
+
+def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
+    """The state dict that ``TrainConfig.init`` names, checked against ``model``'s architecture: the model of a
+    training checkpoint (float32, as trained) or of anything ``model.resolve.load`` reads (float32).
+
+    The one difference allowed: an init without the heads' pixel refinement for a model with one
+    (``ModelConfig.pixel_refine``): the refinement keeps the model's fresh, zero-output weights, so the run
+    starts from exactly the init's function."""
+    state, config = weights_of(spec)
     adds_refine = not config.pixel_refine and model.config.pixel_refine > 0
     if adds_refine:
         config = config.with_(pixel_refine=model.config.pixel_refine)

@@ -30,6 +30,12 @@ SOURCES: dict[str, tuple[str, str]] = {
 
 
 # ------------------------------------------------------------------------------------------- result panels
+def _load_json(data_dir: Path, name: str):
+    """The parsed result file of panel ``name`` (``SOURCES``), or None when it is not there yet."""
+    path = data_dir / SOURCES[name][0]
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _fmt(x) -> str:
     if isinstance(x, float):
         return f"{x:.3f}" if abs(x) < 10 else f"{x:.2f}"
@@ -57,10 +63,9 @@ def json_table(data: dict, max_rows: int = 14) -> str:
 
 
 def _tiny_eval(data_dir: Path) -> str | None:
-    path = data_dir / SOURCES["tiny_eval"][0]
-    if not path.is_file():
+    data = _load_json(data_dir, "tiny_eval")
+    if data is None:
         return None
-    data = json.loads(path.read_text())
     head = data.get("headline", {}).get("median") if isinstance(data, dict) else None
     if not head:
         return json_table(data.get("metrics", data))
@@ -107,15 +112,15 @@ def _ablation_paired_plot(data_dir: Path) -> str | None:
 
 
 def _world_stats(data_dir: Path) -> str | None:
-    path = data_dir / SOURCES["world_stats"][0]
-    return json_table(json.loads(path.read_text())) if path.is_file() else None
+    data = _load_json(data_dir, "world_stats")
+    return None if data is None else json_table(data)
 
 
 def _quality_ceiling(data_dir: Path) -> str | None:
-    path = data_dir / SOURCES["quality_ceiling"][0]
-    if not path.is_file():
+    data = _load_json(data_dir, "quality_ceiling")
+    if data is None:
         return None
-    by_frames = json.loads(path.read_text()).get("by_frames", {})
+    by_frames = data.get("by_frames", {})
     if not by_frames:
         return "_(no numbers in this file)_"
     frames = list(by_frames)
@@ -137,10 +142,9 @@ def _quality_ceiling(data_dir: Path) -> str | None:
 
 def _motion_probe(data_dir: Path) -> str | None:
     """Held-out motion R² of the probed checkpoint, then its one-batch overfit: on that batch and on held-out clips."""
-    path = data_dir / SOURCES["motion_probe"][0]
-    if not path.is_file():
+    data = _load_json(data_dir, "motion_probe")
+    if data is None:
         return None
-    data = json.loads(path.read_text())
     held, fit = data.get("heldout", {}), data.get("overfit", {})
     rows = ["| motion of the moving pixels, fit to the truth | R² | cosine | length ratio |", "|---|---|---|---|"]
     first = fit.get("checkpoint")   # the probed model; other checkpoints in the file are for the README

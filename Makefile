@@ -53,40 +53,48 @@ lint:
 slides: install
 	$(PYTHON) -m course.slides --out slides/build
 
-# The shipped data/tiny.pt and what records its numbers (world v2), trained in two stages, 16 pairs a step (2 clips x
-# 8 frames), one torch thread on this 2-core CPU:
-#  1. $(TINY_RUN): the whole 3600-step schedule from scratch, frame gaps up to 2.5 (~1.5 hours on an idle core);
+# The shipped data/tiny.pt and what records its numbers (world v2), trained in three stages, 16 pairs a step (2 clips
+# x 8 frames), both cores of this 2-core CPU (TINY_THREADS torch threads; 0.84 s a step idle, 9600 steps ~ 2.3 hours):
+#  1. $(TINY_RUN): the whole 3600-step schedule from scratch, frame gaps up to 2.5 (~50 min);
 #  2. $(TINY_RUN2): 2400 more steps from stage 1's weights (`pretrain --init`, a fresh schedule at 2e-4), frame gaps
 #     up to 4 (pairs far from the anchor: the world placement of far frames limited the reconstruction) and the
-#     motion loss (--motion-weight 3: every pixel's motion from the anchor pair, static pixels included) (~1.1 hours).
+#     motion loss (--motion-weight 3: every pixel's motion from the anchor pair, static pixels included) (~35 min);
+#  3. $(TINY_RUN3): the same recipe again for 3600 steps from stage 2's weights (another warm-up and decay: the
+#     reconstruction of far frames kept improving with pairs seen) (~50 min).
 # When a stage's run file exists it is resumed (`pretrain --resume`, bit for bit), so an interrupted
 # `make tiny-checkpoint` continues where it stopped; TINY_STOP=N stops stage 1 after step N (run make again later).
 TINY_RUN = runs/tiny_v2.pt
 TINY_RUN2 = runs/tiny_v3.pt
+TINY_RUN3 = runs/tiny_v4.pt
 TINY_STEPS = 3600
 TINY_STOP ?= $(TINY_STEPS)
+TINY_THREADS ?= 2
+TINY_STAGE23 = --batch 2 --frames 8 --lr 2e-4 --warmup 50 --max-frame-gap 4 --dynamic-factor 0 --motion-weight 3 \
+	--eval-every 400 --save-every 100 --no-progress
 tiny-checkpoint: install
-	$(PYTHON) -m st4r_lite.cli pretrain --preset tiny --steps $(TINY_STEPS) --stop-at $(TINY_STOP) --batch 2 --frames 8 \
-		--lr 5e-4 --warmup 100 --max-frame-gap 2.5 --dynamic-factor 0 --eval-every 400 --save-every 100 \
-		--no-progress --out $(TINY_RUN) $(if $(wildcard $(TINY_RUN)),--resume)
+	OMP_NUM_THREADS=$(TINY_THREADS) $(PYTHON) -m st4r_lite.cli pretrain --preset tiny --steps $(TINY_STEPS) \
+		--stop-at $(TINY_STOP) --batch 2 --frames 8 --lr 5e-4 --warmup 100 --max-frame-gap 2.5 --dynamic-factor 0 \
+		--eval-every 400 --save-every 100 --no-progress --out $(TINY_RUN) $(if $(wildcard $(TINY_RUN)),--resume)
 	@$(PYTHON) -c "import sys; from st4r_lite.train.checkpoint import load_train_checkpoint as load; \
 		s = load('$(TINY_RUN)')['state']['step']; \
 		sys.exit(0 if s >= $(TINY_STEPS) else f'stage 1 stopped at step {s} of $(TINY_STEPS): run make tiny-checkpoint again')"
-	$(PYTHON) -m st4r_lite.cli pretrain --init $(TINY_RUN) --steps 2400 --batch 2 --frames 8 \
-		--lr 2e-4 --warmup 50 --max-frame-gap 4 --dynamic-factor 0 --motion-weight 3 --eval-every 400 --save-every 100 \
-		--no-progress --out $(TINY_RUN2) $(if $(wildcard $(TINY_RUN2)),--resume)
-	$(PYTHON) -m st4r_lite.cli export $(TINY_RUN2) data/tiny.pt --eval data/tiny_eval.json
+	OMP_NUM_THREADS=$(TINY_THREADS) $(PYTHON) -m st4r_lite.cli pretrain --init $(TINY_RUN) --steps 2400 $(TINY_STAGE23) \
+		--out $(TINY_RUN2) $(if $(wildcard $(TINY_RUN2)),--resume)
+	OMP_NUM_THREADS=$(TINY_THREADS) $(PYTHON) -m st4r_lite.cli pretrain --init $(TINY_RUN2) --steps 3600 $(TINY_STAGE23) \
+		--out $(TINY_RUN3) $(if $(wildcard $(TINY_RUN3)),--resume)
+	$(PYTHON) -m st4r_lite.cli export $(TINY_RUN3) data/tiny.pt --eval data/tiny_eval.json
 	cp $(TINY_RUN:.pt=.jsonl) data/tiny_train_log.jsonl
 	cp $(TINY_RUN2:.pt=.jsonl) data/tiny_train_log_stage2.jsonl
+	cp $(TINY_RUN3:.pt=.jsonl) data/tiny_train_log_stage3.jsonl
 	$(MAKE) tiny-records
 
 # Everything that records the shipped checkpoint's numbers (run after replacing data/tiny.pt).
 tiny-records:
 	$(PYTHON) -m st4r_lite.studies.learning_curve data/tiny_train_log.jsonl data/tiny_train_log_stage2.jsonl \
-		--pairs-per-step 16 --png data/tiny_learning_curve.png
-	$(PYTHON) -m st4r_lite.studies.scorecard data/tiny.pt --train-ckpt $(TINY_RUN2) --json data/tiny_scorecard.json
+		data/tiny_train_log_stage3.jsonl --pairs-per-step 16 --png data/tiny_learning_curve.png
+	$(PYTHON) -m st4r_lite.studies.scorecard data/tiny.pt --train-ckpt $(TINY_RUN3) --json data/tiny_scorecard.json
 	$(PYTHON) -m st4r_lite.studies.ceiling --model data/tiny.pt --frames 8 16 --json data/quality_ceiling.json
-	$(PYTHON) -m st4r_lite.studies.motion_probe data/tiny.pt $(TINY_RUN) --json data/motion_probe.json
+	$(PYTHON) -m st4r_lite.studies.motion_probe data/tiny.pt $(TINY_RUN) $(TINY_RUN2) --json data/motion_probe.json
 
 clean:
 	rm -rf $(OUT) .pytest_cache build dist *.egg-info

@@ -17,7 +17,7 @@ ABLATION_CMD = "st4r-lite ablation --check data/ablation_quick/results.json"
 
 # Where each result comes from, and the command that (re)makes it.
 SOURCES: dict[str, tuple[str, str]] = {
-    "tiny_eval": ("tiny_eval.json", "st4r-lite export runs/tiny_v3.pt data/tiny.pt --eval data/tiny_eval.json (make tiny-checkpoint, stage 2)"),
+    "tiny_eval": ("tiny_eval.json", "st4r-lite export runs/tiny_v4.pt data/tiny.pt --eval data/tiny_eval.json (make tiny-checkpoint, stage 3)"),
     "ablation_table": ("ablation_quick/results.md", ABLATION_CMD),
     "ablation_plot": ("ablation_quick/ablation_apd.png", ABLATION_CMD),
     "ablation_paired_plot": ("ablation_quick/ablation_paired.png",

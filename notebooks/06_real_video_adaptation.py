@@ -323,13 +323,13 @@ if sens.is_file():
 #
 # - **What limits the tracks is the anchor's geometry, not the motion.** `python -m st4r_lite.studies.adapt_ceiling`
 #   (`data/adapt_ceiling.json`, 12 wild clips) makes one part true at a time: the true motion on the model's own
-#   frame 0 adds about 4 APD points, the true anchor depth under the model's own motion about 21, and re-anchoring
-#   on the mono-depth pseudo-label (no ground truth) about 13.
-# - **The gain is re-anchoring's.** With it the default recipe gains about +12 APD on those 12 clips (interval
-#   above zero); the same 15 steps without it about +1.6. On the three clips of the tables above (the model's best)
+#   frame 0 adds about 4 APD points, the true anchor depth under the model's own motion about 18, and re-anchoring
+#   on the mono-depth pseudo-label (no ground truth) about 10.
+# - **The gain is mostly re-anchoring's.** With it the default recipe gains about +13 APD on those 12 clips (interval
+#   above zero); the same 15 steps without it about +2.4. On the three clips of the tables above (the model's best)
 #   the median-aligned APD on all points stays level while moving points, EPE and the similarity-aligned APD
 #   improve a lot ("steps only" against the others in the sensitivity table). On a clip made harder on purpose
-#   (objects 1.6× their size, `adapt_curve --shift size_scale=1.6`) it gains about +18 on every clip.
+#   (objects 1.6× their size, `adapt_curve --shift size_scale=1.6`) it gains about +20 on every clip.
 # - **L_traj is the loss change that hurts most**: it reprojects the tracks through cameras solved by PnP from the
 #   model's own recon maps, and pushes the cameras' error into the tracks ("with L_traj 0.5"). Even through the
 #   *true* cameras it cannot fix depth: a reprojection constrains 2 of 3 coordinates.

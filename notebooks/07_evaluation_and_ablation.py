@@ -256,8 +256,8 @@ assert views.MAX_POINTS_PER_FRAME >= 3000
 # ## Exercise
 # 1. Take a ground-truth track set, scale it by 2 and rotate it by 30° about the vertical axis. What are its APD
 #    and EPE under "median" and under "sim3" alignment? Explain each number.
-# 2. In the committed ablation, `robust − baseline` has a 95 % interval above zero while `mask − baseline` does
-#    not. Over how many (sequence, seed) pairs is that interval computed, and why are the pairs not independent?
+# 2. In the committed ablation, `robust − baseline` has a 95 % interval above zero on APD while `conf_sigma −
+#    baseline` does not. Over how many (sequence, seed) pairs is that interval computed, and why are the pairs not independent?
 #    What would you run to make the claim stronger?
 #
 # <details><summary>Solution (for the teacher to reveal)</summary>

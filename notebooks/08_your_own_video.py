@@ -230,7 +230,7 @@ assert summary["median_background_pred"] < summary["median_object_pred"], summar
 
 # %% [markdown]
 # The claim holds in the large, and the numbers say how far from perfect it is. With the shipped checkpoint
-# (recorded over 30 clips) the room's points drift by ~4 cm (truth 0) and the object's by ~10 cm, about a tenth of
+# (recorded over 30 clips) the room's points drift by ~3 cm (truth 0) and the object's by ~10 cm, about a tenth of
 # their true distance: the tiny model puts the camera's motion into the cameras, not into the room, but it moves
 # objects far too little; on 5 of the 30 clips the room drifts as much as the object moves.
 

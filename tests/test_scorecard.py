@@ -39,6 +39,16 @@ def test_format_scorecard_prints_the_diagnosis():
     assert "recon APD by frame (world): 60 40" in text and "(shape): 70 69" in text
 
 
+def test_paired_gap_is_the_mean_difference_with_a_t_interval_that_skips_missing_clips():
+    from st4r_lite.studies.scorecard import _paired_gap
+
+    gap = _paired_gap([1.0, 3.0, None, float("nan")])
+    # mean 2, sd sqrt(2), n 2: half-width t(1) * sqrt(2) / sqrt(2) = 12.706
+    assert gap == {"mean": 2.0, "low": round(2 - 12.706, 2), "high": round(2 + 12.706, 2), "clips": 2}
+    card = {"methods": {}, "targets": {}, "beats_peers": {}, "paired_gaps": {"static": {"apd_dynamic": gap}}}
+    assert "model − static per clip (mean [95 % interval]): apd_dynamic +2.00 [-10.71, +14.71]" in format_scorecard(card)
+
+
 def test_scorecard_of_an_untrained_model_has_its_peers_and_the_motion_ceiling():
     from st4r_lite.model.config import PRESETS
     from st4r_lite.model.network import build_model
@@ -53,6 +63,7 @@ def test_scorecard_of_an_untrained_model_has_its_peers_and_the_motion_ceiling():
     assert oracle["gap_dynamic"] == round(oracle["apd_dynamic"] - static["apd_dynamic"], 4)
     assert "gap_dynamic" not in static and "oracle_motion" in format_scorecard(card)
     assert set(card["per_clip"][0]) == {"clip", *methods}
+    assert set(card["paired_gaps"]) == {"static", "combinational"} and card["paired_gaps"]["static"]["apd"]["clips"] == 1
 
 
 def test_anchor_depth_by_patch_finds_the_blend_at_an_objects_edge():

@@ -58,6 +58,7 @@ from st4r_lite.eval.evaluate import evaluate_prediction, mean_results, predict_m
 from st4r_lite.geometry.track_metrics import align, apd, median_scale
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
+from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.train.heldout import HELDOUT_SEED, oracle_motion_tracks, training_record
 from st4r_lite.world.render import generate_clips
 from st4r_lite.world.scene import WORLD_VERSION
@@ -168,7 +169,7 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
               seed: int = HELDOUT_SEED) -> dict:
     """Score ``model`` and its two peers on ``num_clips`` held-out clips; returns the JSON-ready scorecard
     {"settings", "methods": {model, static, combinational, oracle_motion: numbers}, "targets": {name: {value, met}},
-    "beats_peers": {...}, "per_clip": [...]}."""
+    "beats_peers": {...}, "paired_gaps": {peer: {key: mean, low, high}}, "per_clip": [...]}."""
     H, W = model.config.img_size
     clips = generate_clips(num_clips, frames=frames, height=H, width=W, domain="pretrain", seed=seed)
     per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
@@ -202,10 +203,12 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
              for peer in ("static", "combinational") for k in ("apd", "apd_dynamic")}
     per_clip = [{"clip": clips.seeds[b], **{name: _row(per_method[name][b]) for name in METHODS}}
                 for b in range(num_clips)]
+    gaps = {peer: {k: _paired_gap([c["model"][k] - c[peer][k] for c in per_clip]) for k in ("apd", "apd_dynamic")}
+            for peer in ("static", "combinational")}
     return {"settings": {"world_version": WORLD_VERSION, "domain": "pretrain", "num_clips": num_clips,
                          "frames": frames, "seed": seed, "image_hw": [H, W], "query_stride": query_stride,
                          "alignment": "median", "dynamic": "max_t |gt_t - gt_0| > 0.05 m"},
-            "methods": methods, "targets": targets, "beats_peers": beats,
+            "methods": methods, "targets": targets, "beats_peers": beats, "paired_gaps": gaps,
             "recon_by_frame": {k: [round(float(v), 2) for v in torch.tensor([f[k] for f in by_frame]).nanmean(0)]
                                for k in ("world", "scale", "pose", "shape")},
             "anchor_depth_by_patch": {g: {"pixels": int(sum(e.numel() for e in errs)),
@@ -215,6 +218,13 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
             "anchor_depth_slope": {"median": round(float(torch.tensor(slopes).median()), 4),
                                    "per_clip": [round(x, 4) for x in slopes]},
             "per_clip": per_clip}
+
+
+def _paired_gap(diffs: list) -> dict:
+    """Mean of per-clip differences model − peer and its Student-t 95 % interval over the clips (NaNs dropped)."""
+    d = [x for x in diffs if x is not None and x == x]
+    low, high = paired_interval(d)
+    return {"mean": round(sum(d) / max(len(d), 1), 2), "low": round(low, 2), "high": round(high, 2), "clips": len(d)}
 
 
 def format_scorecard(card: dict) -> str:
@@ -228,6 +238,9 @@ def format_scorecard(card: dict) -> str:
         lines.append(f"  [{'x' if t['met'] else ' '}] {name}: {t['value']}")
     for name, ok in card["beats_peers"].items():
         lines.append(f"  [{'x' if ok else ' '}] {name}")
+    for peer, keys in card.get("paired_gaps", {}).items():
+        lines.append(f"  model − {peer} per clip (mean [95 % interval]): " + ", ".join(
+            f"{k} {g['mean']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]" for k, g in keys.items()))
     if "recon_by_frame" in card:
         for k, row in card["recon_by_frame"].items():
             lines.append(f"  recon APD by frame ({k}): " + " ".join(f"{v:.0f}" for v in row))

@@ -57,6 +57,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--motion-weight", type=float, default=None,
                    help="add W x L_motion, the error of every anchor pixel's motion from the self-pair's track, "
                    "static pixels included (default 0 = off)")
+    p.add_argument("--match-weight", type=float, default=None,
+                   help="add W x L_match: the track branch's head-0 cross-attention taught the true correspondent "
+                   "token of every anchor patch in frame k (default 0 = off)")
     p.add_argument("--init", default=None,
                    help="fine-tune: start from these weights (a training checkpoint such as runs/tiny_v2.pt, a model "
                    "file such as data/tiny.pt, or a released name) with a fresh optimiser and schedule")
@@ -198,6 +201,7 @@ def run_pretrain_cli(args) -> str:
                  "dynamic_factor": getattr(args, "dynamic_factor", None), "init": getattr(args, "init", None),
                  "dynamic_regression": getattr(args, "dynamic_regression", None),
                  "motion_weight": getattr(args, "motion_weight", None),
+                 "match_weight": getattr(args, "match_weight", None),
                  "pixel_refine": getattr(args, "pixel_refine", None),
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None)}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})

@@ -44,10 +44,11 @@ from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.model.network import build_model
 from st4r_lite.model.pairs import PairRunner, predict_video
 from st4r_lite.runtime import atomic_write
+from st4r_lite.train.correspondence import patch_correspondence
 from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.train.loop import TRAIN_SEED_BASE, clip_pairs, weights_of
 from st4r_lite.train.losses import PretrainLoss
-from st4r_lite.world.render import generate_clips, project_tracks
+from st4r_lite.world.render import generate_clips
 
 OVERFIT_SEED = TRAIN_SEED_BASE + 123_456   # a clip from the training range, never a held-out one
 OVERFIT_FRAMES, OVERFIT_GAP = 8, 2.0       # one batch: 2 clips x 8 frames = 16 pairs, frames 2 time units apart
@@ -172,8 +173,8 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
     if max(others) >= T:
         raise InputError(f"frames {others} need clips of more than {max(others)} frames, got {T}")
     h, w = H // p, W // p
-    uv, _, inside = project_tracks(clips)
-    ys, xs = torch.arange(h) * p + p // 2, torch.arange(w) * p + p // 2
+    targets, visible, same = patch_correspondence(clips, p)            # (B, T, N) each
+    dynamic = rearrange(clips.track_dynamic[:, p // 2::p, p // 2::p][:, :h, :w], "b h w -> b (h w)")
     captured: list[tuple] = []
     hooks = [blk.cross_attn.register_forward_pre_hook(lambda mod, args: captured.append((mod, args)))
              for blk in model.dec_blocks]
@@ -183,14 +184,9 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
             for k in others:
                 captured.clear()
                 model(clips.rgb[b, :1] * 2 - 1, clips.rgb[b, k:k + 1] * 2 - 1)
-                sub_uv = uv[b, k][ys][:, xs]                                  # (h, w, 2) where anchor centres went
-                ok = (inside[b, k] & clips.track_visible[b, k])[ys][:, xs]
-                col = (sub_uv[..., 0] / p).floor().long().clamp(0, w - 1)
-                row = (sub_uv[..., 1] / p).floor().long().clamp(0, h - 1)
-                target = (row * w + col).flatten()                            # (N,) j*
-                ok = ok.flatten()
-                here = torch.arange(h * w)
-                moving = clips.track_dynamic[b][ys][:, xs].flatten() & (target != here) & ok
+                target, ok = targets[b, k], visible[b, k]                      # (N,) j*, visible in frame k
+                row, col = target // w, target % w
+                moving = dynamic[b] & ~same[b, k] & ok
                 for layer, (mod, (query, key, _, qpos, kpos)) in enumerate(captured):
                     q, kk = mod.queries_keys(query, key, qpos, kpos)
                     heads = torch.softmax(q @ kk.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)[0]   # (nh, N, M)
@@ -198,9 +194,9 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
                     st["head_hit"] = st["head_hit"] + ((heads.argmax(-1) == target) & ok).sum(-1)  # (nh,)
                     best = heads.mean(0).argmax(-1)
                     hit = best == target
-                    near = ((best // w - row.flatten()).abs() <= 1) & ((best % w - col.flatten()).abs() <= 1)
+                    near = ((best // w - row).abs() <= 1) & ((best % w - col).abs() <= 1)
                     for key, mask in (("hit", hit & ok), ("near", near & ok), ("moved_hit", hit & moving),
-                                      ("moved", moving), ("same", (target == here) & ok), ("n", ok)):
+                                      ("moved", moving), ("same", same[b, k] & ok), ("n", ok)):
                         st[key] += int(mask.sum())
     finally:
         for hook in hooks:

@@ -43,7 +43,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -60,6 +60,7 @@ from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write, command_line
 from st4r_lite.train import heldout
 from st4r_lite.train.checkpoint import TRAIN_FORMAT, load_train_checkpoint
+from st4r_lite.train.correspondence import AttentionRecorder, match_loss, patch_correspondence
 from st4r_lite.train.distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed
 from st4r_lite.train.losses import PairTargets, PretrainLoss
 from st4r_lite.train.schedule import frame_gap_at, make_optimizer
@@ -91,6 +92,8 @@ class TrainConfig:
     dynamic_factor: float = 5.0  # moving pixels' C := factor · max C(static) (released code); 0 switches it off
     dynamic_regression: float = 0.0  # + w · mean ‖X̂ − X̄‖ over moving pixels (train.losses); 0 = off
     motion_weight: float = 0.0  # + w · L_motion: every anchor pixel's motion from the self-pair (train.losses); 0 = off
+    match_weight: float = 0.0   # + w · L_match: the track branch's head-0 cross-attention taught the true
+                                # correspondent token (train.correspondence); 0 = off
     init: str = ""              # start from these weights (a training checkpoint, a model file or a released
                                 # name) with a fresh optimiser and schedule: fine-tuning; "" = random init
     pixel_refine: int = 0       # width of the heads' image-guided refinement (ModelConfig.pixel_refine); 0 = the
@@ -109,8 +112,8 @@ class TrainConfig:
             raise InputError(f"warmup must be ≥ 0, got {self.warmup}")
         if self.dynamic_regression < 0:
             raise InputError(f"dynamic_regression must be ≥ 0, got {self.dynamic_regression}")
-        if self.motion_weight < 0:
-            raise InputError(f"motion_weight must be ≥ 0, got {self.motion_weight}")
+        if self.motion_weight < 0 or self.match_weight < 0:
+            raise InputError(f"motion_weight and match_weight must be ≥ 0, got {self.motion_weight}, {self.match_weight}")
         if self.dynamic_factor < 0:
             raise InputError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
         if self.refine_lr_mult <= 0:
@@ -322,6 +325,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         bar = tqdm(total=stop, initial=state.step, desc="pretrain", unit="step", dynamic_ncols=True)
     window: dict[str, list[float]] = {}
     t_window, pairs_window, result = time.perf_counter(), 0, {}
+    recorder, patch = (AttentionRecorder(model.dec_blocks) if cfg.match_weight else None), model.config.patch_size
     model.train()
     while state.step < stop:
         t0 = time.perf_counter()
@@ -333,6 +337,10 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = runner(frames)
         terms = loss_fn(pred, targets, frames=cfg.frames)
+        if recorder is not None:   # + w · L_match on the attention this forward recorded
+            target, visible, _ = (rearrange(x, "b s n -> (b s) n") for x in patch_correspondence(clip, patch))
+            match = match_loss(recorder.take(), target, visible)
+            terms = replace(terms, total=terms.total + cfg.match_weight * match, match=match.detach())
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

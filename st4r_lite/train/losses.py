@@ -83,6 +83,7 @@ class LossTerms:
     recon_err: torch.Tensor
     track_err_dynamic: torch.Tensor
     motion: torch.Tensor | None = None
+    match: torch.Tensor | None = None   # L_match (train.correspondence), added by the loop when match_weight > 0
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(getattr(self, k).detach()) for k in self.__dataclass_fields__

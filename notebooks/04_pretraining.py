@@ -402,7 +402,7 @@ else:
 # %% [markdown]
 # Read it: with perfect motion the model would reach about 50 on moving points, +8 over static — at the project's
 # first bar (≥ 50) but far below the second (≥ static + 15), before any motion is learned. The moving objects' anchor depth is the
-# limit, and most of their pixels sit in patches an edge crosses, where the error is about twice that inside an
+# limit, and most of their pixels sit in patches an edge crosses, where the error is about 1.4 times that inside an
 # object.
 
 # %% [markdown]
@@ -437,8 +437,8 @@ if recorded_probe.is_file():
 # that): the heads and the loss carry object motion as soon as the network knows where the object went — on a
 # batch it has memorised. On new clips it does not know: finding an anchor pixel's object in frame t
 # (correspondence) is what 154k pairs did not teach. The cross-attention lines say the same from inside: the
-# track branch's attention peaks on the token its patch moved to about as rarely as chance (recorded: 4 % at
-# best, against 49 % for "the same position"). DUSt3R-family networks learn correspondence first, by
+# track branch's attention peaks on the token its patch moved to hardly more often than chance (recorded: 4 % at
+# best, chance 1 %, against 49 % for "the same position"). DUSt3R-family networks learn correspondence first, by
 # cross-view completion pretraining (CroCo), before they see a single pointmap.
 # Teaching the attention to match directly (`st4r-lite pretrain --match-weight 0.05`, 1200 steps; README) makes
 # head 0 peak on the true token for 52 % of the tokens (19–28 % of the moved object tokens), but R² stays at

@@ -327,9 +327,9 @@ if sens.is_file():
 #   on the mono-depth pseudo-label (no ground truth) about 10.
 # - **The gain is mostly re-anchoring's.** With it the default recipe gains about +13 APD on those 12 clips (interval
 #   above zero); the same 15 steps without it about +2.4. On the three clips of the tables above (the model's best)
-#   the median-aligned APD on all points stays level while moving points, EPE and the similarity-aligned APD
+#   the median-aligned APD on all points falls a little (−1.7, within noise) while moving points, EPE and the similarity-aligned APD
 #   improve a lot ("steps only" against the others in the sensitivity table). On a clip made harder on purpose
-#   (objects 1.6× their size, `adapt_curve --shift size_scale=1.6`) it gains about +20 on every clip.
+#   (objects 1.6× their size, `adapt_curve --shift size_scale=1.6`) it gains on every clip, about +20 on average.
 # - **L_traj is the loss change that hurts most**: it reprojects the tracks through cameras solved by PnP from the
 #   model's own recon maps, and pushes the cameras' error into the tracks ("with L_traj 0.5"). Even through the
 #   *true* cameras it cannot fix depth: a reprojection constrains 2 of 3 coordinates.

@@ -4,7 +4,7 @@ PIP = $(PYTHON) -m pip
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.py))
 OUT ?= out
 
-.PHONY: help install install-dev demo test test-full test-fast notebooks check-notebooks lint slides tiny-checkpoint tiny-records notebook-timings clean
+.PHONY: help install install-dev demo test test-full test-fast notebooks check-notebooks lint slides tiny-checkpoint tiny-records adapt-records notebook-timings clean
 
 help:
 	@echo "make demo   - install what is needed, then run the main job on the embedded synthetic world"
@@ -12,6 +12,7 @@ help:
 	@echo "make test-full - the same with the notebooks in full mode (ST4R_QUICK=0: 30+ minutes on a CPU)"
 	@echo "make notebooks - regenerate notebooks/*.ipynb from their jupytext .py sources"
 	@echo "make slides - build the reveal.js deck in slides/ from the recorded results"
+	@echo "make tiny-checkpoint / tiny-records / adapt-records - retrain data/tiny.pt (~2.7 h) and re-record its numbers"
 
 install:
 	$(PIP) install -q -e .
@@ -95,6 +96,36 @@ tiny-records:
 	$(PYTHON) -m st4r_lite.studies.scorecard data/tiny.pt --train-ckpt $(TINY_RUN3) --json data/tiny_scorecard.json
 	$(PYTHON) -m st4r_lite.studies.ceiling --model data/tiny.pt --frames 8 16 --json data/quality_ceiling.json
 	$(PYTHON) -m st4r_lite.studies.motion_probe data/tiny.pt $(TINY_RUN) $(TINY_RUN2) --json data/motion_probe.json
+
+# The adaptation and ablation records of the shipped checkpoint (about 1 hour on this CPU; each file keeps its command).
+S12 = 600000,600001,600002,600003,600004,600005,600006,600007,600008,600009,600010,600011
+ABLATION = ablation --benchmark worldtrack-lite --domain wild --seeds 0,1,2 \
+	--variants none,baseline,mask,sigma,robust,oracle_mask,conf_sigma --peers static,combinational \
+	--tracker sim-latch --depth sim --query-stride 4 --max-seqs 3
+adapt-records:
+	$(PYTHON) -m st4r_lite.cli study static_vs_moving --checkpoint data/tiny.pt --seeds 0-29 --json data/static_vs_moving.json
+	$(PYTHON) -m st4r_lite.studies.adapt_ceiling --checkpoint data/tiny.pt --first-seed 600000 --num-clips 12 \
+		--taus 0,0.05,0.1,0.15,0.2 --json data/adapt_ceiling.json
+	$(PYTHON) -m st4r_lite.studies.adapt_ceiling --checkpoint data/tiny.pt --first-seed 610000 --num-clips 12 \
+		--taus 0,0.05,0.1,0.15,0.2 --json data/adapt_ceiling_tau_selection.json
+	$(PYTHON) -m st4r_lite.studies.adapt_curve --checkpoint data/tiny.pt --steps 0,15 --seeds $(S12) --json data/adapt_curve_default.json
+	$(PYTHON) -m st4r_lite.studies.adapt_curve --checkpoint data/tiny.pt --steps 0,15 --seeds $(S12) --set reanchor=false \
+		--json data/adapt_curve_steps_only.json
+	$(PYTHON) -m st4r_lite.studies.adapt_curve --checkpoint data/tiny.pt --set lr=1e-4 --json data/adapt_curve_quick.json
+	$(PYTHON) -m st4r_lite.studies.adapt_curve --checkpoint data/tiny.pt --steps 0,15 --set align_where=recon_confident \
+		--json data/adapt_curve_recon_confident.json
+	$(PYTHON) -m st4r_lite.studies.adapt_curve --checkpoint data/tiny.pt --steps 0,15,30 --shift size_scale=1.6 \
+		--json data/adapt_curve_shift_size.json
+	$(PYTHON) -m st4r_lite.studies.adapt_curve --checkpoint data/tiny.pt --steps 0,15,30 --shift size_scale=1.6 --set lr=1e-4 \
+		--json data/adapt_curve_shift_size_lr1e-4.json
+	$(PYTHON) -m st4r_lite.studies.adapt_curve --checkpoint data/tiny.pt --seeds 600000,600001,600002 --steps 0,10,30 \
+		--set cameras=gt --set w_traj=1 --set w_align=0 --set w_depth=0 --set lr=1e-5 --set reanchor=false \
+		--json data/adapt_curve_truecam.json
+	$(PYTHON) -m st4r_lite.studies.adapt_compare --trackers sim-latch --seeds 600000,600001,600002 --out data/adapt_variants_quick.json
+	$(PYTHON) -m st4r_lite.studies.adapt_compare --sensitivity --seeds 600000,600001,600002 --out data/adapt_sensitivity_quick.json
+	$(PYTHON) -m st4r_lite.studies.adapt_compare --sensitivity --seeds $(S12) --out data/adapt_sensitivity_12.json
+	$(PYTHON) -m st4r_lite.cli $(ABLATION) --steps 30 --lr 0.0001 --no-reanchor --out data/ablation_quick
+	$(PYTHON) -m st4r_lite.cli $(ABLATION) --out data/ablation_quick_default
 
 clean:
 	rm -rf $(OUT) .pytest_cache build dist *.egg-info

@@ -47,6 +47,11 @@ def test_match_loss_trains_the_attention_towards_the_true_token():
     recorder.close()
     model(img[:1], img[:1])
     assert recorder.take() == []
+    probe = AttentionRecorder(model.dec_blocks, grad_only=False)      # a probe under no_grad records every call
+    with torch.no_grad():
+        model(img[:1], img[:1])
+    assert len(probe.take()) == len(model.dec_blocks)
+    probe.close()
     assert float(match_loss([], target, valid)) == 0.0
 
 

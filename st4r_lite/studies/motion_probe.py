@@ -44,7 +44,7 @@ from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.model.network import build_model
 from st4r_lite.model.pairs import PairRunner, predict_video
 from st4r_lite.runtime import atomic_write
-from st4r_lite.train.correspondence import patch_correspondence
+from st4r_lite.train.correspondence import AttentionRecorder, patch_correspondence
 from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.train.loop import TRAIN_SEED_BASE, clip_pairs, weights_of
 from st4r_lite.train.losses import PretrainLoss
@@ -175,19 +175,16 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
     h, w = H // p, W // p
     targets, visible, same = patch_correspondence(clips, p)            # (B, T, N) each
     dynamic = rearrange(clips.track_dynamic[:, p // 2::p, p // 2::p][:, :h, :w], "b h w -> b (h w)")
-    captured: list[tuple] = []
-    hooks = [blk.cross_attn.register_forward_pre_hook(lambda mod, args: captured.append((mod, args)))
-             for blk in model.dec_blocks]
+    recorder = AttentionRecorder(model.dec_blocks, grad_only=False)
     stats = [dict(hit=0, near=0, moved_hit=0, moved=0, same=0, n=0, head_hit=0) for _ in model.dec_blocks]
     try:
         for b in range(B):
             for k in others:
-                captured.clear()
                 model(clips.rgb[b, :1] * 2 - 1, clips.rgb[b, k:k + 1] * 2 - 1)
                 target, ok = targets[b, k], visible[b, k]                      # (N,) j*, visible in frame k
                 row, col = target // w, target % w
                 moving = dynamic[b] & ~same[b, k] & ok
-                for layer, (mod, (query, key, _, qpos, kpos)) in enumerate(captured):
+                for layer, (mod, (query, key, _, qpos, kpos)) in enumerate(recorder.take()):
                     q, kk = mod.queries_keys(query, key, qpos, kpos)
                     heads = torch.softmax(q @ kk.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)[0]   # (nh, N, M)
                     st = stats[layer]
@@ -199,8 +196,7 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
                                       ("moved", moving), ("same", same[b, k] & ok), ("n", ok)):
                         st[key] += int(mask.sum())
     finally:
-        for hook in hooks:
-            hook.remove()
+        recorder.close()
     return [{"layer": i + 1, "hit": round(st["hit"] / max(st["n"], 1), 4), "hit_near": round(st["near"] / max(st["n"], 1), 4),
              "moved_hit": round(st["moved_hit"] / st["moved"], 4) if st["moved"] else float("nan"),
              "moved_tokens": st["moved"], "same_position": round(st["same"] / max(st["n"], 1), 4),

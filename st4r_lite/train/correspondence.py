@@ -52,15 +52,18 @@ def patch_correspondence(clip, patch: int) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 class AttentionRecorder:
-    """Records the inputs (query, key, value, qpos, kpos) of every block's ``cross_attn`` in ``blocks`` while
-    gradients are on; :meth:`take` returns them in call order and clears. ``close`` removes the hooks."""
+    """Records the inputs (query, key, value, qpos, kpos) of every block's ``cross_attn`` in ``blocks``: only while
+    gradients are on when ``grad_only`` (training: the held-out checks between steps are left out), else every
+    call (a probe under ``torch.no_grad``). :meth:`take` returns them in call order and clears; ``close`` removes
+    the hooks."""
 
-    def __init__(self, blocks) -> None:
+    def __init__(self, blocks, grad_only: bool = True) -> None:
         self.calls: list[tuple] = []
+        self.grad_only = grad_only
         self._hooks = [blk.cross_attn.register_forward_pre_hook(self._record) for blk in blocks]
 
     def _record(self, module, args) -> None:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not self.grad_only:
             self.calls.append((module, args))
 
     def take(self) -> list[tuple]:

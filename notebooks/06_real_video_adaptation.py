@@ -323,8 +323,8 @@ if sens.is_file():
 #
 # - **What limits the tracks is the anchor's geometry, not the motion.** `python -m st4r_lite.studies.adapt_ceiling`
 #   (`data/adapt_ceiling.json`, 12 wild clips) makes one part true at a time: the true motion on the model's own
-#   frame 0 adds about 4 APD points, the true anchor depth under the model's own motion about 18, and re-anchoring
-#   on the mono-depth pseudo-label (no ground truth) about 10.
+#   frame 0 adds about 3.5 APD points, the true anchor depth under the model's own motion about 19, and re-anchoring
+#   on the mono-depth pseudo-label (no ground truth) about 14.
 # - **The gain is mostly re-anchoring's.** With it the default recipe gains about +13 APD on those 12 clips (interval
 #   above zero); the same 15 steps without it about +2.4. On the three clips of the tables above (the model's best)
 #   the median-aligned APD on all points falls a little (−1.7, within noise) while moving points, EPE and the similarity-aligned APD

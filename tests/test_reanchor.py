@@ -3,6 +3,7 @@ and its place in the adaptation loop."""
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from st4r_lite.adapt.config import AdaptConfig
@@ -121,3 +122,30 @@ def test_adapt_ceiling_cli_adds_the_tolerance_rows(tmp_path):
     doc = json.loads(out.read_text())
     assert {"reanchored tau=0", "reanchored tau=0.5"} <= set(doc["rows"]) and "--taus 0,0.5" in doc["command"]
     assert set(doc["vs_none"]) == set(doc["rows"]) - {"none"} and len(doc["rows"]["none"]["per_clip"]) == 2
+
+
+def test_adapt_ceiling_none_row_is_the_score_the_adaptation_studies_give():
+    """The ceiling's `none` row is adapt_curve's step-0 score (same tracks, every pixel), and its `reanchored` row is
+    what the adaptation gives after re-anchoring alone (0 steps: same mono-depth pseudo-label, same tolerance)."""
+    from st4r_lite.eval.adaptation import VideoWithTruth, adapt_and_score, evaluate_tracks
+    from st4r_lite.model import resolve
+    from st4r_lite.model.pairs import predict_video
+    from st4r_lite.studies.adapt_ceiling import adapt_ceiling
+    from st4r_lite.world.render import generate_clips
+
+    torch.manual_seed(0)
+    model = resolve.load("fresh:tiny").float().eval()
+    seeds = (610000, 610001)
+    rows = adapt_ceiling(model, seeds, frames=4)["rows"]
+    for seed, got in zip(seeds, rows["none"]["per_clip"]):
+        clip = generate_clips(1, frames=4, height=64, width=96, domain="wild", seed=seed)
+        with torch.no_grad():
+            track = predict_video(model, clip.rgb[0] * 2 - 1).track
+        vid = VideoWithTruth.from_clip(clip, 0)
+        assert got == pytest.approx(evaluate_tracks(track, vid.gt)["median"]["apd"], abs=0.01)
+        cfg = replace(AdaptConfig(), steps=0)
+        labels = make_provider("sim", "sim", ground_truth=vid.gt, seed=cfg.seed)(vid.video, vid.queries(cfg.query_stride))
+        res = adapt_and_score(model, vid, labels, cfg)
+        assert isinstance(res.metrics["reanchor"], dict), res.metrics["reanchor"]   # re-anchoring ran
+        assert rows["reanchored"]["per_clip"][seeds.index(seed)] == pytest.approx(
+            res.metrics["tracking"]["median"]["apd"], abs=0.01)

@@ -444,7 +444,7 @@ if recorded_probe.is_file():
 # head 0 peak on the true token for 52 % of the tokens (19–28 % of the moved object tokens), but R² stays at
 # −0.07: matching is necessary, not sufficient — the track head must also learn to use the match.
 #
-# How far do the objects actually move on the 8 × 8 token grid? `studies.match_resolution` projects each moving
+# How far do the objects actually move on the grid of 8 × 8-pixel tokens? `studies.match_resolution` projects each moving
 # point's frame-0 position with camera k (the camera's motion taken out) and asks plain matchers for the true token.
 
 # %%
@@ -459,8 +459,8 @@ for name, m in match_resolution.token_matching(model, probe_clips).items():
 
 # %% [markdown]
 # Recorded on 8 clips (`data/match_resolution.json`): 0.64 of a token by frame 8 and 1.2 by frame 15, while the
-# points travel 0.26 and 0.47 m. The true token of a moved patch is mostly itself or a neighbour, decided by a
-# sub-token shift: raw pixels find it 14 % of the time, the encoder's features 23 % — no better than the trained
+# points travel 0.26 and 0.47 m. The true token of a moved patch is mostly a neighbour of its own position, decided
+# by a sub-token shift: raw pixels find it 14 % of the time, the encoder's features 23 % — no better than the trained
 # attention. Motion this small must be read *between* tokens (a finer grid, or a soft position rather than a
 # token), which is the next design change README "Results" names.
 

@@ -26,7 +26,7 @@ class AdaptConfig:
       than ``reanchor_tau`` move to it along their rays, every frame's track with them (``adapt.reanchor``). On the
       `wild` clips the anchor's geometry, not the motion, limits the tiny model's tracks
       (``studies.adapt_ceiling``), and the steps alone do not carry the mono-depth into the tracks; this is where
-      the measured gain comes from (+12.3 APD on 12 wild clips with the steps, +1.6 without re-anchoring).
+      the measured gain comes from (+13.2 APD on 12 wild clips with the steps, +2.4 without re-anchoring).
     - ``w_traj = 0``: L_traj compares reprojections through cameras solved from the model's own recon maps; their
       error (ATE ~0.1 m on 5 m rooms) is pushed into the tracks. L_align asks the same of the tracks in 3D
       (track_j(p) = recon_j(x̃_j)) without any camera.

@@ -4,7 +4,7 @@ Dimension letters: T frames (pairs (anchor 0, j)), H image rows, W image columns
 
 Why (measured, ``studies.adapt_ceiling``): on the `wild` videos the tiny model's tracks are limited by where it
 puts the anchor frame's points, not by their motion. Its own frame-0 tracks moved by the *true* motion gain about
-4 APD points; its own motion added to the *true* anchor depth gains about 21. The adaptation's
+3.5 APD points; its own motion added to the *true* anchor depth gains about 19 (12 recorded clips). The adaptation's
 gradient steps reach the anchor only through L_depth on the recon maps and then L_align, a few small steps
 away, and do not carry the mono-depth into the tracks. Re-anchoring does it in closed form, from the same
 pseudo-labels (no ground truth):
@@ -21,8 +21,9 @@ depth where the two agree within it, so re-anchoring corrects the model's large 
 misjudged room) without importing the mono-depth's small ones where the model was already right. Chosen on
 `wild` clips 610000-610011, none of the recorded ones (``python -m st4r_lite.studies.adapt_ceiling --first-seed
 610000 --taus 0,0.05,0.1,0.15,0.2``, data/adapt_ceiling_tau_selection.json): τ = 0 / 0.05 / 0.1 / 0.15 / 0.2 gained
-+17.1 / +17.1 / +15.5 / +12.6 / +10.4 APD before any adaptation step; 0.05 ties with 0 and keeps the model where the
-two agree. On the recorded clips 600000-600011 (data/adapt_ceiling.json): +12.3 / +13.1 / +13.1 / +11.8 / +9.7.
++22.1 / +21.1 / +17.7 / +15.0 / +13.0 APD before any adaptation step (every pixel scored; τ = 0 against 0.05:
++1.0 [−0.1, +2.1], within noise), so 0.05, which keeps the model where the two agree, stays. On the recorded clips
+600000-600011 (data/adapt_ceiling.json): +12.8 / +13.9 / +12.5 / +12.8 / +12.2.
 Pixels without a valid mono-depth (0, non-finite), with a non-finite anchor point or a point behind the camera keep
 their track. One median scale per video: the re-anchored map has the model's scale, so nothing downstream changes
 units. The mono-depth is taken as known up to scale (MoGe-like); an affine one (MiDaS-like, with an unknown

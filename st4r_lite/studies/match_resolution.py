@@ -19,8 +19,9 @@ To track a moving object the track branch must find, in frame k, where each anch
                    ``motion_probe.attention_correspondence`` counts them, so the trained attention's hit rates
                    recorded there compare directly)
 
-If objects shift by about a token over many frames and even the raw pixels find the true token rarely, the token
-grid, not the training, bounds how well attention can follow objects: the motion has to be read below one token.
+If objects shift by about a token over many frames and the raw pixels, the encoder and the trained attention all
+find the true token about as rarely, token-level matching is what makes following objects hard on this grid (not
+a proof that a learned matcher could not do better): the motion has to be read below one token.
 
     python -m st4r_lite.studies.match_resolution --checkpoint data/tiny.pt --json data/match_resolution.json
 """
@@ -55,10 +56,14 @@ def object_shift(clips, others=OTHERS) -> list[dict]:
     "m_p90", "points"}]."""
     frozen = replace(clips, track_world=clips.track_world[:, :1].expand_as(clips.track_world))
     uv, _, inside = project_tracks(clips)                              # (B, T, H, W, 2), -, (B, T, H, W)
-    uv_frozen, _, _ = project_tracks(frozen)
+    uv_frozen, z_frozen, _ = project_tracks(frozen)                   # may fall outside the image: still a shift
     rows = []
     for k in others:
-        sel = (inside & clips.track_visible)[:, k] & clips.track_dynamic      # (B, H, W)
+        sel = (inside & clips.track_visible & (z_frozen > 1e-6))[:, k] & clips.track_dynamic      # (B, H, W)
+        if not sel.any():
+            nan = float("nan")
+            rows.append({"frame": k, "px_median": nan, "px_p90": nan, "m_median": nan, "m_p90": nan, "points": 0})
+            continue
         px = (uv[:, k] - uv_frozen[:, k])[sel].norm(dim=-1)
         m = (clips.track_world[:, k] - clips.track_world[:, 0])[sel].norm(dim=-1)
         rows.append({"frame": k, "px_median": round(float(px.median()), 2), "px_p90": round(float(px.quantile(0.9)), 2),

@@ -40,7 +40,7 @@ from einops import rearrange
 
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
-from st4r_lite.train.correspondence import patch_correspondence
+from st4r_lite.train.correspondence import patch_correspondence, token_dynamic, within_one_token
 from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.world.render import generate_clips, project_tracks
 
@@ -89,9 +89,9 @@ def token_matching(model, clips, others=OTHERS) -> dict[str, dict]:
     p = model.config.patch_size
     B, T, _, H, W = clips.rgb.shape
     assert max(others) < T, f"frames {others} need clips of more than {max(others)} frames, got {T}"
-    h, w = H // p, W // p
+    w = W // p
     targets, visible, same = patch_correspondence(clips, p)            # (B, T, N) each
-    dynamic = rearrange(clips.track_dynamic[:, p // 2::p, p // 2::p][:, :h, :w], "b h w -> b (h w)")
+    dynamic = token_dynamic(clips, p)                                  # (B, N)
     counts = {name: dict(hit=0, near=0, moved_hit=0, moved_near=0, tokens=0, moved_tokens=0) for name in MATCHERS}
     for b in range(B):
         feats, _ = model.encode(clips.rgb[b].float() * 2 - 1)          # (T, N, C)
@@ -100,7 +100,7 @@ def token_matching(model, clips, others=OTHERS) -> dict[str, dict]:
             moving = dynamic[b] & ~same[b, k] & ok
             for name, j in _choices(model, clips, b, k, feats).items():
                 hit = j == target
-                near = ((j // w - target // w).abs() <= 1) & ((j % w - target % w).abs() <= 1)
+                near = within_one_token(j, target, w)
                 c = counts[name]
                 for key, mask in (("hit", hit & ok), ("near", near & ok), ("moved_hit", hit & moving),
                                   ("moved_near", near & moving), ("tokens", ok), ("moved_tokens", moving)):

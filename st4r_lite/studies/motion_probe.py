@@ -44,7 +44,12 @@ from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.model.network import build_model
 from st4r_lite.model.pairs import PairRunner, predict_video
 from st4r_lite.runtime import atomic_write
-from st4r_lite.train.correspondence import AttentionRecorder, patch_correspondence
+from st4r_lite.train.correspondence import (
+    AttentionRecorder,
+    patch_correspondence,
+    token_dynamic,
+    within_one_token,
+)
 from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.train.loop import TRAIN_SEED_BASE, clip_pairs, weights_of
 from st4r_lite.train.losses import PretrainLoss
@@ -174,7 +179,7 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
         raise InputError(f"frames {others} need clips of more than {max(others)} frames, got {T}")
     h, w = H // p, W // p
     targets, visible, same = patch_correspondence(clips, p)            # (B, T, N) each
-    dynamic = rearrange(clips.track_dynamic[:, p // 2::p, p // 2::p][:, :h, :w], "b h w -> b (h w)")
+    dynamic = token_dynamic(clips, p)                                  # (B, N)
     recorder = AttentionRecorder(model.dec_blocks, grad_only=False)
     stats = [dict(hit=0, near=0, moved_hit=0, moved=0, same=0, n=0, head_hit=0) for _ in model.dec_blocks]
     try:
@@ -182,7 +187,6 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
             for k in others:
                 model(clips.rgb[b, :1] * 2 - 1, clips.rgb[b, k:k + 1] * 2 - 1)
                 target, ok = targets[b, k], visible[b, k]                      # (N,) j*, visible in frame k
-                row, col = target // w, target % w
                 moving = dynamic[b] & ~same[b, k] & ok
                 for layer, (mod, (query, key, _, qpos, kpos)) in enumerate(recorder.take()):
                     q, kk = mod.queries_keys(query, key, qpos, kpos)
@@ -191,7 +195,7 @@ def attention_correspondence(model, clips, others: tuple[int, ...] = (1, 4, 8, 1
                     st["head_hit"] = st["head_hit"] + ((heads.argmax(-1) == target) & ok).sum(-1)  # (nh,)
                     best = heads.mean(0).argmax(-1)
                     hit = best == target
-                    near = ((best // w - row).abs() <= 1) & ((best % w - col).abs() <= 1)
+                    near = within_one_token(best, target, w)
                     for key, mask in (("hit", hit & ok), ("near", near & ok), ("moved_hit", hit & moving),
                                       ("moved", moving), ("same", same[b, k] & ok), ("n", ok)):
                         st[key] += int(mask.sum())

@@ -27,7 +27,7 @@ from einops import rearrange
 
 from st4r_lite.world.render import project_tracks
 
-__all__ = ["patch_correspondence", "AttentionRecorder", "match_loss"]
+__all__ = ["patch_correspondence", "token_dynamic", "within_one_token", "AttentionRecorder", "match_loss"]
 
 
 def patch_correspondence(clip, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,6 +49,17 @@ def patch_correspondence(clip, patch: int) -> tuple[torch.Tensor, torch.Tensor, 
     target = rearrange(row * w + col, "b s h w -> b s (h w)")
     here = torch.arange(h * w, device=target.device)
     return target, rearrange(ok, "b s h w -> b s (h w)"), target == here
+
+
+def token_dynamic(clip, patch: int) -> torch.Tensor:
+    """(B, N) bool: the anchor token's centre pixel lies on a moving object (``clip.track_dynamic``)."""
+    h, w = clip.rgb.shape[-2] // patch, clip.rgb.shape[-1] // patch
+    return rearrange(clip.track_dynamic[:, patch // 2::patch, patch // 2::patch][:, :h, :w], "b h w -> b (h w)")
+
+
+def within_one_token(chosen: torch.Tensor, target: torch.Tensor, w: int) -> torch.Tensor:
+    """Tokens ``chosen`` and ``target`` (same shape, row · w + col) at Chebyshev distance ≤ 1 on a grid w wide."""
+    return ((chosen // w - target // w).abs() <= 1) & ((chosen % w - target % w).abs() <= 1)
 
 
 class AttentionRecorder:

@@ -391,3 +391,38 @@ def test_cli_stop_at_stops_inside_the_schedule(tmp_path):
     assert rc == 0
     blob = load_train_checkpoint(out)
     assert blob["state"]["step"] == 1 and blob["train_config"]["steps"] == 3
+
+
+def test_world_shift_trains_on_the_candidate_world_and_resumes_exactly(tmp_path):
+    """pretrain --shift: the clips (and the held-out check) come from the shifted world; the shift is stored in
+    the checkpoint, so --resume continues bit for bit, and a resume without it is refused."""
+    shift = {"depth_range": (1.2, 2.6), "object_speed": 1.5}
+    cfg = TrainConfig(steps=2, world_shift=shift, **SMALL)
+    assert cfg.world_shift == {"depth_range": [1.2, 2.6], "object_speed": 1.5}  # lists survive the checkpoint
+    assert cfg.shift() == shift and TrainConfig(**SMALL).shift() is None
+    full = pretrain(cfg, tmp_path / "full.pt", progress=False, final_eval=False)
+    pretrain(cfg, tmp_path / "half.pt", stop_at=1, progress=False, final_eval=False)
+    resumed = pretrain(cfg, tmp_path / "half.pt", resume=True, progress=False, final_eval=False)
+    assert resumed["weights_digest"] == full["weights_digest"]
+    plain = pretrain(TrainConfig(steps=2, **SMALL), tmp_path / "plain.pt", progress=False, final_eval=False)
+    assert plain["weights_digest"] != full["weights_digest"]  # other clips, another update
+    with pytest.raises(ValueError, match="different settings"):
+        pretrain(TrainConfig(steps=2, **SMALL), tmp_path / "half.pt", resume=True, progress=False, final_eval=False)
+    with pytest.raises(InputError, match="unknown domain setting 'bogus'"):
+        TrainConfig(world_shift={"bogus": 1.0})
+
+
+def test_cli_shift_reaches_the_config_and_bad_ones_are_user_errors(tmp_path, capsys):
+    from st4r_lite.cli import main
+
+    out = tmp_path / "s.pt"
+    rc = main(["pretrain", "--steps", "1", "--batch", "1", "--frames", "2", "--out", str(out), "--no-progress",
+               "--shift", "depth_range=1.2:2.6", "--shift", "object_speed=1.5"])
+    assert rc == 0
+    saved = TrainConfig.from_dict(loop.load_train_checkpoint(out)["train_config"])
+    assert saved.world_shift == {"depth_range": [1.2, 2.6], "object_speed": 1.5}
+    for bad, word in (("speedy=2", "unknown domain setting"), ("depth_range=2", "is a range"),
+                      ("object_speed", "expected KEY=NUMBER")):
+        rc = main(["pretrain", "--steps", "1", "--out", str(tmp_path / "b.pt"), "--no-progress", "--shift", bad])
+        assert rc == 2
+        assert word in capsys.readouterr().err

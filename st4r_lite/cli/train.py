@@ -16,6 +16,7 @@ from st4r_lite.runtime import atomic_write, check_writable, hardware_info, pick_
 from st4r_lite.studies import bench, reference_compare
 from st4r_lite.train import heldout
 from st4r_lite.train.loop import TrainConfig, export_weights, pretrain
+from st4r_lite.world.scene import parse_shift
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +69,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    "patch; default 0 = the preset's heads); with --init from weights without one, it starts at zero")
     p.add_argument("--refine-lr-mult", type=float, default=None,
                    help="learning rate of the pixel refinement = --lr x this (default 1)")
+    p.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
+                   help="train (and check) on a candidate world: a DomainConfig field changed, e.g. --shift "
+                   "depth_range=1.2:2.6 (repeatable; stored in the checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_pretrain)
 
@@ -203,7 +207,8 @@ def run_pretrain_cli(args) -> str:
                  "motion_weight": getattr(args, "motion_weight", None),
                  "match_weight": getattr(args, "match_weight", None),
                  "pixel_refine": getattr(args, "pixel_refine", None),
-                 "refine_lr_mult": getattr(args, "refine_lr_mult", None)}
+                 "refine_lr_mult": getattr(args, "refine_lr_mult", None),
+                 "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")
     check_writable(args.out)

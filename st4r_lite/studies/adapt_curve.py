@@ -44,6 +44,7 @@ from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, to_jsonable
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.world.render import generate_clips
+from st4r_lite.world.scene import parse_shift
 
 __all__ = ["adaptation_curve", "geometry_errors", "summarise", "config_with", "domain_shift", "LOSSES"]
 
@@ -146,17 +147,8 @@ def config_with(changes: list[str]) -> AdaptConfig:
 
 def domain_shift(items: list[str]) -> dict:
     """``["size_scale=1.6", "fov_deg=68:75"]`` -> {"size_scale": 1.6, "fov_deg": (68.0, 75.0)} (checked when the
-    clips are rendered, by ``world.scene.shifted_config``)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            out[key.strip()] = tuple(float(v) for v in value.split(":")) if ":" in value else float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not key.strip():
-            raise InputError(f"--shift {item!r}: expected KEY=NUMBER or KEY=LO:HI")
-    return out
+    clips are rendered, by ``world.scene.shifted_config``); see ``world.scene.parse_shift``."""
+    return parse_shift(items)
 
 
 def main(argv=None) -> int:

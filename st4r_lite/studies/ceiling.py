@@ -41,6 +41,7 @@ from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
 from st4r_lite.train.heldout import HELDOUT_SEED, write_eval_json
 from st4r_lite.world.render import generate_clips
+from st4r_lite.world.scene import parse_shift
 
 LOG_AMBIGUITIES = (0.0, 0.1, 0.2, 0.3, 0.4)  # a: log f ~ U(-a, a); 0.39 = the sphere-size prior of the world
 DRAWS = 4                                   # random draws of the factors per clip and a (averaged)
@@ -161,9 +162,10 @@ def model_diagnostics(model, clip, chunk: int = 8) -> dict:
 
 
 def ceiling_report(model_path=None, frames=(8, 16), num_clips: int = 16, seed: int | None = None,
-                   height: int = 64, width: int = 96) -> dict:
+                   height: int = 64, width: int = 96, shift: dict | None = None) -> dict:
     """The table for each clip length (pretrain domain, the held-out seeds) and, with ``model_path``, the
-    model's diagnostics on the same clips. Returns a JSON-able dict."""
+    model's diagnostics on the same clips; ``shift``: a candidate world's changed DomainConfig fields
+    (``world.scene.shifted_config``). Returns a JSON-able dict."""
     seed = HELDOUT_SEED if seed is None else seed
     model = None
     if model_path is not None:
@@ -171,11 +173,12 @@ def ceiling_report(model_path=None, frames=(8, 16), num_clips: int = 16, seed: i
         height, width = model.config.img_size
     report = {"command": "python -m st4r_lite.studies.ceiling" + (f" --model {model_path}" if model_path else ""),
               "clips": {"domain": "pretrain", "num_clips": num_clips, "seed": seed, "image_hw": [height, width],
-                        "frame_gap": 1.0},
+                        "frame_gap": 1.0, "world_shift": shift or {}},
               "ambiguity": "per moving object, log f ~ U(-a, a); Y_t = C_t + f (X_t - C_t)",
               "by_frames": {}}
     for T in frames:
-        clip = generate_clips(num_clips, frames=T, height=height, width=width, domain="pretrain", seed=seed)
+        clip = generate_clips(num_clips, frames=T, height=height, width=width, domain="pretrain", seed=seed,
+                              shift=shift)
         moved = [rearrange(clip.track_world[b], "t h w c -> t (h w) c").double() for b in range(num_clips)]
         motion = torch.cat([(g - g[:1]).norm(dim=-1).amax(0)[track_metrics.dynamic_tracks(g)] for g in moved])
         entry = {"median_dynamic_motion_m": round(float(motion.median()), 3),
@@ -210,14 +213,17 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="clip lengths (default 8 16)")
     ap.add_argument("--num-clips", type=int, default=16)
     ap.add_argument("--json", default=None, help="write the report here (atomically)")
+    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
+                    help="a candidate world: a DomainConfig field changed (repeatable), e.g. --shift depth_range=1.2:2.6")
     args = ap.parse_args(argv)
     if min(args.frames) < 2 or args.num_clips < 1:
         ap.error("--frames must be ≥ 2 and --num-clips ≥ 1")
     torch.manual_seed(0)
-    report = ceiling_report(args.model, frames=tuple(args.frames), num_clips=args.num_clips)
-    if args.model is not None:
-        report["command"] = (f"python -m st4r_lite.studies.ceiling --model {args.model} --frames "
-                             f"{' '.join(map(str, args.frames))} --num-clips {args.num_clips}")
+    report = ceiling_report(args.model, frames=tuple(args.frames), num_clips=args.num_clips,
+                            shift=parse_shift(args.shift) or None)
+    report["command"] = ("python -m st4r_lite.studies.ceiling" + (f" --model {args.model}" if args.model else "")
+                         + f" --frames {' '.join(map(str, args.frames))} --num-clips {args.num_clips}"
+                         + "".join(f" --shift {item}" for item in args.shift))
     if args.json:
         write_eval_json(report, Path(args.json))
     print(format_report(report))

@@ -61,7 +61,7 @@ from st4r_lite.runtime import atomic_write
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.train.heldout import HELDOUT_SEED, oracle_motion_tracks, training_record
 from st4r_lite.world.render import generate_clips
-from st4r_lite.world.scene import WORLD_VERSION
+from st4r_lite.world.scene import WORLD_VERSION, parse_shift
 
 TARGETS = {  # name -> (metric key, comparison, threshold)
     "tracking APD, all points >= 60": ("apd", ">=", 60.0),
@@ -166,12 +166,13 @@ def anchor_depth_by_patch(anchor: torch.Tensor, gt_anchor: torch.Tensor, query_p
 
 
 def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int = 2,
-              seed: int = HELDOUT_SEED) -> dict:
-    """Score ``model`` and its two peers on ``num_clips`` held-out clips; returns the JSON-ready scorecard
+              seed: int = HELDOUT_SEED, shift: dict | None = None) -> dict:
+    """Score ``model`` and its two peers on ``num_clips`` held-out clips (``shift``: a candidate world's changed
+    DomainConfig fields, ``world.scene.shifted_config``); returns the JSON-ready scorecard
     {"settings", "methods": {model, static, combinational, oracle_motion: numbers}, "targets": {name: {value, met}},
     "beats_peers": {...}, "paired_gaps": {peer: {key: mean, low, high}}, "per_clip": [...]}."""
     H, W = model.config.img_size
-    clips = generate_clips(num_clips, frames=frames, height=H, width=W, domain="pretrain", seed=seed)
+    clips = generate_clips(num_clips, frames=frames, height=H, width=W, domain="pretrain", seed=seed, shift=shift)
     per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
     by_frame: list[dict[str, list[float]]] = []
     by_patch: dict[str, list[torch.Tensor]] = {g: [] for g in PATCH_GROUPS}
@@ -205,7 +206,8 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
                 for b in range(num_clips)]
     gaps = {peer: {k: _paired_gap([c["model"][k] - c[peer][k] for c in per_clip]) for k in ("apd", "apd_dynamic")}
             for peer in ("static", "combinational")}
-    return {"settings": {"world_version": WORLD_VERSION, "domain": "pretrain", "num_clips": num_clips,
+    return {"settings": {"world_version": WORLD_VERSION, "domain": "pretrain", "world_shift": shift or {},
+                         "num_clips": num_clips,
                          "frames": frames, "seed": seed, "image_hw": [H, W], "query_stride": query_stride,
                          "alignment": "median", "dynamic": "max_t |gt_t - gt_0| > 0.05 m"},
             "methods": methods, "targets": targets, "beats_peers": beats, "paired_gaps": gaps,
@@ -261,16 +263,20 @@ def main(argv=None) -> int:
     ap.add_argument("--num-clips", type=int, default=16)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--json", default=None, help="write the scorecard here (atomically)")
+    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
+                    help="score on a candidate world: a DomainConfig field changed (repeatable), e.g. "
+                    "--shift depth_range=1.2:2.6")
     args = ap.parse_args(argv)
     if args.num_clips < 1 or args.frames < 2:
         ap.error("--num-clips must be >= 1 and --frames >= 2")
     torch.manual_seed(0)
     start = time.perf_counter()
     model = resolve.load(args.model)
-    card = scorecard(model, num_clips=args.num_clips, frames=args.frames)
+    card = scorecard(model, num_clips=args.num_clips, frames=args.frames, shift=parse_shift(args.shift) or None)
     card["command"] = (f"python -m st4r_lite.studies.scorecard {args.model}"
                        + (f" --train-ckpt {args.train_ckpt}" if args.train_ckpt else "")
                        + f" --num-clips {args.num_clips} --frames {args.frames}"
+                       + "".join(f" --shift {item}" for item in args.shift)
                        + (f" --json {args.json}" if args.json else ""))
     card["checkpoint"] = args.model
     card["seconds"] = round(time.perf_counter() - start, 1)

@@ -43,11 +43,13 @@ QUALITY_MARGIN = 15.0  # the project's bar: dynamic tracking APD ≥ static base
 
 
 def heldout_clips(config, num_clips: int = HELDOUT_CLIPS, frames: int = HELDOUT_FRAMES,
-                  domain: str = "pretrain", seed: int = HELDOUT_SEED, frame_gap: float = 1.0, device="cpu"):
-    """The fixed held-out clips at the model's input size (config.img_size): a ``world.Clip``."""
+                  domain: str = "pretrain", seed: int = HELDOUT_SEED, frame_gap: float = 1.0, device="cpu",
+                  shift: dict | None = None):
+    """The fixed held-out clips at the model's input size (config.img_size): a ``world.Clip``; ``shift``: a
+    candidate world's changed DomainConfig fields (the run's ``TrainConfig.world_shift``)."""
     H, W = config.img_size
     return generate_clips(num_clips, frames=frames, height=H, width=W, domain=domain, seed=seed,
-                          frame_gap=frame_gap, device=device)
+                          frame_gap=frame_gap, device=device, shift=shift)
 
 
 def _flat_metrics(m) -> dict:

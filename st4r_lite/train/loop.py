@@ -43,7 +43,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -65,6 +65,7 @@ from st4r_lite.train.distributed import DistEnv, all_reduce_mean, barrier, clean
 from st4r_lite.train.losses import PairTargets, PretrainLoss
 from st4r_lite.train.schedule import frame_gap_at, make_optimizer
 from st4r_lite.world.render import generate_clips
+from st4r_lite.world.scene import shifted_config
 
 # Clip seeds: training clips use TRAIN_SEED_BASE + seed · TRAIN_SEED_STRIDE + counter. The named benchmarks
 # (worldtrack.BENCHMARKS) and the held-out set (heldout.HELDOUT_SEED) use seeds below 10^6.
@@ -99,6 +100,9 @@ class TrainConfig:
     pixel_refine: int = 0       # width of the heads' image-guided refinement (ModelConfig.pixel_refine); 0 = the
                                 # preset's. An --init without one starts it at zero (the init's function exactly)
     refine_lr_mult: float = 1.0  # its learning rate = lr x this (a fresh module on pretrained weights learns faster)
+    world_shift: dict = field(default_factory=dict)  # DomainConfig fields changed for training and held-out
+                                # clips alike (world.scene.shifted_config), e.g. {"depth_range": [1.2, 2.6]}:
+                                # a candidate world measured before it becomes a version; {} = the domain as named
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "frames"):
@@ -123,11 +127,19 @@ class TrainConfig:
                              "there is none: add --pixel-refine WIDTH or drop --refine-lr-mult")
         if self.pixel_refine < 0:
             raise InputError(f"pixel_refine must be ≥ 0 (0 = the preset's heads), got {self.pixel_refine}")
+        # lists, not tuples: the shift is stored in the checkpoint and compared on --resume
+        self.world_shift = {str(k): (list(map(float, v)) if isinstance(v, tuple | list) else float(v))
+                            for k, v in dict(self.world_shift).items()}
+        shifted_config(self.domain, {k: tuple(v) if isinstance(v, list) else v for k, v in self.world_shift.items()})
 
     def model_config(self) -> ModelConfig:
         """The architecture this run trains: the preset, with ``pixel_refine`` when set."""
         config = get_config(self.preset)
         return config.with_(pixel_refine=self.pixel_refine) if self.pixel_refine else config
+
+    def shift(self) -> dict | None:
+        """The world shift as ``generate_clips`` takes it (ranges as tuples); None when there is none."""
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in self.world_shift.items()} or None
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -318,7 +330,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
     params = [p for p in model.parameters() if p.requires_grad]
     use_amp = env.device.type == "cuda"
     n_eval = heldout.HELDOUT_CLIPS if eval_clips is None else int(eval_clips)
-    eval_clips = heldout.heldout_clips(model.config, num_clips=n_eval, device=env.device) \
+    eval_clips = heldout.heldout_clips(model.config, num_clips=n_eval, device=env.device, shift=cfg.shift()) \
         if env.is_main and (eval_every or final_eval) else None
     bar = None
     if progress and env.is_main:
@@ -332,7 +344,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         gap = frame_gap_at(state.step, cfg.steps, cfg.max_frame_gap, cfg.seed, env.rank, cfg.gap_ramp)
         clip = generate_clips(cfg.batch, frames=cfg.frames, height=H, width=W, domain=cfg.domain,
                               seed=clip_seed(cfg, state.clip_counter, env.rank), frame_gap=gap,
-                              device=env.device)
+                              device=env.device, shift=cfg.shift())
         frames, targets = clip_pairs(clip)
         with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = runner(frames)

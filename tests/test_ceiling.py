@@ -92,3 +92,16 @@ def test_quality_bar_is_computed_not_written_by_hand():
     assert quality_bar({"apd_dyn": 34.9, "static_apd_dyn": 20.0})["met"] is False
     bar = quality_bar({"apd_dyn": 35.0, "static_apd_dyn": 20.0})
     assert bar["met"] is True and bar["gap_points"] == 15.0
+
+
+def test_cli_shift_scores_a_candidate_world_and_says_so(tmp_path):
+    """--shift: the same seeds rendered in a candidate world (faster objects move further), recorded in the report."""
+    reports = {}
+    for name, extra in (("v2", []), ("fast", ["--shift", "object_speed=2"])):
+        out = tmp_path / f"{name}.json"
+        assert ceiling.main(["--frames", "4", "--num-clips", "2", "--json", str(out), *extra]) == 0
+        reports[name] = json.loads(out.read_text())
+    assert reports["fast"]["clips"]["world_shift"] == {"object_speed": 2.0} and reports["v2"]["clips"]["world_shift"] == {}
+    assert "--shift object_speed=2" in reports["fast"]["command"]
+    motion = [reports[n]["by_frames"]["4"]["median_dynamic_motion_m"] for n in ("v2", "fast")]
+    assert motion[1] > 1.5 * motion[0]

@@ -45,3 +45,11 @@ def test_cli_writes_the_record(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["patch_size"] == 8 and len(doc["object_shift"]) == len(match_resolution.OTHERS)
     assert set(doc["token_matching"]) == set(match_resolution.MATCHERS) and "--num-clips 1" in doc["command"]
+
+
+def test_cli_shift_renders_the_candidate_world(tmp_path):
+    out = tmp_path / "m.json"
+    assert match_resolution.main(["--checkpoint", "fresh:tiny", "--num-clips", "1", "--json", str(out),
+                                  "--shift", "object_speed=2"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["world_shift"] == {"object_speed": 2.0} and doc["command"].endswith("--shift object_speed=2")

@@ -98,3 +98,16 @@ def test_scale_and_pose_rows_say_which_error_a_frame_has():
     out = recon_by_frame(misplaced, gt)
     assert out["pose"][2] > 99.9 and out["scale"][2] < 90 and out["world"][2] < 90
     assert out["world"][0] > 99.9 and out["pose"][0] > 99.9
+
+
+def test_scorecard_on_a_candidate_world_records_the_shift():
+    from st4r_lite.model.config import PRESETS
+    from st4r_lite.model.network import build_model
+    from st4r_lite.studies.scorecard import scorecard
+
+    torch.manual_seed(0)
+    model = build_model(PRESETS["tiny"]).eval()
+    plain = scorecard(model, num_clips=1, frames=3, query_stride=8)
+    near = scorecard(model, num_clips=1, frames=3, query_stride=8, shift={"depth_range": (1.2, 1.4)})
+    assert plain["settings"]["world_shift"] == {} and near["settings"]["world_shift"] == {"depth_range": (1.2, 1.4)}
+    assert near["per_clip"][0]["model"] != plain["per_clip"][0]["model"]  # other clips, other scores

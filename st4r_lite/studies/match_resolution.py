@@ -43,6 +43,7 @@ from st4r_lite.runtime import atomic_write
 from st4r_lite.train.correspondence import patch_correspondence, token_dynamic, within_one_token
 from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.world.render import generate_clips, project_tracks
+from st4r_lite.world.scene import parse_shift
 
 __all__ = ["object_shift", "token_matching", "MATCHERS", "main"]
 
@@ -122,13 +123,16 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="data/tiny.pt", help=resolve.SPEC_HELP)
     ap.add_argument("--num-clips", type=int, default=8, help="held-out pretrain clips (motion_probe uses 8)")
     ap.add_argument("--json", default=None, help="write the record here (atomically)")
+    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
+                    help="a candidate world: a DomainConfig field changed (repeatable), e.g. --shift depth_range=1.2:2.6")
     args = ap.parse_args(argv)
     if args.num_clips < 1:
         ap.error("--num-clips must be >= 1")
     start = time.perf_counter()
     model = resolve.load(args.checkpoint).float().eval()
     H, W = model.config.img_size
-    clips = generate_clips(args.num_clips, frames=16, height=H, width=W, domain="pretrain", seed=HELDOUT_SEED)
+    clips = generate_clips(args.num_clips, frames=16, height=H, width=W, domain="pretrain", seed=HELDOUT_SEED,
+                           shift=parse_shift(args.shift) or None)
     shift, matching = object_shift(clips), token_matching(model, clips)
     p = model.config.patch_size
     for r in shift:
@@ -139,7 +143,9 @@ def main(argv=None) -> int:
               f"hit {m['moved_hit']:.3f} near {m['moved_near']:.3f}")
     if args.json:
         record = {"command": f"python -m st4r_lite.studies.match_resolution --checkpoint {args.checkpoint} "
-                             f"--num-clips {args.num_clips} --json {args.json}",
+                             f"--num-clips {args.num_clips} --json {args.json}"
+                             + "".join(f" --shift {item}" for item in args.shift),
+                  "world_shift": parse_shift(args.shift),
                   "checkpoint": args.checkpoint, "patch_size": p, "image_hw": [H, W], "frames": 16,
                   "pairs": [[0, k] for k in OTHERS], "seconds": round(time.perf_counter() - start, 1),
                   "object_shift": shift, "token_matching": matching}

@@ -54,6 +54,7 @@ from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.train.loop import TRAIN_SEED_BASE, clip_pairs, weights_of
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.world.render import generate_clips
+from st4r_lite.world.scene import parse_shift
 
 OVERFIT_SEED = TRAIN_SEED_BASE + 123_456   # a clip from the training range, never a held-out one
 OVERFIT_FRAMES, OVERFIT_GAP = 8, 2.0       # one batch: 2 clips x 8 frames = 16 pairs, frames 2 time units apart
@@ -217,16 +218,17 @@ def load_any(spec: str):
 
 
 def motion_probe(checkpoints: list[str], *, num_clips: int = 8, frames: int = 16, overfit_steps: int = 150,
-                 seed: int = HELDOUT_SEED) -> dict:
-    """The JSON-ready probe: held-out fit of every checkpoint, then the first one's one-batch overfit."""
+                 seed: int = HELDOUT_SEED, shift: dict | None = None) -> dict:
+    """The JSON-ready probe: held-out fit of every checkpoint, then the first one's one-batch overfit
+    (``shift``: a candidate world's changed DomainConfig fields, for the held-out clips)."""
     if not checkpoints:
         raise InputError("give at least one checkpoint (e.g. data/tiny.pt)")
     models = {spec: load_any(spec) for spec in checkpoints}
     first = models[checkpoints[0]]
     H, W = first.config.img_size
-    clips = generate_clips(num_clips, frames=frames, height=H, width=W, domain="pretrain", seed=seed)
+    clips = generate_clips(num_clips, frames=frames, height=H, width=W, domain="pretrain", seed=seed, shift=shift)
     held = {spec: probe_heldout(m, clips) for spec, m in models.items()}
-    return {"settings": {"domain": "pretrain", "num_clips": num_clips, "frames": frames, "seed": seed,
+    return {"settings": {"domain": "pretrain", "world_shift": shift or {}, "num_clips": num_clips, "frames": frames, "seed": seed,
                          "image_hw": [H, W], "moving": "track_dynamic (on an object, moves > 5 cm)",
                          "scale": "median-scale(track_0 -> gt_0) per clip"},
             "heldout": held,
@@ -262,10 +264,12 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--overfit-steps", type=int, default=150)
     ap.add_argument("--json", type=Path, help="write the result here")
+    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
+                    help="a candidate world: a DomainConfig field changed (repeatable), e.g. --shift depth_range=1.2:2.6")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     result = motion_probe(args.checkpoints, num_clips=args.num_clips, frames=args.frames,
-                          overfit_steps=args.overfit_steps)
+                          overfit_steps=args.overfit_steps, shift=parse_shift(args.shift) or None)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["command"] = "python -m st4r_lite.studies.motion_probe " + " ".join(sys.argv[1:] if argv is None else argv)
     print(format_probe(result))

@@ -16,7 +16,7 @@ from st4r_lite.runtime import atomic_write, check_writable, hardware_info, pick_
 from st4r_lite.studies import bench, reference_compare
 from st4r_lite.train import heldout
 from st4r_lite.train.loop import TrainConfig, export_weights, pretrain
-from st4r_lite.world.scene import parse_shift
+from st4r_lite.world.scene import add_shift_argument, parse_shift
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -69,9 +69,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    "patch; default 0 = the preset's heads); with --init from weights without one, it starts at zero")
     p.add_argument("--refine-lr-mult", type=float, default=None,
                    help="learning rate of the pixel refinement = --lr x this (default 1)")
-    p.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
-                   help="train (and check) on a candidate world: a DomainConfig field changed, e.g. --shift "
-                   "depth_range=1.2:2.6 (repeatable; stored in the checkpoint)")
+    add_shift_argument(p, "train and check on a candidate world (stored in the checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_pretrain)
 

@@ -44,7 +44,7 @@ from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, to_jsonable
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.world.render import generate_clips
-from st4r_lite.world.scene import parse_shift
+from st4r_lite.world.scene import add_shift_argument, parse_shift
 
 __all__ = ["adaptation_curve", "geometry_errors", "summarise", "config_with", "domain_shift", "LOSSES"]
 
@@ -161,9 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tracker", default="sim", help="pseudo 2D tracker (sim, sim-latch, lk)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="change one AdaptConfig setting (repeatable), e.g. --set lr=1e-4 --set cameras=gt")
-    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
-                    help="render the wild clips with a DomainConfig field changed (repeatable), e.g. "
-                    "--shift size_scale=1.6 or --shift fov_deg=68:75")
+    add_shift_argument(ap, "render the wild clips shifted")
     ap.add_argument("--json", default=None, help="write rows + summary here")
     args = ap.parse_args(argv)
     config = config_with(args.set)

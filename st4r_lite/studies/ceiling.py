@@ -41,7 +41,7 @@ from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
 from st4r_lite.train.heldout import HELDOUT_SEED, write_eval_json
 from st4r_lite.world.render import generate_clips
-from st4r_lite.world.scene import parse_shift
+from st4r_lite.world.scene import add_shift_argument, parse_shift
 
 LOG_AMBIGUITIES = (0.0, 0.1, 0.2, 0.3, 0.4)  # a: log f ~ U(-a, a); 0.39 = the sphere-size prior of the world
 DRAWS = 4                                   # random draws of the factors per clip and a (averaged)
@@ -213,8 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="clip lengths (default 8 16)")
     ap.add_argument("--num-clips", type=int, default=16)
     ap.add_argument("--json", default=None, help="write the report here (atomically)")
-    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
-                    help="a candidate world: a DomainConfig field changed (repeatable), e.g. --shift depth_range=1.2:2.6")
+    add_shift_argument(ap)
     args = ap.parse_args(argv)
     if min(args.frames) < 2 or args.num_clips < 1:
         ap.error("--frames must be ≥ 2 and --num-clips ≥ 1")

@@ -43,7 +43,7 @@ from st4r_lite.runtime import atomic_write
 from st4r_lite.train.correspondence import patch_correspondence, token_dynamic, within_one_token
 from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.world.render import generate_clips, project_tracks
-from st4r_lite.world.scene import parse_shift
+from st4r_lite.world.scene import add_shift_argument, parse_shift
 
 __all__ = ["object_shift", "token_matching", "MATCHERS", "main"]
 
@@ -123,8 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="data/tiny.pt", help=resolve.SPEC_HELP)
     ap.add_argument("--num-clips", type=int, default=8, help="held-out pretrain clips (motion_probe uses 8)")
     ap.add_argument("--json", default=None, help="write the record here (atomically)")
-    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
-                    help="a candidate world: a DomainConfig field changed (repeatable), e.g. --shift depth_range=1.2:2.6")
+    add_shift_argument(ap)
     args = ap.parse_args(argv)
     if args.num_clips < 1:
         ap.error("--num-clips must be >= 1")

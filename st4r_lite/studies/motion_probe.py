@@ -54,7 +54,7 @@ from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.train.loop import TRAIN_SEED_BASE, clip_pairs, weights_of
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.world.render import generate_clips
-from st4r_lite.world.scene import parse_shift
+from st4r_lite.world.scene import add_shift_argument, parse_shift
 
 OVERFIT_SEED = TRAIN_SEED_BASE + 123_456   # a clip from the training range, never a held-out one
 OVERFIT_FRAMES, OVERFIT_GAP = 8, 2.0       # one batch: 2 clips x 8 frames = 16 pairs, frames 2 time units apart
@@ -264,8 +264,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--overfit-steps", type=int, default=150)
     ap.add_argument("--json", type=Path, help="write the result here")
-    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
-                    help="a candidate world: a DomainConfig field changed (repeatable), e.g. --shift depth_range=1.2:2.6")
+    add_shift_argument(ap)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     result = motion_probe(args.checkpoints, num_clips=args.num_clips, frames=args.frames,

@@ -61,7 +61,7 @@ from st4r_lite.runtime import atomic_write
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.train.heldout import HELDOUT_SEED, oracle_motion_tracks, training_record
 from st4r_lite.world.render import generate_clips
-from st4r_lite.world.scene import WORLD_VERSION, parse_shift
+from st4r_lite.world.scene import WORLD_VERSION, add_shift_argument, parse_shift
 
 TARGETS = {  # name -> (metric key, comparison, threshold)
     "tracking APD, all points >= 60": ("apd", ">=", 60.0),
@@ -263,9 +263,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num-clips", type=int, default=16)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--json", default=None, help="write the scorecard here (atomically)")
-    ap.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
-                    help="score on a candidate world: a DomainConfig field changed (repeatable), e.g. "
-                    "--shift depth_range=1.2:2.6")
+    add_shift_argument(ap, "score on a candidate world")
     args = ap.parse_args(argv)
     if args.num_clips < 1 or args.frames < 2:
         ap.error("--num-clips must be >= 1 and --frames >= 2")

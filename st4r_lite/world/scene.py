@@ -132,6 +132,13 @@ def parse_shift(items: list[str]) -> dict:
     return out
 
 
+def add_shift_argument(parser, purpose: str = "a candidate world") -> None:
+    """Add the repeatable ``--shift KEY=VALUE`` option (read it with :func:`parse_shift`) to an argparse parser."""
+    parser.add_argument("--shift", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"{purpose}: a DomainConfig field changed (repeatable), e.g. --shift depth_range=1.2:2.6 "
+                        "or --shift object_speed=1.5")
+
+
 @dataclass
 class SceneSpec:
     """All random parameters of one clip (float64 CPU tensors). Object k has id k + 1, kind KINDS[kind[k]]."""

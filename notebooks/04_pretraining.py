@@ -461,8 +461,13 @@ for name, m in match_resolution.token_matching(model, probe_clips).items():
 # Recorded on 8 clips (`data/match_resolution.json`): 0.64 of a token by frame 8 and 1.2 by frame 15, while the
 # points travel 0.26 and 0.47 m. The true token of a moved patch is mostly a neighbour of its own position, decided
 # by a sub-token shift: raw pixels find it 14 % of the time, the encoder's features 23 % — no better than the trained
-# attention. Motion this small must be read *between* tokens (a finer grid, or a soft position rather than a
-# token), which is the next design change README "Results" names.
+# attention. Is that the limit? A candidate world tests it: the same clips rendered with nearer, faster objects
+# (`generate_clips(..., shift={"depth_range": (1.2, 2.6), "object_speed": 1.5})`; `--shift` on the command line)
+# move 1.3 tokens by frame 8 and 3.2 by frame 15. Fine-tuned on it with the matching loss, the attention still
+# finds only 13–17 % of the moved object tokens while "the same position" is right for 46 % of all tokens, and
+# the motion R² stays at +0.10 (`data/world_candidate/`). So it was not the grid: at this scale the network learns
+# where things stay, not where a moved object went — README "Results" names the next design change (matching as
+# its own pretraining stage, then a track head that reads the match).
 
 # %% [markdown]
 # ## Exercise

@@ -15,7 +15,8 @@ from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, check_writable, hardware_info, pick_device
 from st4r_lite.studies import bench, reference_compare
 from st4r_lite.train import heldout
-from st4r_lite.train.loop import TrainConfig, export_weights, pretrain
+from st4r_lite.train.config import TrainConfig
+from st4r_lite.train.loop import export_weights, pretrain
 from st4r_lite.world.scene import add_shift_argument, parse_shift
 
 

@@ -41,7 +41,7 @@ from st4r_lite.model import resolve
 from st4r_lite.model.pairs import predict_video
 from st4r_lite.train.heldout import HELDOUT_SEED, write_eval_json
 from st4r_lite.world.render import generate_clips
-from st4r_lite.world.scene import add_shift_argument, parse_shift
+from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
 
 LOG_AMBIGUITIES = (0.0, 0.1, 0.2, 0.3, 0.4)  # a: log f ~ U(-a, a); 0.39 = the sphere-size prior of the world
 DRAWS = 4                                   # random draws of the factors per clip and a (averaged)
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
                             shift=parse_shift(args.shift) or None)
     report["command"] = ("python -m st4r_lite.studies.ceiling" + (f" --model {args.model}" if args.model else "")
                          + f" --frames {' '.join(map(str, args.frames))} --num-clips {args.num_clips}"
-                         + "".join(f" --shift {item}" for item in args.shift))
+                         + shift_flags(args.shift))
     if args.json:
         write_eval_json(report, Path(args.json))
     print(format_report(report))

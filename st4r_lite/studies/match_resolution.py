@@ -43,7 +43,7 @@ from st4r_lite.runtime import atomic_write
 from st4r_lite.train.correspondence import patch_correspondence, token_dynamic, within_one_token
 from st4r_lite.train.heldout import HELDOUT_SEED
 from st4r_lite.world.render import generate_clips, project_tracks
-from st4r_lite.world.scene import add_shift_argument, parse_shift
+from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
 
 __all__ = ["object_shift", "token_matching", "MATCHERS", "main"]
 
@@ -130,8 +130,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     model = resolve.load(args.checkpoint).float().eval()
     H, W = model.config.img_size
+    world_shift = parse_shift(args.shift)
     clips = generate_clips(args.num_clips, frames=16, height=H, width=W, domain="pretrain", seed=HELDOUT_SEED,
-                           shift=parse_shift(args.shift) or None)
+                           shift=world_shift or None)
     shift, matching = object_shift(clips), token_matching(model, clips)
     p = model.config.patch_size
     for r in shift:
@@ -143,8 +144,8 @@ def main(argv=None) -> int:
     if args.json:
         record = {"command": f"python -m st4r_lite.studies.match_resolution --checkpoint {args.checkpoint} "
                              f"--num-clips {args.num_clips} --json {args.json}"
-                             + "".join(f" --shift {item}" for item in args.shift),
-                  "world_shift": parse_shift(args.shift),
+                             + shift_flags(args.shift),
+                  "world_shift": world_shift,
                   "checkpoint": args.checkpoint, "patch_size": p, "image_hw": [H, W], "frames": 16,
                   "pairs": [[0, k] for k in OTHERS], "seconds": round(time.perf_counter() - start, 1),
                   "object_shift": shift, "token_matching": matching}

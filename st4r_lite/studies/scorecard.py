@@ -61,7 +61,7 @@ from st4r_lite.runtime import atomic_write
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.train.heldout import HELDOUT_SEED, oracle_motion_tracks, training_record
 from st4r_lite.world.render import generate_clips
-from st4r_lite.world.scene import WORLD_VERSION, add_shift_argument, parse_shift
+from st4r_lite.world.scene import WORLD_VERSION, add_shift_argument, parse_shift, shift_flags
 
 TARGETS = {  # name -> (metric key, comparison, threshold)
     "tracking APD, all points >= 60": ("apd", ">=", 60.0),
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     card["command"] = (f"python -m st4r_lite.studies.scorecard {args.model}"
                        + (f" --train-ckpt {args.train_ckpt}" if args.train_ckpt else "")
                        + f" --num-clips {args.num_clips} --frames {args.frames}"
-                       + "".join(f" --shift {item}" for item in args.shift)
+                       + shift_flags(args.shift)
                        + (f" --json {args.json}" if args.json else ""))
     card["checkpoint"] = args.model
     card["seconds"] = round(time.perf_counter() - start, 1)

@@ -72,7 +72,7 @@ class TrainConfig:
         # lists, not tuples: the shift is stored in the checkpoint and compared on --resume
         self.world_shift = {str(k): (list(map(float, v)) if isinstance(v, tuple | list) else float(v))
                             for k, v in dict(self.world_shift).items()}
-        shifted_config(self.domain, {k: tuple(v) if isinstance(v, list) else v for k, v in self.world_shift.items()})
+        shifted_config(self.domain, self.shift())  # an unknown or malformed field fails here, not mid-run
 
     def model_config(self) -> ModelConfig:
         """The architecture this run trains: the preset, with ``pixel_refine`` when set."""

@@ -139,6 +139,15 @@ def add_shift_argument(parser, purpose: str = "a candidate world") -> None:
                         "or --shift object_speed=1.5")
 
 
+def shift_flags(items: list[str]) -> str:
+    """The ``--shift`` items as they were given, for a record's command line.
+
+    >>> shift_flags(["object_speed=1.5", "depth_range=1.2:2.6"])
+    ' --shift object_speed=1.5 --shift depth_range=1.2:2.6'
+    """
+    return "".join(f" --shift {item}" for item in items)
+
+
 @dataclass
 class SceneSpec:
     """All random parameters of one clip (float64 CPU tensors). Object k has id k + 1, kind KINDS[kind[k]]."""

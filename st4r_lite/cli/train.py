@@ -68,8 +68,16 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-refine", type=nonneg_int, default=None,
                    help="add an image-guided conv refinement of width W to both heads (sharp depth edges inside a "
                    "patch; default 0 = the preset's heads); with --init from weights without one, it starts at zero")
+    p.add_argument("--match-track", type=nonneg_int, default=None,
+                   help="add the matched-geometry tracking of width W: each anchor patch is looked up in frame k and "
+                   "the track reads frame k's reconstruction there through a learned gate (default 0 = off); with "
+                   "--init from weights without one, it starts with its gate nearly closed")
+    p.add_argument("--match-head-weight", type=float, default=None,
+                   help="add W x the cross-entropy of the matched tracking's lookup against the true correspondent "
+                   "token (needs --match-track; default 0 = off)")
     p.add_argument("--refine-lr-mult", type=float, default=None,
-                   help="learning rate of the pixel refinement = --lr x this (default 1)")
+                   help="learning rate of the modules added from scratch (--pixel-refine, --match-track) = --lr x "
+                   "this (default 1)")
     add_shift_argument(p, "train and check on a candidate world (stored in the checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_pretrain)
@@ -206,6 +214,8 @@ def run_pretrain_cli(args) -> str:
                  "motion_weight": getattr(args, "motion_weight", None),
                  "match_weight": getattr(args, "match_weight", None),
                  "pixel_refine": getattr(args, "pixel_refine", None),
+                 "match_track": getattr(args, "match_track", None),
+                 "match_head_weight": getattr(args, "match_head_weight", None),
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None),
                  "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})

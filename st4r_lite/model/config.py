@@ -62,6 +62,10 @@ class ModelConfig:
     # at full resolution (model.heads.PixelRefine). A linear head paints each p x p patch from one token, so an
     # object edge inside a patch gets a blend of object and background depth; the refinement sees the pixels.
     pixel_refine: int = 0
+    # Ours, off in DUSt3R's layout (0): width D of the matched-geometry tracking (model.match_track.MatchTrack).
+    # Each anchor patch is looked up in frame k and the track reads frame k's reconstruction there, through a
+    # learned gate; the linear track head alone paints motion from context and learned none at this scale.
+    match_track: int = 0
 
     def __post_init__(self) -> None:
         # dataclass(frozen) + JSON round trips give lists: normalise to tuples so configs compare equal.
@@ -75,6 +79,8 @@ class ModelConfig:
                 problems.append(f"head width {width}//{heads} must be a multiple of 4 (RoPE2D: 2 axes x pairs)")
         if self.pixel_refine < 0:
             problems.append(f"pixel_refine must be >= 0 (0 = off), got {self.pixel_refine}")
+        if self.match_track < 0:
+            problems.append(f"match_track must be >= 0 (0 = off), got {self.match_track}")
         if self.head_type not in ("linear", "dpt"):
             problems.append(f"head_type must be 'linear' or 'dpt', got {self.head_type!r}")
         if self.head_type == "dpt" and not all(0 <= h <= self.dec_depth for h in self.dpt_hooks):

@@ -11,7 +11,9 @@ One pair (anchor image 1, other image j) goes through
      head 2 on branch 2 -> ``recon`` = ¹Xʲ_j : frame j's visible geometry at time j (anchor camera frame);
      each with a confidence C > 1, plus (ours) a zero-initialised log sigma^2 per pixel and branch;
      optionally (ours, ``pixel_refine`` > 0) each head's raw output is refined from its own image (anchor for
-     head 1, frame j for head 2) by ``pixel_refine1`` / ``pixel_refine2`` (model.heads.PixelRefine).
+     head 1, frame j for head 2) by ``pixel_refine1`` / ``pixel_refine2`` (model.heads.PixelRefine);
+     optionally (ours, ``match_track`` > 0) the track reads frame j's recon where each anchor patch is found in
+     frame j, through a learned gate (``match_track``, model.match_track.MatchTrack).
 Parameter names follow DUSt3R's checkpoints, so DUSt3R / MonST3R / St4RTrack weights load into ``full``.
 """
 
@@ -25,6 +27,7 @@ from torch import nn
 from st4r_lite.model.blocks import Block, DecoderBlock, PatchEmbed, RoPE2D
 from st4r_lite.model.config import PRESETS, ModelConfig, get_config
 from st4r_lite.model.heads import PixelRefine, SigmaHead, build_head, pointmap_activation
+from st4r_lite.model.match_track import MatchTrack
 
 
 @dataclass
@@ -111,6 +114,8 @@ class St4RTrack(nn.Module):
             self.sigma_head1, self.sigma_head2 = SigmaHead(cfg), SigmaHead(cfg)
         if cfg.pixel_refine:  # after the init pass too: their last conv stays exactly zero
             self.pixel_refine1, self.pixel_refine2 = PixelRefine(cfg.pixel_refine), PixelRefine(cfg.pixel_refine)
+        if cfg.match_track:  # after the init pass too: its gate starts nearly closed
+            self.match_track = MatchTrack(cfg.enc_dim, cfg.dec_dim, cfg.patch_size, cfg.match_track)
 
     # --------------------------------------------------------------------------------------------- stages
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +155,8 @@ class St4RTrack(nn.Module):
             raw1, raw2 = self.pixel_refine1(raw1, images[0]), self.pixel_refine2(raw2, images[1])
         track, conf_track = pointmap_activation(raw1)
         recon, conf_recon = pointmap_activation(raw2)
+        if self.config.match_track:  # raw1 stays the head's own output (before the matched geometry)
+            track, _ = self.match_track(dec1, dec2, track, recon)
         if self.config.sigma_heads:
             ls1, ls2 = self.sigma_head1(dec1[-1], image_hw), self.sigma_head2(dec2[-1], image_hw)
         else:  # sigma^2 = 1 everywhere
@@ -175,10 +182,10 @@ class St4RTrack(nn.Module):
     def branch_parameters(self, branch: str = "track") -> list[nn.Parameter]:
         """Parameters of one branch: its decoder stack, its pointmap head, its sigma head and its pixel refinement.
 
-        ``'track'`` = dec_blocks + downstream_head1 + sigma_head1 (+ pixel_refine1) (what test-time adaptation
-        updates).
+        ``'track'`` = dec_blocks + downstream_head1 + sigma_head1 (+ pixel_refine1, + match_track) (what test-time
+        adaptation updates).
         """
-        names = {"track": ("dec_blocks", "downstream_head1", "sigma_head1", "pixel_refine1"),
+        names = {"track": ("dec_blocks", "downstream_head1", "sigma_head1", "pixel_refine1", "match_track"),
                  "recon": ("dec_blocks2", "downstream_head2", "sigma_head2", "pixel_refine2")}
         if branch not in names:
             raise ValueError(f"branch must be 'track' or 'recon', got {branch!r}")

@@ -24,6 +24,9 @@ model's own frame-0 tracks moved by the *true* motion, in the prediction's scale
 (``train.heldout.oracle_motion_tracks``): the model with perfect motion. It is the best any motion estimate can
 score on top of this model's anchor geometry: when its moving-point APD is below 50, or its margin over static below 15, better motion alone
 cannot meet the moving-point targets, and the anchor depth of moving objects has to improve too.
+A second ceiling (``oracle_match``, ``train.heldout.oracle_match_tracks``): each point read from the model's own
+frame-t reconstruction at the pixel where it truly is in frame t (its own track where hidden): a perfect lookup
+into this model's geometry, the best a tracker that finds points instead of estimating motion can do with it.
 
 Diagnosis of the reconstruction (``recon_by_frame``): its APD per frame index, with the metric's single
 clip-wide alignment ("world": where the frame's geometry is placed in the world), then each frame forgiven its
@@ -59,7 +62,7 @@ from st4r_lite.geometry.track_metrics import align, apd, median_scale
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
 from st4r_lite.studies.ablation_stats import paired_interval
-from st4r_lite.train.heldout import HELDOUT_SEED, oracle_motion_tracks, training_record
+from st4r_lite.train.heldout import HELDOUT_SEED, oracle_match_tracks, oracle_motion_tracks, training_record
 from st4r_lite.world.render import generate_clips
 from st4r_lite.world.scene import WORLD_VERSION, add_shift_argument, parse_shift, shift_flags
 
@@ -70,7 +73,7 @@ TARGETS = {  # name -> (metric key, comparison, threshold)
     "reconstruction APD >= 60": ("recon_apd", ">=", 60.0),
     "depth AbsRel <= 0.10": ("abs_rel", "<=", 0.10),
 }
-METHODS = ("model", "static", "combinational", "oracle_motion")  # the last reads ground truth: a ceiling
+METHODS = ("model", "static", "combinational", "oracle_motion", "oracle_match")  # the last two read ground truth
 
 
 def _row(result: dict) -> dict:
@@ -188,13 +191,15 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
         slopes.append(depth_range_slope(pred.tracks[0], seq.gt_tracks[0]))
         static = static_prediction(pred, seq)
         oracle = replace(pred, tracks=oracle_motion_tracks(pred.tracks[0], seq.gt_tracks))
-        peers = {"model": pred, "static": static, "oracle_motion": oracle,
+        found = replace(pred, tracks=oracle_match_tracks(pred.tracks, pred.recon, seq.gt_tracks, seq.gt_visible,
+                                                         seq.K, seq.T_world_cam))
+        peers = {"model": pred, "static": static, "oracle_motion": oracle, "oracle_match": found,
                  "combinational": combinational_prediction(seq, pred, tracker="lk", depth="recon")}
         for name, p in peers.items():
             per_method[name].append(evaluate_prediction(seq, p, alignments=("median",)))
     methods = {name: _row(mean_results(results)) for name, results in per_method.items()}
     m = methods["model"]
-    for name in ("model", "oracle_motion"):
+    for name in ("model", "oracle_motion", "oracle_match"):
         methods[name]["gap_dynamic"] = round(methods[name]["apd_dynamic"] - methods["static"]["apd_dynamic"], 4)
     targets = {}
     for name, (key, op, thr) in TARGETS.items():

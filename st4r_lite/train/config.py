@@ -41,7 +41,12 @@ class TrainConfig:
                                 # name) with a fresh optimiser and schedule: fine-tuning; "" = random init
     pixel_refine: int = 0       # width of the heads' image-guided refinement (ModelConfig.pixel_refine); 0 = the
                                 # preset's. An --init without one starts it at zero (the init's function exactly)
-    refine_lr_mult: float = 1.0  # its learning rate = lr x this (a fresh module on pretrained weights learns faster)
+    match_track: int = 0        # width of the matched-geometry tracking (ModelConfig.match_track); 0 = the preset's.
+                                # An --init without one adds it with its gate nearly closed
+    match_head_weight: float = 0.0  # + w · L_match_head: the matched tracking's logits taught the true correspondent
+                                # token (train.correspondence.match_head_loss); needs match_track; 0 = off
+    refine_lr_mult: float = 1.0  # learning rate of the modules added from scratch (pixel refinement, matched
+                                # tracking) = lr x this (a fresh module on pretrained weights learns faster)
     world_shift: dict = field(default_factory=dict)  # DomainConfig fields changed for training and held-out
                                 # clips alike (world.scene.shifted_config), e.g. {"depth_range": [1.2, 2.6]}:
                                 # a candidate world measured before it becomes a version; {} = the domain as named
@@ -64,20 +69,26 @@ class TrainConfig:
             raise InputError(f"dynamic_factor must be ≥ 0 (0 = no dynamic reweighting), got {self.dynamic_factor}")
         if self.refine_lr_mult <= 0:
             raise InputError(f"refine_lr_mult must be > 0, got {self.refine_lr_mult}")
-        if self.refine_lr_mult != 1 and not self.pixel_refine:
-            raise InputError(f"refine_lr_mult {self.refine_lr_mult} sets the pixel refinement's learning rate, but "
-                             "there is none: add --pixel-refine WIDTH or drop --refine-lr-mult")
-        if self.pixel_refine < 0:
-            raise InputError(f"pixel_refine must be ≥ 0 (0 = the preset's heads), got {self.pixel_refine}")
+        if self.refine_lr_mult != 1 and not (self.pixel_refine or self.match_track):
+            raise InputError(f"refine_lr_mult {self.refine_lr_mult} sets the learning rate of added modules, but "
+                             "there is none: add --pixel-refine WIDTH or --match-track WIDTH, or drop --refine-lr-mult")
+        if self.pixel_refine < 0 or self.match_track < 0:
+            raise InputError(f"pixel_refine and match_track must be ≥ 0 (0 = the preset's), got {self.pixel_refine}, "
+                             f"{self.match_track}")
+        if self.match_head_weight < 0 or (self.match_head_weight and not self.match_track):
+            raise InputError(f"match_head_weight {self.match_head_weight} must be ≥ 0 and needs the matched tracking "
+                             "(--match-track WIDTH)")
         # lists, not tuples: the shift is stored in the checkpoint and compared on --resume
         self.world_shift = {str(k): (list(map(float, v)) if isinstance(v, tuple | list) else float(v))
                             for k, v in dict(self.world_shift).items()}
         shifted_config(self.domain, self.shift())  # an unknown or malformed field fails here, not mid-run
 
     def model_config(self) -> ModelConfig:
-        """The architecture this run trains: the preset, with ``pixel_refine`` when set."""
+        """The architecture this run trains: the preset, with ``pixel_refine`` and ``match_track`` when set."""
         config = get_config(self.preset)
-        return config.with_(pixel_refine=self.pixel_refine) if self.pixel_refine else config
+        if self.pixel_refine:
+            config = config.with_(pixel_refine=self.pixel_refine)
+        return config.with_(match_track=self.match_track) if self.match_track else config
 
     def shift(self) -> dict | None:
         """The world shift as ``generate_clips`` takes it (ranges as tuples); None when there is none."""

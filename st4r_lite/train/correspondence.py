@@ -27,7 +27,8 @@ from einops import rearrange
 
 from st4r_lite.world.render import project_tracks
 
-__all__ = ["patch_correspondence", "token_dynamic", "within_one_token", "AttentionRecorder", "match_loss"]
+__all__ = ["patch_correspondence", "token_dynamic", "within_one_token", "AttentionRecorder", "match_loss",
+           "match_head_loss"]
 
 
 def patch_correspondence(clip, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,3 +111,25 @@ def match_loss(calls: list[tuple], target: torch.Tensor, valid: torch.Tensor) ->
         ce = F.cross_entropy(rearrange(logits.float(), "p n m -> (p n) m"), target.flatten(), reduction="none")
         per_layer.append((ce * weight.flatten()).sum() / weight.sum().clamp_min(1))
     return torch.stack(per_layer).mean()
+
+
+def match_head_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, dynamic: torch.Tensor,
+                    dynamic_weight: float = 5.0) -> torch.Tensor:
+    """Cross-entropy of the matched-geometry tracking's logits (``model.match_track``) against the true tokens.
+
+        L = Σ_i w_i · −log softmax_j(logits_ij)[j*_i] / Σ_i w_i,   w_i = valid_i · (1 + (dynamic_weight − 1) · dyn_i)
+
+    logits (P, N, M); target, valid (P, N) (``patch_correspondence`` flattened over clips and frames); dynamic (P, N)
+    bool: the anchor token is on a moving object (``token_dynamic``), weighted ``dynamic_weight`` times (they are a
+    few percent of the tokens, and the only ones whose match is not "where the camera moved it"). Returns a scalar.
+
+    >>> import torch
+    >>> t = torch.tensor([[0, 1]]); ok = torch.ones(1, 2, dtype=torch.bool)
+    >>> float(match_head_loss(torch.eye(2)[None] * 50, t, ok, ~ok)) < 1e-6
+    True
+    """
+    assert logits.ndim == 3 and target.shape == valid.shape == dynamic.shape == logits.shape[:2], (
+        tuple(logits.shape), tuple(target.shape), tuple(valid.shape), tuple(dynamic.shape))
+    weight = valid.float() * (1 + (dynamic_weight - 1) * dynamic.float())
+    ce = F.cross_entropy(rearrange(logits.float(), "p n m -> (p n) m"), target.flatten(), reduction="none")
+    return (ce * weight.flatten()).sum() / weight.sum().clamp_min(1)

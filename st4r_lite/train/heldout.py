@@ -95,6 +95,33 @@ def oracle_motion_tracks(anchor_points: torch.Tensor, gt_tracks: torch.Tensor) -
     return anchor_points.double()[None] + (gt_tracks.double() - gt_tracks[:1].double()) / s
 
 
+def oracle_match_tracks(pred_tracks: torch.Tensor, pred_recon: torch.Tensor, gt_tracks: torch.Tensor,
+                        gt_visible: torch.Tensor, K: torch.Tensor, T_world_cam: torch.Tensor) -> torch.Tensor:
+    """Diagnostic tracks: each query's point at time t read from the model's *own* frame-t reconstruction at the
+    pixel where the query truly is in frame t (a perfect lookup), the model's own track where it is hidden there.
+
+        uv_t = π(K, T_world_cam[t]⁻¹ · gt_t)       (nearest pixel)
+        track_t = recon_t[uv_t] if visible_t else pred_track_t
+
+    The ceiling of a tracker that finds each point in frame t and reads frame t's geometry there
+    (``model.match_track``): no motion is estimated, only found. pred_tracks (T, N, 3), pred_recon (T, H, W, 3),
+    gt_tracks (T, N, 3) world, gt_visible (T, N) bool, K (3, 3), T_world_cam (T, 4, 4) -> (T, N, 3) float64.
+    """
+    T, H, W, _ = pred_recon.shape
+    assert pred_tracks.shape == gt_tracks.shape and gt_visible.shape == gt_tracks.shape[:2], (
+        tuple(pred_tracks.shape), tuple(gt_tracks.shape), tuple(gt_visible.shape))
+    T_cam_world = torch.linalg.inv(T_world_cam.double())
+    X = torch.einsum("tij,tnj->tni", T_cam_world[:, :3, :3], gt_tracks.double()) + T_cam_world[:, None, :3, 3]
+    z = X[..., 2].clamp_min(1e-6)
+    K = K.double()
+    u = torch.round(K[0, 0] * X[..., 0] / z + K[0, 2]).long()   # pixel centres at integers (geometry.pinhole)
+    v = torch.round(K[1, 1] * X[..., 1] / z + K[1, 2]).long()
+    found = gt_visible & (X[..., 2] > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    t = torch.arange(T)[:, None].expand_as(u)
+    read = pred_recon.double()[t, v.clamp(0, H - 1), u.clamp(0, W - 1)]
+    return torch.where(found[..., None], read, pred_tracks.double())
+
+
 @torch.no_grad()
 def evaluate_clips(model, clip, chunk: int = 8, alignments: tuple[str, ...] = ("median", "sim3")) -> dict:
     """Evaluate ``model`` on a ``world.Clip`` (dense queries: every anchor pixel). See evaluate_predictions."""

@@ -61,7 +61,13 @@ from st4r_lite.runtime import atomic_write, command_line
 from st4r_lite.train import heldout
 from st4r_lite.train.checkpoint import TRAIN_FORMAT, load_train_checkpoint
 from st4r_lite.train.config import TrainConfig
-from st4r_lite.train.correspondence import AttentionRecorder, match_loss, patch_correspondence
+from st4r_lite.train.correspondence import (
+    AttentionRecorder,
+    match_head_loss,
+    match_loss,
+    patch_correspondence,
+    token_dynamic,
+)
 from st4r_lite.train.distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed
 from st4r_lite.train.losses import PairTargets, PretrainLoss
 from st4r_lite.train.schedule import frame_gap_at, make_optimizer
@@ -115,18 +121,19 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
     """The state dict that ``TrainConfig.init`` names, checked against ``model``'s architecture: the model of a
     training checkpoint (float32, as trained) or of anything ``model.resolve.load`` reads (float32).
 
-    The one difference allowed: an init without the heads' pixel refinement for a model with one
-    (``ModelConfig.pixel_refine``): the refinement keeps the model's fresh, zero-output weights, so the run
-    starts from exactly the init's function."""
+    The differences allowed: an init without the heads' pixel refinement (``ModelConfig.pixel_refine``) or the
+    matched tracking (``ModelConfig.match_track``) for a model with one: the added module keeps the model's fresh
+    weights (the refinement outputs exactly zero, the matched tracking's gate starts nearly closed)."""
     state, config = weights_of(spec)
-    adds_refine = not config.pixel_refine and model.config.pixel_refine > 0
-    if adds_refine:
-        config = config.with_(pixel_refine=model.config.pixel_refine)
-        state = {**{k: v for k, v in model.state_dict().items() if k.startswith("pixel_refine")}, **state}
+    for field in ("pixel_refine", "match_track"):
+        if not getattr(config, field) and getattr(model.config, field) > 0:
+            config = config.with_(**{field: getattr(model.config, field)})
+            state = {**{k: v for k, v in model.state_dict().items() if k.startswith(field)}, **state}
     if config != model.config:
-        raise InputError(f"--init {spec!r} is a {config.name!r} model (pixel_refine {config.pixel_refine}) but the run "
-                         f"trains {model.config.name!r} (pixel_refine {model.config.pixel_refine}): pass the same "
-                         "--preset, and the init's --pixel-refine width (or none, to add one from zero)")
+        raise InputError(f"--init {spec!r} is a {config.name!r} model (pixel_refine {config.pixel_refine}, match_track "
+                         f"{config.match_track}) but the run trains {model.config.name!r} (pixel_refine "
+                         f"{model.config.pixel_refine}, match_track {model.config.match_track}): pass the same "
+                         "--preset, and the init's --pixel-refine / --match-track widths (or none, to add them)")
     missing = set(model.state_dict()) ^ set(state)
     if missing:
         raise InputError(f"--init {spec!r} does not match the model's parameters ({len(missing)} names differ, "
@@ -262,6 +269,10 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
     window: dict[str, list[float]] = {}
     t_window, pairs_window, result = time.perf_counter(), 0, {}
     recorder, patch = (AttentionRecorder(model.dec_blocks) if cfg.match_weight else None), model.config.patch_size
+    head_logits: list[torch.Tensor] = []   # the matched tracking's logits of this step's forward (training only)
+    hook = model.match_track.register_forward_hook(
+        lambda _m, _a, out: head_logits.append(out[1]) if torch.is_grad_enabled() else None) \
+        if cfg.match_head_weight else None
     model.train()
     while state.step < stop:
         t0 = time.perf_counter()
@@ -277,6 +288,12 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
             target, visible, _ = (rearrange(x, "b s n -> (b s) n") for x in patch_correspondence(clip, patch))
             match = match_loss(recorder.take(), target, visible)
             terms = replace(terms, total=terms.total + cfg.match_weight * match, match=match.detach())
+        if cfg.match_head_weight:  # + w · L_match_head on the matched tracking's logits
+            target, visible, _ = (rearrange(x, "b s n -> (b s) n") for x in patch_correspondence(clip, patch))
+            dyn = repeat(token_dynamic(clip, patch), "b n -> (b s) n", s=cfg.frames)
+            match = match_head_loss(torch.cat(head_logits), target, visible, dyn)
+            head_logits.clear()
+            terms = replace(terms, total=terms.total + cfg.match_head_weight * match, match_head=match.detach())
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -313,6 +330,8 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
             barrier(env)
     if bar is not None:
         bar.close()
+    if hook is not None:
+        hook.remove()
     return {"step": state.step, "elapsed_s": state.elapsed_s, "checkpoint": str(out), "eval": result,
             "rank": env.rank, "world_size": env.world_size, "weights_digest": weights_digest(model)}
 

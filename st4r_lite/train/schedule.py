@@ -19,13 +19,15 @@ import math
 import torch
 from torch import nn
 
+FAST_PREFIXES = ("pixel_refine", "match_track")  # modules that a fine-tune may add from scratch
 
-def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None, fast_prefix: str = "pixel_refine",
-                 fast_mult: float = 1.0) -> list[dict]:
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                 fast_prefix: tuple[str, ...] = FAST_PREFIXES, fast_mult: float = 1.0) -> list[dict]:
     """AdamW groups of the trainable parameters: decay for ≥ 2-D tensors, none for 1-D (norms, biases).
 
     Frozen parameters (requires_grad False) are left out. With ``fast_mult`` ≠ 1 the parameters whose name starts
-    with ``fast_prefix`` (a module added from scratch to pretrained weights) get their own two groups at
+    with one of ``fast_prefix`` (a module added from scratch to pretrained weights) get their own two groups at
     ``lr · fast_mult``. Returns [{"params", "weight_decay"(, "lr")}, ...] (empty groups dropped).
     """
     if weight_decay < 0:

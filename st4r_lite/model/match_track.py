@@ -1,0 +1,91 @@
+"""Matched-geometry tracking (ours; ``ModelConfig.match_track`` > 0, off in DUSt3R's layout).
+
+Glossary: B pairs, H W image size, p patch size, h w token grid (H/p, W/p), N = h*w anchor tokens, M = h*w tokens
+of frame k, C decoder width, D the matching width (``match_track``).
+
+Head 1 predicts where each anchor pixel is at time k (``track`` = ¹X¹_k) from context; head 2 predicts frame k's own
+geometry at time k in the same anchor camera frame (``recon`` = ¹Xᵏ_k). If anchor patch i is seen at patch j of
+frame k, its point at time k is already in ``recon`` there: the motion of a point is *where it was found*, not a
+number painted from context. This module finds it and reads it:
+
+    f1_i = [enc1_i, dec1_i],  f2_j = [enc2_j, dec2_j]              (encoder token, last decoder token of each branch)
+    logits_ij = <Wq f1_i, Wk f2_j> / sqrt(D) − λ ‖pos_i − pos_j‖²  (λ = softplus(ρ) ≥ 0: a learned locality prior,
+                                                                   positions in tokens)
+    A_i· = softmax_j(logits_i·)                                     (B, N, M)
+    matched(i, o) = Σ_j A_ij · sg(recon)(j, o)                      (o = a pixel's offset inside its p x p patch:
+                                                                   the patch is copied whole to where it was found)
+    g(i, o) = sigmoid(Linear([dec1_i, max_j A_ij]))                 (a per-pixel gate, from the token and how sure
+                                                                   its match is)
+    track' = track + g · (matched − track)
+
+``sg`` stops the gradient: the tracking loss teaches the matching and the gate, never branch 2's geometry. The gate
+starts nearly closed (bias −4: g ≈ 0.018, weights zero), so a model given this module keeps ~98 % of its own track
+until training opens it; the logits are also what ``train.correspondence.match_head_loss`` supervises with the
+world's true correspondent tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from st4r_lite.model.blocks import patch_positions
+
+GATE_BIAS = -4.0      # sigmoid(−4) ≈ 0.018: the pretrained track is kept almost unchanged at the start
+LOCALITY_INIT = 0.05  # λ at the start: a match 3 tokens away costs 0.45 nats against one in place
+
+
+class MatchTrack(nn.Module):
+    """Read the track from frame k's reconstruction where each anchor patch is found (module docstring).
+
+    forward(dec1, dec2, track, recon): dec1, dec2 the decoder lists [enc (B, N, C_enc), block 1..L (B, N, C)] of the
+    two branches; track, recon (B, H, W, 3) -> (track' (B, H, W, 3), logits (B, N, M)).
+    """
+
+    def __init__(self, enc_dim: int, dec_dim: int, patch_size: int, width: int):
+        super().__init__()
+        assert width > 0, width
+        self.patch_size, self.width = patch_size, width
+        self.norm1 = nn.LayerNorm(enc_dim + dec_dim)
+        self.norm2 = nn.LayerNorm(enc_dim + dec_dim)
+        self.q = nn.Linear(enc_dim + dec_dim, width)
+        self.k = nn.Linear(enc_dim + dec_dim, width)
+        self.locality = nn.Parameter(torch.full((1,), math.log(math.expm1(LOCALITY_INIT))))  # ρ, λ = softplus(ρ)
+        self.gate = nn.Linear(dec_dim + 1, patch_size**2)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, GATE_BIAS)
+
+    def match_logits(self, dec1: list[torch.Tensor], dec2: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        """logits (B, N, M) of anchor token i being seen at token j of frame k (module docstring)."""
+        dtype = self.q.weight.dtype   # float32 (the heads' precision) whatever the decoder ran in
+        f1 = self.norm1(torch.cat([dec1[0], dec1[-1]], dim=-1).to(dtype))
+        f2 = self.norm2(torch.cat([dec2[0], dec2[-1]], dim=-1).to(dtype))
+        sim = self.q(f1) @ self.k(f2).transpose(-1, -2) / math.sqrt(self.width)
+        pos = patch_positions(1, *grid, device=sim.device)[0].float()               # (N, 2) (row, col)
+        dist2 = torch.cdist(pos, pos).square()                                      # (N, M)
+        return sim - F.softplus(self.locality) * dist2
+
+    def forward(self, dec1: list[torch.Tensor], dec2: list[torch.Tensor], track: torch.Tensor,
+                recon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, H, W, _ = track.shape
+        p = self.patch_size
+        assert recon.shape == track.shape and H % p == 0 and W % p == 0, (tuple(track.shape), tuple(recon.shape), p)
+        h, w = H // p, W // p
+        dtype = self.q.weight.dtype
+        with torch.autocast(device_type=track.device.type, enabled=False):
+            logits = self.match_logits(dec1, dec2, (h, w))                          # (B, N, M)
+            attn = logits.softmax(dim=-1)
+            patches = rearrange(recon.detach().to(dtype), "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=p, p2=p)
+            matched = rearrange(attn @ patches, "b (h w) (p1 p2 c) -> b (h p1) (w p2) c", h=h, p1=p, p2=p)
+            gate_in = torch.cat([dec1[-1].to(dtype), attn.amax(dim=-1, keepdim=True)], dim=-1)
+            gate = rearrange(torch.sigmoid(self.gate(gate_in)), "b (h w) (p1 p2) -> b (h p1) (w p2) 1",
+                             h=h, p1=p, p2=p)
+            track = track.to(dtype)
+            return track + gate * (matched - track), logits
+
+
+__all__ = ["MatchTrack", "GATE_BIAS", "LOCALITY_INIT"]

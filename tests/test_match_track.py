@@ -1,0 +1,143 @@
+"""The matched-geometry tracking (ModelConfig.match_track): off by default, reads frame k's reconstruction where the
+anchor patch is found, never trains branch 2 through the track, loads onto a plain init, and trains with its lookup
+supervised (train.correspondence.match_head_loss)."""
+
+import json
+
+import pytest
+import torch
+
+from st4r_lite.errors import InputError
+from st4r_lite.model.checkpoint import load_model, save_checkpoint
+from st4r_lite.model.config import PRESETS
+from st4r_lite.model.match_track import GATE_BIAS, MatchTrack
+from st4r_lite.model.network import build_model
+from st4r_lite.model.pairs import PairRunner
+from st4r_lite.train.correspondence import match_head_loss
+from st4r_lite.train.loop import TrainConfig, initial_weights, pretrain
+
+MATCHED = PRESETS["tiny"].with_(match_track=16)
+
+
+def _images(n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(n, 3, 64, 96, generator=g) * 2 - 1 for _ in range(2)]
+
+
+def _lists(B=1, N=6, C=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, N, C, generator=g) for _ in range(2)], [torch.randn(B, N, C, generator=g) for _ in range(2)]
+
+
+def test_off_by_default_so_released_layouts_keep_their_keys():
+    keys = build_model("tiny").state_dict()
+    assert PRESETS["full"].match_track == 0 and not any(k.startswith("match_track") for k in keys)
+    added = set(build_model(MATCHED).state_dict()) - set(keys)
+    assert added and {k.split(".")[0] for k in added} == {"match_track"}
+
+
+def test_an_open_gate_and_a_sure_match_copy_the_found_patch_of_the_reconstruction():
+    """Grid 2 x 3 of 2 x 2 patches; every anchor token i is 'found' at token perm[i]: track' = recon moved patch-wise."""
+    mt = MatchTrack(8, 8, patch_size=2, width=4)
+    torch.nn.init.constant_(mt.gate.bias, 60.0)                  # gate fully open
+    perm = torch.tensor([1, 2, 0, 4, 5, 3])
+    mt.match_logits = lambda d1, d2, grid: torch.nn.functional.one_hot(perm, 6)[None].float() * 80
+    dec1, dec2 = _lists()
+    track, recon = torch.randn(1, 4, 6, 3), torch.randn(1, 4, 6, 3)
+    out, _ = mt(dec1, dec2, track, recon)
+    for i, j in enumerate(perm.tolist()):
+        (ri, ci), (rj, cj) = divmod(i, 3), divmod(j, 3)
+        assert torch.allclose(out[0, 2 * ri:2 * ri + 2, 2 * ci:2 * ci + 2], recon[0, 2 * rj:2 * rj + 2, 2 * cj:2 * cj + 2])
+
+
+def test_the_locality_prior_prefers_near_tokens_and_a_closed_gate_keeps_the_track():
+    mt = MatchTrack(8, 8, patch_size=2, width=4)
+    torch.nn.init.zeros_(mt.q.weight), torch.nn.init.zeros_(mt.q.bias)   # no appearance: only the prior is left
+    dec1, dec2 = _lists()
+    logits = mt.match_logits(dec1, dec2, (2, 3))
+    assert torch.equal(logits[0].argmax(-1), torch.arange(6))           # each token prefers itself
+    assert logits[0, 0, 1] > logits[0, 0, 2]                            # one token away beats two
+    torch.nn.init.constant_(mt.gate.bias, -60.0)
+    track, recon = torch.randn(1, 4, 6, 3), torch.randn(1, 4, 6, 3)
+    assert torch.allclose(mt(dec1, dec2, track, recon)[0], track)
+
+
+def test_gradients_reach_the_lookup_and_the_gate_but_not_the_reconstruction():
+    mt = MatchTrack(8, 8, patch_size=2, width=4).double()
+    dec1, dec2 = _lists()
+    dec1, dec2 = [t.double() for t in dec1], [t.double() for t in dec2]
+    track = torch.randn(1, 4, 6, 3, dtype=torch.float64, requires_grad=True)
+    recon = torch.randn(1, 4, 6, 3, dtype=torch.float64, requires_grad=True)
+    out, _ = mt(dec1, dec2, track, recon)
+    out.square().sum().backward()
+    assert recon.grad is None and track.grad.abs().sum() > 0
+    assert mt.q.weight.grad.abs().sum() > 0 and mt.gate.bias.grad.abs().sum() > 0 and mt.locality.grad.abs() > 0
+    # float64 gradcheck through the lookup and the gate (inputs: the anchor's tokens and the track)
+    f = lambda e1, t: mt([e1, dec1[1]], dec2, t, recon.detach())[0]  # noqa: E731
+    e1 = dec1[0].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (e1, track.detach().clone().requires_grad_(True)), eps=1e-6, atol=1e-5)
+
+
+def test_added_onto_a_plain_init_it_starts_near_the_init_and_runs_through_every_pair_path(tmp_path):
+    plain = build_model("tiny", seed=3).eval()
+    path = save_checkpoint(tmp_path / "plain.pt", plain)
+    matched = build_model(MATCHED, seed=5).eval()
+    matched.load_state_dict(initial_weights(str(path), matched))
+    a, b = _images()
+    with torch.no_grad():
+        p, m = plain(a, b), matched(a, b)
+    assert torch.equal(p.recon, m.recon) and torch.equal(p.conf_track, m.conf_track)
+    # track' − track = g · (matched − track), matched a convex blend of recon points, g = sigmoid(−4) at the start
+    bound = torch.sigmoid(torch.tensor(GATE_BIAS)) * (p.track.norm(dim=-1) + p.recon.norm(dim=-1).amax((1, 2))[:, None, None])
+    change = (m.track - p.track).norm(dim=-1)
+    assert change.max() > 0 and (change <= bound * 1.001 + 1e-6).all()
+    video = torch.rand(3, 3, 64, 96) * 2 - 1
+    runner = PairRunner(matched, chunk=2)
+    with torch.no_grad():
+        direct = matched(video[:1].expand(3, -1, -1, -1), video)
+        assert torch.allclose(runner(video).track, direct.track, atol=1e-4)
+        assert torch.allclose(runner(tokens=runner.encode(video)).track, direct.track, atol=1e-4)
+    assert set(map(id, matched.match_track.parameters())) <= set(map(id, matched.branch_parameters("track")))
+    saved = save_checkpoint(tmp_path / "matched.pt", matched)
+    assert load_model(saved).config.match_track == 16
+
+
+def test_match_head_loss_weights_moving_tokens_and_ignores_hidden_ones():
+    logits = torch.zeros(1, 3, 3)
+    logits[0, 0, 0] = logits[0, 1, 1] = 10.0                            # tokens 0 and 1 right, token 2 wrong
+    target = torch.tensor([[0, 1, 2]])
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    none = torch.zeros(1, 3, dtype=torch.bool)
+    plain = match_head_loss(logits, target, valid, none)
+    moving_wrong = match_head_loss(logits, target, valid, torch.tensor([[False, False, True]]))
+    hidden_wrong = match_head_loss(logits, target, torch.tensor([[True, True, False]]), none)
+    assert moving_wrong > plain > hidden_wrong >= 0
+
+
+def test_training_supervises_the_lookup_and_bad_settings_say_what_to_do(tmp_path):
+    with pytest.raises(InputError, match="--match-track"):
+        TrainConfig(steps=1, match_head_weight=0.1)
+    with pytest.raises(InputError, match="match_track"):
+        TrainConfig(steps=1, match_track=-1)
+    cfg = TrainConfig(steps=2, batch=1, frames=2, match_track=8, match_head_weight=0.1, refine_lr_mult=5.0)
+    assert cfg.model_config() == PRESETS["tiny"].with_(match_track=8)
+    res = pretrain(cfg, tmp_path / "run.pt", log_path=tmp_path / "log.jsonl", log_every=1, progress=False,
+                   final_eval=False)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert res["step"] == 2 and all(r["match_head"] > 0 for r in rows)
+
+
+def test_oracle_match_reads_the_true_pixel_of_the_reconstruction_and_keeps_the_track_where_hidden():
+    from st4r_lite.eval.evaluate import sequence_from_clip
+    from st4r_lite.train.heldout import oracle_match_tracks
+    from st4r_lite.world.render import generate_clips
+
+    clip = generate_clips(1, frames=4, height=32, width=48, domain="pretrain", seed=5)
+    seq = sequence_from_clip(clip, 0, query_stride=4)
+    fallback = torch.full_like(seq.gt_tracks, 7.0)
+    found = oracle_match_tracks(fallback, seq.gt_points, seq.gt_tracks, seq.gt_visible, seq.K, seq.T_world_cam)
+    assert torch.allclose(found[0], seq.gt_tracks[0])                    # frame 0: the query pixel itself
+    hidden = ~seq.gt_visible
+    assert hidden.any() and (found[hidden] == 7.0).all()                  # hidden: the model's own track
+    err = (found - seq.gt_tracks).norm(dim=-1)[seq.gt_visible]
+    assert err.median() < 0.05   # visible: the surface at the nearest pixel (half a pixel is ~2.5 cm at 32 x 48)

@@ -5,6 +5,7 @@ supervised (train.correspondence.match_head_loss)."""
 import json
 
 import pytest
+import roma
 import torch
 
 from st4r_lite.errors import InputError
@@ -141,3 +142,45 @@ def test_oracle_match_reads_the_true_pixel_of_the_reconstruction_and_keeps_the_t
     assert hidden.any() and (found[hidden] == 7.0).all()                  # hidden: the model's own track
     err = (found - seq.gt_tracks).norm(dim=-1)[seq.gt_visible]
     assert err.median() < 0.05   # visible: the surface at the nearest pixel (half a pixel is ~2.5 cm at 32 x 48)
+
+
+def test_registration_brings_the_found_geometry_onto_the_track_and_keeps_a_moving_part_as_motion():
+    from st4r_lite.model.match_track import register_onto
+
+    g = torch.Generator().manual_seed(1)
+    track = torch.randn(2, 200, 3, generator=g, dtype=torch.float64)
+    R = roma.random_rotmat(2, dtype=torch.float64)
+    found = (track - 0.3) @ R / 1.7                                      # the same points, misplaced by a similarity
+    found[:, :20] += 0.5                                                 # a tenth of them moved: not fitted away
+    out = register_onto(found, track, torch.ones(2, 200, dtype=torch.float64))
+    assert torch.allclose(out[:, 20:], track[:, 20:], atol=1e-6)
+    moved = (out[:, :20] - track[:, :20]).norm(dim=-1)
+    assert torch.allclose(moved, torch.full_like(moved, 0.5 * 3**0.5 * 1.7), atol=1e-6)  # the motion, track scale
+    x = found.clone().requires_grad_(True)
+    register_onto(x, track, torch.ones(2, 200, dtype=torch.float64)).sum().backward()
+    assert x.grad.abs().sum() > 0                                        # gradients pass through the source
+
+
+def test_a_registered_model_trains_from_a_plain_init_and_the_setting_is_checked(tmp_path):
+    with pytest.raises(InputError, match="--match-track"):
+        TrainConfig(steps=1, match_register=True)
+    with pytest.raises(InputError, match="match_register"):
+        PRESETS["tiny"].with_(match_register=True)
+    plain = build_model("tiny", seed=3)
+    path = save_checkpoint(tmp_path / "plain.pt", plain)
+    cfg = TrainConfig(steps=1, batch=1, frames=2, init=str(path), match_track=8, match_register=True,
+                      match_head_weight=0.1)
+    assert cfg.model_config() == PRESETS["tiny"].with_(match_track=8, match_register=True)
+    res = pretrain(cfg, tmp_path / "run.pt", log_path=tmp_path / "log.jsonl", progress=False, final_eval=False)
+    assert res["step"] == 1 and load_model(tmp_path / "run.pt").config.match_register is True
+
+
+def test_a_registered_lookup_of_a_misplaced_frame_reads_the_track_branchs_placement():
+    mt = MatchTrack(8, 8, patch_size=2, width=4, register=True)
+    torch.nn.init.constant_(mt.gate.bias, 60.0)
+    mt.match_logits = lambda d1, d2, grid: torch.eye(6)[None] * 80          # every patch found in place
+    dec1, dec2 = _lists()
+    track = torch.randn(1, 4, 6, 3)
+    recon = 1.3 * track @ roma.random_rotmat().T + torch.tensor([0.2, -0.1, 0.4])   # the same frame, misplaced
+    out, _ = mt(dec1, dec2, track, recon)
+    assert torch.allclose(out, track, atol=1e-4)

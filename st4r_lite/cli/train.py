@@ -72,6 +72,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    help="add the matched-geometry tracking of width W: each anchor patch is looked up in frame k and "
                    "the track reads frame k's reconstruction there through a learned gate (default 0 = off); with "
                    "--init from weights without one, it starts with its gate nearly closed")
+    p.add_argument("--match-register", action="store_true", default=None,
+                   help="with --match-track: bring frame k's found geometry onto the track branch's own frame-k points "
+                   "by one similarity per pair before reading it (the camera's correction; no gradient)")
     p.add_argument("--match-head-weight", type=float, default=None,
                    help="add W x the cross-entropy of the matched tracking's lookup against the true correspondent "
                    "token (needs --match-track; default 0 = off)")
@@ -215,6 +218,7 @@ def run_pretrain_cli(args) -> str:
                  "match_weight": getattr(args, "match_weight", None),
                  "pixel_refine": getattr(args, "pixel_refine", None),
                  "match_track": getattr(args, "match_track", None),
+                 "match_register": getattr(args, "match_register", None),
                  "match_head_weight": getattr(args, "match_head_weight", None),
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None),
                  "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}

@@ -18,7 +18,17 @@ number painted from context. This module finds it and reads it:
                                                                    its match is)
     track' = track + g · (matched − track)
 
-``sg`` stops the gradient: the tracking loss teaches the matching and the gate, never branch 2's geometry. The gate
+``sg`` stops the gradient: the tracking loss teaches the matching and the gate, never branch 2's geometry.
+
+With ``register`` (``ModelConfig.match_register``), frame k's found geometry is first brought onto the track
+branch's own frame-k points by one similarity per pair, fitted without gradient (Umeyama, ``roma``), weighted by
+how sure each lookup is and refitted on the 70 % best-fitting pixels (most of a scene is static, so this is the
+camera's correction, and the moving objects' residual is their motion):
+
+    (s, R, t) = argmin Σ_pixels w · ‖s R matched + t − track‖²,   matched := s R matched + t
+
+The reconstruction of far frames is placed worse than the track branch places the same frame's static points
+(a frame's shape is right, its pose drifts); the registration keeps the lookup's motion and the track's placement. The gate
 starts nearly closed (bias −4: g ≈ 0.018, weights zero), so a model given this module keeps ~98 % of its own track
 until training opens it; the logits are also what ``train.correspondence.match_head_loss`` supervises with the
 world's true correspondent tokens.
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import math
 
+import roma
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -37,6 +48,32 @@ from st4r_lite.model.blocks import patch_positions
 
 GATE_BIAS = -4.0      # sigmoid(−4) ≈ 0.018: the pretrained track is kept almost unchanged at the start
 LOCALITY_INIT = 0.05  # λ at the start: a match 3 tokens away costs 0.45 nats against one in place
+REGISTER_KEEP = 0.7   # the registration's second fit keeps the pixels whose first-fit residual is below this quantile
+
+
+def register_onto(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                  keep: float = REGISTER_KEEP) -> torch.Tensor:
+    """source moved by the similarity that best fits it onto target (two weighted Umeyama fits, the second on the
+    ``keep`` fraction of best-fitting points); the transform is a constant (no gradient), source keeps its own.
+
+    source, target (B, P, 3), weight (B, P) ≥ 0 -> (B, P, 3).
+
+    >>> import torch, roma; x = torch.randn(1, 50, 3); R = roma.random_rotmat(1)
+    >>> y = 2 * x @ R.transpose(-1, -2) + 1; y[:, :5] += 10          # five outliers
+    >>> bool(((register_onto(x, y, torch.ones(1, 50)) - y)[:, 5:].abs() < 1e-3).all())
+    True
+    """
+    assert source.shape == target.shape and weight.shape == source.shape[:2], (
+        tuple(source.shape), tuple(target.shape), tuple(weight.shape))
+    with torch.no_grad():
+        x, y, w = source.detach().double(), target.detach().double(), weight.detach().double()
+        for fit in range(2):
+            R, t, s = roma.rigid_points_registration(x, y, weights=w, compute_scaling=True)
+            if fit == 0:
+                residual = (s[:, None, None] * x @ R.transpose(-1, -2) + t[:, None] - y).norm(dim=-1)
+                w = w * (residual <= residual.quantile(keep, dim=-1, keepdim=True))
+    R, t, s = R.to(source.dtype), t.to(source.dtype), s.to(source.dtype)
+    return s[:, None, None] * source @ R.transpose(-1, -2) + t[:, None]
 
 
 class MatchTrack(nn.Module):
@@ -46,10 +83,10 @@ class MatchTrack(nn.Module):
     two branches; track, recon (B, H, W, 3) -> (track' (B, H, W, 3), logits (B, N, M)).
     """
 
-    def __init__(self, enc_dim: int, dec_dim: int, patch_size: int, width: int):
+    def __init__(self, enc_dim: int, dec_dim: int, patch_size: int, width: int, register: bool = False):
         super().__init__()
         assert width > 0, width
-        self.patch_size, self.width = patch_size, width
+        self.patch_size, self.width, self.register = patch_size, width, register
         self.norm1 = nn.LayerNorm(enc_dim + dec_dim)
         self.norm2 = nn.LayerNorm(enc_dim + dec_dim)
         self.q = nn.Linear(enc_dim + dec_dim, width)
@@ -81,11 +118,17 @@ class MatchTrack(nn.Module):
             attn = logits.softmax(dim=-1)
             patches = rearrange(recon.detach().to(dtype), "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=p, p2=p)
             matched = rearrange(attn @ patches, "b (h w) (p1 p2 c) -> b (h p1) (w p2) c", h=h, p1=p, p2=p)
-            gate_in = torch.cat([dec1[-1].to(dtype), attn.amax(dim=-1, keepdim=True)], dim=-1)
+            sure = attn.amax(dim=-1, keepdim=True)                                  # (B, N, 1)
+            if self.register:
+                flat = lambda x: rearrange(x, "b hh ww c -> b (hh ww) c")  # noqa: E731
+                weight = rearrange(sure.expand(-1, -1, p * p), "b (h w) (p1 p2) -> b (h p1 w p2)",
+                                   h=h, p1=p, p2=p)
+                matched = register_onto(flat(matched), flat(track.to(dtype)), weight).view_as(matched)
+            gate_in = torch.cat([dec1[-1].to(dtype), sure], dim=-1)
             gate = rearrange(torch.sigmoid(self.gate(gate_in)), "b (h w) (p1 p2) -> b (h p1) (w p2) 1",
                              h=h, p1=p, p2=p)
             track = track.to(dtype)
             return track + gate * (matched - track), logits
 
 
-__all__ = ["MatchTrack", "GATE_BIAS", "LOCALITY_INIT"]
+__all__ = ["MatchTrack", "register_onto", "GATE_BIAS", "LOCALITY_INIT", "REGISTER_KEEP"]

@@ -115,7 +115,7 @@ class St4RTrack(nn.Module):
         if cfg.pixel_refine:  # after the init pass too: their last conv stays exactly zero
             self.pixel_refine1, self.pixel_refine2 = PixelRefine(cfg.pixel_refine), PixelRefine(cfg.pixel_refine)
         if cfg.match_track:  # after the init pass too: its gate starts nearly closed
-            self.match_track = MatchTrack(cfg.enc_dim, cfg.dec_dim, cfg.patch_size, cfg.match_track)
+            self.match_track = MatchTrack(cfg.enc_dim, cfg.dec_dim, cfg.patch_size, cfg.match_track, cfg.match_register)
 
     # --------------------------------------------------------------------------------------------- stages
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

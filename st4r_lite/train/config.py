@@ -43,6 +43,8 @@ class TrainConfig:
                                 # preset's. An --init without one starts it at zero (the init's function exactly)
     match_track: int = 0        # width of the matched-geometry tracking (ModelConfig.match_track); 0 = the preset's.
                                 # An --init without one adds it with its gate nearly closed
+    match_register: bool = False  # the matched tracking registers frame k's found geometry onto the track first
+                                # (ModelConfig.match_register); needs match_track
     match_head_weight: float = 0.0  # + w · L_match_head: the matched tracking's logits taught the true correspondent
                                 # token (train.correspondence.match_head_loss); needs match_track; 0 = off
     refine_lr_mult: float = 1.0  # learning rate of the modules added from scratch (pixel refinement, matched
@@ -75,6 +77,8 @@ class TrainConfig:
         if self.pixel_refine < 0 or self.match_track < 0:
             raise InputError(f"pixel_refine and match_track must be ≥ 0 (0 = the preset's), got {self.pixel_refine}, "
                              f"{self.match_track}")
+        if self.match_register and not self.match_track:
+            raise InputError("match_register registers the matched tracking's geometry: add --match-track WIDTH")
         if self.match_head_weight < 0 or (self.match_head_weight and not self.match_track):
             raise InputError(f"match_head_weight {self.match_head_weight} must be ≥ 0 and needs the matched tracking "
                              "(--match-track WIDTH)")
@@ -88,7 +92,9 @@ class TrainConfig:
         config = get_config(self.preset)
         if self.pixel_refine:
             config = config.with_(pixel_refine=self.pixel_refine)
-        return config.with_(match_track=self.match_track) if self.match_track else config
+        if self.match_track:
+            config = config.with_(match_track=self.match_track, match_register=self.match_register)
+        return config
 
     def shift(self) -> dict | None:
         """The world shift as ``generate_clips`` takes it (ranges as tuples); None when there is none."""

@@ -125,9 +125,10 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
     matched tracking (``ModelConfig.match_track``) for a model with one: the added module keeps the model's fresh
     weights (the refinement outputs exactly zero, the matched tracking's gate starts nearly closed)."""
     state, config = weights_of(spec)
-    for field in ("pixel_refine", "match_track"):
+    added = {"pixel_refine": ("pixel_refine",), "match_track": ("match_track", "match_register")}
+    for field, settings in added.items():
         if not getattr(config, field) and getattr(model.config, field) > 0:
-            config = config.with_(**{field: getattr(model.config, field)})
+            config = config.with_(**{f: getattr(model.config, f) for f in settings})
             state = {**{k: v for k, v in model.state_dict().items() if k.startswith(field)}, **state}
     if config != model.config:
         raise InputError(f"--init {spec!r} is a {config.name!r} model (pixel_refine {config.pixel_refine}, match_track "

@@ -53,3 +53,15 @@ def test_cli_shift_renders_the_candidate_world(tmp_path):
                                   "--shift", "object_speed=2"]) == 0
     doc = json.loads(out.read_text())
     assert doc["world_shift"] == {"object_speed": 2.0} and doc["command"].endswith("--shift object_speed=2")
+
+
+def test_a_matched_tracking_model_adds_its_lookup_with_the_gate(clips):
+    from st4r_lite.model.config import PRESETS
+    from st4r_lite.model.network import build_model
+
+    model = build_model(PRESETS["tiny"].with_(match_track=8)).eval()
+    got = match_resolution.token_matching(model, clips)
+    assert set(got) == {*match_resolution.MATCHERS, "lookup"}
+    lookup = got["lookup"]
+    assert 0 <= lookup["hit"] <= lookup["near"] <= 1
+    assert lookup["gate"] == pytest.approx(float(torch.sigmoid(torch.tensor(-4.0))), abs=1e-4)   # a fresh gate

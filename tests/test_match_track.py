@@ -184,3 +184,18 @@ def test_a_registered_lookup_of_a_misplaced_frame_reads_the_track_branchs_placem
     recon = 1.3 * track @ roma.random_rotmat().T + torch.tensor([0.2, -0.1, 0.4])   # the same frame, misplaced
     out, _ = mt(dec1, dec2, track, recon)
     assert torch.allclose(out, track, atol=1e-4)
+
+
+def test_the_registered_oracle_undoes_a_misplaced_reconstruction():
+    from st4r_lite.eval.evaluate import sequence_from_clip
+    from st4r_lite.train.heldout import oracle_match_tracks
+    from st4r_lite.world.render import generate_clips
+
+    clip = generate_clips(1, frames=3, height=32, width=48, domain="pretrain", seed=6)
+    seq = sequence_from_clip(clip, 0, query_stride=4)
+    misplaced = 1.2 * seq.gt_points @ roma.random_rotmat(dtype=torch.float64).T + 0.3   # every frame misplaced
+    args = (seq.gt_tracks, seq.gt_visible, seq.K, seq.T_world_cam)
+    raw = oracle_match_tracks(seq.gt_tracks, misplaced, *args)
+    reg = oracle_match_tracks(seq.gt_tracks, misplaced, *args, register=True)
+    err = lambda x: (x - seq.gt_tracks).norm(dim=-1)[seq.gt_visible].median()  # noqa: E731
+    assert err(reg) < 0.05 < 0.5 < err(raw)

@@ -58,7 +58,8 @@ def test_scorecard_of_an_untrained_model_has_its_peers_and_the_motion_ceiling():
     model = build_model(PRESETS["tiny"]).eval()
     card = scorecard(model, num_clips=1, frames=3, query_stride=8)
     methods = card["methods"]
-    assert set(methods) == {"model", "static", "combinational", "oracle_motion", "oracle_match"}
+    assert set(methods) == {"model", "static", "combinational", "oracle_motion", "oracle_match",
+                            "oracle_match_reg"}
     oracle, static = methods["oracle_motion"], methods["static"]
     assert oracle["gap_dynamic"] == round(oracle["apd_dynamic"] - static["apd_dynamic"], 4)
     assert "gap_dynamic" not in static and "oracle_motion" in format_scorecard(card)

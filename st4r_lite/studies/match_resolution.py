@@ -14,6 +14,9 @@ To track a moving object the track branch must find, in frame k, where each anch
                    same_position   j = i (nothing moved)
                    rgb_patch       nearest p×p×3 pixel patch of frame k (L2)
                    encoder         nearest encoder token of frame k (cosine) of the checkpoint
+                   lookup          (checkpoints with ``ModelConfig.match_track``) the matched tracking's most likely
+                                   token; its gate (how much of the track it reads from the lookup) is averaged
+                                   over the same tokens (``gate``, ``moved_gate``)
                    against the true token j* (``patch_correspondence``): ``hit`` = [j == j*], ``near`` = within one
                    token (Chebyshev); ``moved_*`` on the tokens of moving objects whose j* ≠ i (as
                    ``motion_probe.attention_correspondence`` counts them, so the trained attention's hit rates
@@ -83,6 +86,19 @@ def _choices(model, clips, b: int, k: int, feats: torch.Tensor) -> dict[str, tor
             "encoder": (fa @ fo.T).argmax(-1)}
 
 
+def _lookup(model, clips, b: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The matched tracking's chosen token (N,) and its mean gate per token (N,) for pair (0, k) of clip b."""
+    gates: list[torch.Tensor] = []
+    hook = model.match_track.gate.register_forward_hook(lambda _m, _a, out: gates.append(torch.sigmoid(out)))
+    try:
+        dbg = model.forward_debug(clips.rgb[b, :1].float() * 2 - 1, clips.rgb[b, k:k + 1].float() * 2 - 1)
+    finally:
+        hook.remove()
+    h, w = clips.rgb.shape[-2] // model.config.patch_size, clips.rgb.shape[-1] // model.config.patch_size
+    logits = model.match_track.match_logits(dbg.dec1, dbg.dec2, (h, w))      # (1, N, M)
+    return logits[0].argmax(-1), gates[0][0].mean(-1)
+
+
 @torch.no_grad()
 def token_matching(model, clips, others=OTHERS) -> dict[str, dict]:
     """Hit rates of the matchers (module docstring) over pairs (0, k), k in ``others``. Returns {matcher: {"hit",
@@ -93,13 +109,21 @@ def token_matching(model, clips, others=OTHERS) -> dict[str, dict]:
     w = W // p
     targets, visible, same = patch_correspondence(clips, p)            # (B, T, N) each
     dynamic = token_dynamic(clips, p)                                  # (B, N)
-    counts = {name: dict(hit=0, near=0, moved_hit=0, moved_near=0, tokens=0, moved_tokens=0) for name in MATCHERS}
+    lookup = bool(getattr(model.config, "match_track", 0))
+    names = MATCHERS + (("lookup",) if lookup else ())
+    counts = {name: dict(hit=0, near=0, moved_hit=0, moved_near=0, tokens=0, moved_tokens=0) for name in names}
+    gate_sum = dict(gate=0.0, moved_gate=0.0)
     for b in range(B):
         feats, _ = model.encode(clips.rgb[b].float() * 2 - 1)          # (T, N, C)
         for k in others:
             target, ok = targets[b, k], visible[b, k]
             moving = dynamic[b] & ~same[b, k] & ok
-            for name, j in _choices(model, clips, b, k, feats).items():
+            choices = _choices(model, clips, b, k, feats)
+            if lookup:
+                choices["lookup"], gate = _lookup(model, clips, b, k)
+                gate_sum["gate"] += float(gate[ok].sum())
+                gate_sum["moved_gate"] += float(gate[moving].sum())
+            for name, j in choices.items():
                 hit = j == target
                 near = within_one_token(j, target, w)
                 c = counts[name]
@@ -113,6 +137,9 @@ def token_matching(model, clips, others=OTHERS) -> dict[str, dict]:
                      "moved_hit": rate(c["moved_hit"], c["moved_tokens"]),
                      "moved_near": rate(c["moved_near"], c["moved_tokens"]),
                      "tokens": c["tokens"], "moved_tokens": c["moved_tokens"]}
+        if name == "lookup":
+            out[name].update(gate=rate(gate_sum["gate"], c["tokens"]),
+                             moved_gate=rate(gate_sum["moved_gate"], c["moved_tokens"]))
     return out
 
 
@@ -139,8 +166,9 @@ def main(argv=None) -> int:
         print(f"frame {r['frame']:2d}: moving points shift {r['px_median']:5.1f} px median ({r['px_median'] / p:.2f} "
               f"tokens; p90 {r['px_p90']:.1f} px) by their own motion; {r['m_median']:.3f} m in 3D")
     for name, m in matching.items():
+        gate = f" | gate {m['gate']:.3f}, moved {m['moved_gate']:.3f}" if "gate" in m else ""
         print(f"{name:14s} hit {m['hit']:.3f} near {m['near']:.3f} | moved object tokens ({m['moved_tokens']}): "
-              f"hit {m['moved_hit']:.3f} near {m['moved_near']:.3f}")
+              f"hit {m['moved_hit']:.3f} near {m['moved_near']:.3f}{gate}")
     if args.json:
         record = {"command": f"python -m st4r_lite.studies.match_resolution --checkpoint {args.checkpoint} "
                              f"--num-clips {args.num_clips} --json {args.json}"

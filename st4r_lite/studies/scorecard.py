@@ -26,7 +26,9 @@ score on top of this model's anchor geometry: when its moving-point APD is below
 cannot meet the moving-point targets, and the anchor depth of moving objects has to improve too.
 A second ceiling (``oracle_match``, ``train.heldout.oracle_match_tracks``): each point read from the model's own
 frame-t reconstruction at the pixel where it truly is in frame t (its own track where hidden): a perfect lookup
-into this model's geometry, the best a tracker that finds points instead of estimating motion can do with it.
+into this model's geometry, the best a tracker that finds points instead of estimating motion can do with it;
+``oracle_match_reg`` the same with each frame's found points first registered onto the model's own track (one
+trimmed similarity per frame, fitted without ground truth: ``ModelConfig.match_register``'s ceiling).
 
 Diagnosis of the reconstruction (``recon_by_frame``): its APD per frame index, with the metric's single
 clip-wide alignment ("world": where the frame's geometry is placed in the world), then each frame forgiven its
@@ -73,7 +75,8 @@ TARGETS = {  # name -> (metric key, comparison, threshold)
     "reconstruction APD >= 60": ("recon_apd", ">=", 60.0),
     "depth AbsRel <= 0.10": ("abs_rel", "<=", 0.10),
 }
-METHODS = ("model", "static", "combinational", "oracle_motion", "oracle_match")  # the last two read ground truth
+# the oracle_* rows read ground truth: ceilings, not peers
+METHODS = ("model", "static", "combinational", "oracle_motion", "oracle_match", "oracle_match_reg")
 
 
 def _row(result: dict) -> dict:
@@ -191,15 +194,16 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
         slopes.append(depth_range_slope(pred.tracks[0], seq.gt_tracks[0]))
         static = static_prediction(pred, seq)
         oracle = replace(pred, tracks=oracle_motion_tracks(pred.tracks[0], seq.gt_tracks))
-        found = replace(pred, tracks=oracle_match_tracks(pred.tracks, pred.recon, seq.gt_tracks, seq.gt_visible,
-                                                         seq.K, seq.T_world_cam))
-        peers = {"model": pred, "static": static, "oracle_motion": oracle, "oracle_match": found,
+        found = {f"oracle_match{'_reg' if reg else ''}": replace(pred, tracks=oracle_match_tracks(
+            pred.tracks, pred.recon, seq.gt_tracks, seq.gt_visible, seq.K, seq.T_world_cam, register=reg))
+            for reg in (False, True)}
+        peers = {"model": pred, "static": static, "oracle_motion": oracle, **found,
                  "combinational": combinational_prediction(seq, pred, tracker="lk", depth="recon")}
         for name, p in peers.items():
             per_method[name].append(evaluate_prediction(seq, p, alignments=("median",)))
     methods = {name: _row(mean_results(results)) for name, results in per_method.items()}
     m = methods["model"]
-    for name in ("model", "oracle_motion", "oracle_match"):
+    for name in ("model", "oracle_motion", "oracle_match", "oracle_match_reg"):
         methods[name]["gap_dynamic"] = round(methods[name]["apd_dynamic"] - methods["static"]["apd_dynamic"], 4)
     targets = {}
     for name, (key, op, thr) in TARGETS.items():

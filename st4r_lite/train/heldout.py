@@ -29,6 +29,7 @@ from einops import rearrange
 from st4r_lite.errors import InputError
 from st4r_lite.geometry import track_metrics
 from st4r_lite.model import resolve
+from st4r_lite.model.match_track import register_onto
 from st4r_lite.model.pairs import predict_video
 from st4r_lite.runtime import atomic_write, command_line
 from st4r_lite.train.checkpoint import load_train_checkpoint
@@ -96,7 +97,8 @@ def oracle_motion_tracks(anchor_points: torch.Tensor, gt_tracks: torch.Tensor) -
 
 
 def oracle_match_tracks(pred_tracks: torch.Tensor, pred_recon: torch.Tensor, gt_tracks: torch.Tensor,
-                        gt_visible: torch.Tensor, K: torch.Tensor, T_world_cam: torch.Tensor) -> torch.Tensor:
+                        gt_visible: torch.Tensor, K: torch.Tensor, T_world_cam: torch.Tensor,
+                        register: bool = False) -> torch.Tensor:
     """Diagnostic tracks: each query's point at time t read from the model's *own* frame-t reconstruction at the
     pixel where the query truly is in frame t (a perfect lookup), the model's own track where it is hidden there.
 
@@ -104,7 +106,9 @@ def oracle_match_tracks(pred_tracks: torch.Tensor, pred_recon: torch.Tensor, gt_
         track_t = recon_t[uv_t] if visible_t else pred_track_t
 
     The ceiling of a tracker that finds each point in frame t and reads frame t's geometry there
-    (``model.match_track``): no motion is estimated, only found. pred_tracks (T, N, 3), pred_recon (T, H, W, 3),
+    (``model.match_track``): no motion is estimated, only found. With ``register``, each frame's found points are
+    first brought onto the model's own track_t by one trimmed similarity (``model.match_track.register_onto``: no
+    ground truth in the fit), as ``ModelConfig.match_register`` does. pred_tracks (T, N, 3), pred_recon (T, H, W, 3),
     gt_tracks (T, N, 3) world, gt_visible (T, N) bool, K (3, 3), T_world_cam (T, 4, 4) -> (T, N, 3) float64.
     """
     T, H, W, _ = pred_recon.shape
@@ -119,6 +123,8 @@ def oracle_match_tracks(pred_tracks: torch.Tensor, pred_recon: torch.Tensor, gt_
     found = gt_visible & (X[..., 2] > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
     t = torch.arange(T)[:, None].expand_as(u)
     read = pred_recon.double()[t, v.clamp(0, H - 1), u.clamp(0, W - 1)]
+    if register:
+        read = register_onto(read, pred_tracks.double(), found.double())
     return torch.where(found[..., None], read, pred_tracks.double())
 
 

@@ -45,7 +45,7 @@ def test_an_open_gate_and_a_sure_match_copy_the_found_patch_of_the_reconstructio
     mt.match_logits = lambda d1, d2, grid: torch.nn.functional.one_hot(perm, 6)[None].float() * 80
     dec1, dec2 = _lists()
     track, recon = torch.randn(1, 4, 6, 3), torch.randn(1, 4, 6, 3)
-    out, _ = mt(dec1, dec2, track, recon)
+    out, *_ = mt(dec1, dec2, track, recon)
     for i, j in enumerate(perm.tolist()):
         (ri, ci), (rj, cj) = divmod(i, 3), divmod(j, 3)
         assert torch.allclose(out[0, 2 * ri:2 * ri + 2, 2 * ci:2 * ci + 2], recon[0, 2 * rj:2 * rj + 2, 2 * cj:2 * cj + 2])
@@ -69,7 +69,7 @@ def test_gradients_reach_the_lookup_and_the_gate_but_not_the_reconstruction():
     dec1, dec2 = [t.double() for t in dec1], [t.double() for t in dec2]
     track = torch.randn(1, 4, 6, 3, dtype=torch.float64, requires_grad=True)
     recon = torch.randn(1, 4, 6, 3, dtype=torch.float64, requires_grad=True)
-    out, _ = mt(dec1, dec2, track, recon)
+    out, *_ = mt(dec1, dec2, track, recon)
     out.square().sum().backward()
     assert recon.grad is None and track.grad.abs().sum() > 0
     assert mt.q.weight.grad.abs().sum() > 0 and mt.gate.bias.grad.abs().sum() > 0 and mt.locality.grad.abs() > 0
@@ -182,7 +182,7 @@ def test_a_registered_lookup_of_a_misplaced_frame_reads_the_track_branchs_placem
     dec1, dec2 = _lists()
     track = torch.randn(1, 4, 6, 3)
     recon = 1.3 * track @ roma.random_rotmat().T + torch.tensor([0.2, -0.1, 0.4])   # the same frame, misplaced
-    out, _ = mt(dec1, dec2, track, recon)
+    out, *_ = mt(dec1, dec2, track, recon)
     assert torch.allclose(out, track, atol=1e-4)
 
 
@@ -199,3 +199,36 @@ def test_the_registered_oracle_undoes_a_misplaced_reconstruction():
     reg = oracle_match_tracks(seq.gt_tracks, misplaced, *args, register=True)
     err = lambda x: (x - seq.gt_tracks).norm(dim=-1)[seq.gt_visible].median()  # noqa: E731
     assert err(reg) < 0.05 < 0.5 < err(raw)
+
+
+def test_a_pixel_lookup_finds_each_pixel_where_its_token_went_and_reads_the_reconstruction_there():
+    mt = MatchTrack(8, 8, patch_size=2, width=4, pixel=True)
+    torch.nn.init.constant_(mt.gate.bias, 60.0)
+    perm = torch.tensor([1, 2, 0, 4, 5, 3])
+    mt.match_logits = lambda d1, d2, grid: torch.nn.functional.one_hot(perm, 6)[None].float() * 80
+    dec1, dec2 = _lists()
+    track, recon = torch.randn(1, 4, 6, 3), torch.randn(1, 4, 6, 3)
+    out, _, uv = mt(dec1, dec2, track, recon)
+    for i, j in enumerate(perm.tolist()):
+        (ri, ci), (rj, cj) = divmod(i, 3), divmod(j, 3)
+        assert torch.allclose(out[0, 2 * ri:2 * ri + 2, 2 * ci:2 * ci + 2], recon[0, 2 * rj:2 * rj + 2, 2 * cj:2 * cj + 2],
+                              atol=1e-5)
+        assert torch.allclose(uv[0, 2 * ri, 2 * ci], torch.tensor([2.0 * cj, 2.0 * rj]))   # (column, row) pixels
+    # halfway between two tokens: the soft-argmax lands between their centres (sub-token positions)
+    mt.match_logits = lambda d1, d2, grid: torch.log(torch.tensor([0.5, 0.5, 1e-9, 1e-9, 1e-9, 1e-9])).expand(1, 6, 6)
+    uv = mt(dec1, dec2, track, recon)[2]
+    assert torch.allclose(uv[0, 0, 0], torch.tensor([1.0, 0.0]), atol=1e-4)
+
+
+def test_pixel_lookup_training_supervises_the_looked_up_pixels(tmp_path):
+    from st4r_lite.train.correspondence import match_flow_loss
+
+    uv = torch.zeros(1, 2, 2, 2)
+    ok = torch.ones(1, 2, 2, dtype=torch.bool)
+    assert match_flow_loss(uv + 8, uv, ok, ~ok, patch=8) == pytest.approx(1.0)       # one token off: 0.5 + 0.5
+    assert match_flow_loss(uv + 8, uv, ~ok, ~ok, patch=8) == 0                         # hidden pixels do not count
+    cfg = TrainConfig(steps=1, batch=1, frames=2, match_track=8, match_pixel=True, match_head_weight=0.1)
+    assert cfg.model_config().match_pixel
+    res = pretrain(cfg, tmp_path / "run.pt", log_path=tmp_path / "log.jsonl", progress=False, final_eval=False)
+    model = load_model(tmp_path / "run.pt")
+    assert res["step"] == 1 and model.match_track.offset.weight.abs().sum() > 0      # the offset head learned

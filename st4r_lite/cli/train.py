@@ -75,6 +75,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--match-register", action="store_true", default=None,
                    help="with --match-track: bring frame k's found geometry onto the track branch's own frame-k points "
                    "by one similarity per pair before reading it (the camera's correction; no gradient)")
+    p.add_argument("--match-pixel", action="store_true", default=None,
+                   help="with --match-track: read the lookup at a pixel (soft-argmax + a learned sub-token offset, "
+                   "bilinear) instead of copying the found token's patch; --match-head-weight then also supervises "
+                   "the looked-up pixels")
     p.add_argument("--match-head-weight", type=float, default=None,
                    help="add W x the cross-entropy of the matched tracking's lookup against the true correspondent "
                    "token (needs --match-track; default 0 = off)")
@@ -219,6 +223,7 @@ def run_pretrain_cli(args) -> str:
                  "pixel_refine": getattr(args, "pixel_refine", None),
                  "match_track": getattr(args, "match_track", None),
                  "match_register": getattr(args, "match_register", None),
+                 "match_pixel": getattr(args, "match_pixel", None),
                  "match_head_weight": getattr(args, "match_head_weight", None),
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None),
                  "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}

@@ -69,6 +69,9 @@ class ModelConfig:
     # With match_track: first bring frame k's found geometry onto the track branch's own frame-k points by one
     # similarity per pair (no gradient; MatchTrack's docstring): far frames' reconstructions are misplaced.
     match_register: bool = False
+    # With match_track: read the lookup at a pixel (soft-argmax position + a learned sub-token offset, bilinear)
+    # instead of copying the found token's whole patch.
+    match_pixel: bool = False
 
     def __post_init__(self) -> None:
         # dataclass(frozen) + JSON round trips give lists: normalise to tuples so configs compare equal.
@@ -84,8 +87,8 @@ class ModelConfig:
             problems.append(f"pixel_refine must be >= 0 (0 = off), got {self.pixel_refine}")
         if self.match_track < 0:
             problems.append(f"match_track must be >= 0 (0 = off), got {self.match_track}")
-        if self.match_register and not self.match_track:
-            problems.append("match_register needs match_track > 0 (it registers the matched geometry)")
+        if (self.match_register or self.match_pixel) and not self.match_track:
+            problems.append("match_register and match_pixel need match_track > 0 (they shape its lookup)")
         if self.head_type not in ("linear", "dpt"):
             problems.append(f"head_type must be 'linear' or 'dpt', got {self.head_type!r}")
         if self.head_type == "dpt" and not all(0 <= h <= self.dec_depth for h in self.dpt_hooks):

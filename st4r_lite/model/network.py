@@ -115,7 +115,8 @@ class St4RTrack(nn.Module):
         if cfg.pixel_refine:  # after the init pass too: their last conv stays exactly zero
             self.pixel_refine1, self.pixel_refine2 = PixelRefine(cfg.pixel_refine), PixelRefine(cfg.pixel_refine)
         if cfg.match_track:  # after the init pass too: its gate starts nearly closed
-            self.match_track = MatchTrack(cfg.enc_dim, cfg.dec_dim, cfg.patch_size, cfg.match_track, cfg.match_register)
+            self.match_track = MatchTrack(cfg.enc_dim, cfg.dec_dim, cfg.patch_size, cfg.match_track,
+                                          cfg.match_register, cfg.match_pixel)
 
     # --------------------------------------------------------------------------------------------- stages
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,7 +157,7 @@ class St4RTrack(nn.Module):
         track, conf_track = pointmap_activation(raw1)
         recon, conf_recon = pointmap_activation(raw2)
         if self.config.match_track:  # raw1 stays the head's own output (before the matched geometry)
-            track, _ = self.match_track(dec1, dec2, track, recon)
+            track = self.match_track(dec1, dec2, track, recon)[0]
         if self.config.sigma_heads:
             ls1, ls2 = self.sigma_head1(dec1[-1], image_hw), self.sigma_head2(dec2[-1], image_hw)
         else:  # sigma^2 = 1 everywhere

@@ -240,9 +240,9 @@ def _paired_gap(diffs: list) -> dict:
 
 def format_scorecard(card: dict) -> str:
     """Readable lines: one per method, then each target with its value and whether it is met."""
-    lines = [f"{'':14s} {'APD':>6s} {'APD mov':>8s} {'EPE m':>6s} {'recon':>6s} {'AbsRel':>7s} {'ATE m':>6s}"]
+    lines = [f"{'':16s} {'APD':>6s} {'APD mov':>8s} {'EPE m':>6s} {'recon':>6s} {'AbsRel':>7s} {'ATE m':>6s}"]
     for name, r in card["methods"].items():
-        lines.append(f"{name:14s} {r['apd']:6.1f} {r['apd_dynamic']:8.1f} {r['epe']:6.3f} "
+        lines.append(f"{name:16s} {r['apd']:6.1f} {r['apd_dynamic']:8.1f} {r['epe']:6.3f} "
                      f"{r.get('recon_apd', float('nan')):6.1f} {r.get('abs_rel', float('nan')):7.3f} "
                      f"{r.get('ate_m', float('nan')):6.3f}")
     for name, t in card["targets"].items():

@@ -45,6 +45,8 @@ class TrainConfig:
                                 # An --init without one adds it with its gate nearly closed
     match_register: bool = False  # the matched tracking registers frame k's found geometry onto the track first
                                 # (ModelConfig.match_register); needs match_track
+    match_pixel: bool = False   # the matched tracking reads the lookup at a pixel (ModelConfig.match_pixel); its
+                                # looked-up pixels are then also supervised (match_flow_loss) under match_head_weight
     match_head_weight: float = 0.0  # + w · L_match_head: the matched tracking's logits taught the true correspondent
                                 # token (train.correspondence.match_head_loss); needs match_track; 0 = off
     refine_lr_mult: float = 1.0  # learning rate of the modules added from scratch (pixel refinement, matched
@@ -77,8 +79,9 @@ class TrainConfig:
         if self.pixel_refine < 0 or self.match_track < 0:
             raise InputError(f"pixel_refine and match_track must be ≥ 0 (0 = the preset's), got {self.pixel_refine}, "
                              f"{self.match_track}")
-        if self.match_register and not self.match_track:
-            raise InputError("match_register registers the matched tracking's geometry: add --match-track WIDTH")
+        if (self.match_register or self.match_pixel) and not self.match_track:
+            raise InputError("match_register and match_pixel shape the matched tracking's lookup: add --match-track "
+                             "WIDTH")
         if self.match_head_weight < 0 or (self.match_head_weight and not self.match_track):
             raise InputError(f"match_head_weight {self.match_head_weight} must be ≥ 0 and needs the matched tracking "
                              "(--match-track WIDTH)")
@@ -93,7 +96,8 @@ class TrainConfig:
         if self.pixel_refine:
             config = config.with_(pixel_refine=self.pixel_refine)
         if self.match_track:
-            config = config.with_(match_track=self.match_track, match_register=self.match_register)
+            config = config.with_(match_track=self.match_track, match_register=self.match_register,
+                                  match_pixel=self.match_pixel)
         return config
 
     def shift(self) -> dict | None:

@@ -28,7 +28,7 @@ from einops import rearrange
 from st4r_lite.world.render import project_tracks
 
 __all__ = ["patch_correspondence", "token_dynamic", "within_one_token", "AttentionRecorder", "match_loss",
-           "match_head_loss"]
+           "match_head_loss", "match_flow_loss"]
 
 
 def patch_correspondence(clip, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -133,3 +133,24 @@ def match_head_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Ten
     weight = valid.float() * (1 + (dynamic_weight - 1) * dynamic.float())
     ce = F.cross_entropy(rearrange(logits.float(), "p n m -> (p n) m"), target.flatten(), reduction="none")
     return (ce * weight.flatten()).sum() / weight.sum().clamp_min(1)
+
+
+def match_flow_loss(uv: torch.Tensor, uv_true: torch.Tensor, valid: torch.Tensor, dynamic: torch.Tensor, patch: int,
+                    dynamic_weight: float = 5.0) -> torch.Tensor:
+    """Pixel-level lookup error of the matched tracking (``ModelConfig.match_pixel``), in tokens:
+
+        L = Σ w · smooth-L1(‖uv − uv*‖₁ / p) / Σ w,   w = valid · (1 + (dynamic_weight − 1) · dynamic)
+
+    uv (P, H, W, 2) the looked-up pixels, uv_true (P, H, W, 2) the true projections in frame k
+    (``world.render.project_tracks``), valid (P, H, W) bool (inside and visible in frame k), dynamic (P, H, W) bool
+    (the anchor pixel is on a moving object). Returns a scalar.
+
+    >>> import torch; uv = torch.zeros(1, 2, 2, 2); ok = torch.ones(1, 2, 2, dtype=torch.bool)
+    >>> float(match_flow_loss(uv, uv, ok, ~ok, patch=8))
+    0.0
+    """
+    assert uv.shape == uv_true.shape and valid.shape == dynamic.shape == uv.shape[:3], (
+        tuple(uv.shape), tuple(uv_true.shape), tuple(valid.shape), tuple(dynamic.shape))
+    weight = valid.float() * (1 + (dynamic_weight - 1) * dynamic.float())
+    err = F.smooth_l1_loss(uv.float() / patch, uv_true.float().nan_to_num() / patch, reduction="none").sum(-1)
+    return (err * weight).sum() / weight.sum().clamp_min(1)

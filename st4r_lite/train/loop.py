@@ -63,6 +63,7 @@ from st4r_lite.train.checkpoint import TRAIN_FORMAT, load_train_checkpoint
 from st4r_lite.train.config import TrainConfig
 from st4r_lite.train.correspondence import (
     AttentionRecorder,
+    match_flow_loss,
     match_head_loss,
     match_loss,
     patch_correspondence,
@@ -71,7 +72,7 @@ from st4r_lite.train.correspondence import (
 from st4r_lite.train.distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed
 from st4r_lite.train.losses import PairTargets, PretrainLoss
 from st4r_lite.train.schedule import frame_gap_at, make_optimizer
-from st4r_lite.world.render import generate_clips
+from st4r_lite.world.render import generate_clips, project_tracks
 
 # Clip seeds: training clips use TRAIN_SEED_BASE + seed · TRAIN_SEED_STRIDE + counter. The named benchmarks
 # (worldtrack.BENCHMARKS) and the held-out set (heldout.HELDOUT_SEED) use seeds below 10^6.
@@ -125,7 +126,7 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
     matched tracking (``ModelConfig.match_track``) for a model with one: the added module keeps the model's fresh
     weights (the refinement outputs exactly zero, the matched tracking's gate starts nearly closed)."""
     state, config = weights_of(spec)
-    added = {"pixel_refine": ("pixel_refine",), "match_track": ("match_track", "match_register")}
+    added = {"pixel_refine": ("pixel_refine",), "match_track": ("match_track", "match_register", "match_pixel")}
     for field, settings in added.items():
         if not getattr(config, field) and getattr(model.config, field) > 0:
             config = config.with_(**{f: getattr(model.config, f) for f in settings})
@@ -270,9 +271,9 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
     window: dict[str, list[float]] = {}
     t_window, pairs_window, result = time.perf_counter(), 0, {}
     recorder, patch = (AttentionRecorder(model.dec_blocks) if cfg.match_weight else None), model.config.patch_size
-    head_logits: list[torch.Tensor] = []   # the matched tracking's logits of this step's forward (training only)
+    head_out: list[tuple] = []   # the matched tracking's (logits, uv) of this step's forward (training only)
     hook = model.match_track.register_forward_hook(
-        lambda _m, _a, out: head_logits.append(out[1]) if torch.is_grad_enabled() else None) \
+        lambda _m, _a, out: head_out.append(out[1:]) if torch.is_grad_enabled() else None) \
         if cfg.match_head_weight else None
     model.train()
     while state.step < stop:
@@ -292,8 +293,13 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
         if cfg.match_head_weight:  # + w · L_match_head on the matched tracking's logits
             target, visible, _ = (rearrange(x, "b s n -> (b s) n") for x in patch_correspondence(clip, patch))
             dyn = repeat(token_dynamic(clip, patch), "b n -> (b s) n", s=cfg.frames)
-            match = match_head_loss(torch.cat(head_logits), target, visible, dyn)
-            head_logits.clear()
+            match = match_head_loss(torch.cat([o[0] for o in head_out]), target, visible, dyn)
+            if cfg.match_pixel:   # + the looked-up pixels against the true ones
+                uv_true, _, inside = project_tracks(clip)
+                flat = lambda x: rearrange(x, "b s ... -> (b s) ...")  # noqa: E731
+                match = match + match_flow_loss(torch.cat([o[1] for o in head_out]), flat(uv_true),
+                                                flat(inside & clip.track_visible), targets.dynamic, patch)
+            head_out.clear()
             terms = replace(terms, total=terms.total + cfg.match_head_weight * match, match_head=match.detach())
         opt.zero_grad(set_to_none=True)
         terms.total.backward()

@@ -232,3 +232,38 @@ def test_pixel_lookup_training_supervises_the_looked_up_pixels(tmp_path):
     res = pretrain(cfg, tmp_path / "run.pt", log_path=tmp_path / "log.jsonl", progress=False, final_eval=False)
     model = load_model(tmp_path / "run.pt")
     assert res["step"] == 1 and model.match_track.offset.weight.abs().sum() > 0      # the offset head learned
+
+
+def test_the_local_refinement_finds_a_shifted_image_to_the_pixel():
+    from st4r_lite.model.match_track import LocalRefine
+
+    torch.manual_seed(0)
+    refine = LocalRefine(radius=3)
+    torch.nn.init.constant_(refine.log_tau, 6.0)                                # a sharp softmax
+    img = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 34, 50) * 2 - 1, 3, stride=1)   # smooth texture, 32 x 48
+    other = torch.roll(img, shifts=(2, 4), dims=(2, 3))                         # frame k: everything moved (4, 2) px
+    v, u = torch.meshgrid(torch.arange(32.0), torch.arange(48.0), indexing="ij")
+    start = torch.stack([u, v], -1)[None]                                       # the guess: nothing moved
+    uv = refine(start, img, other)
+    inner = (slice(None), slice(8, 24), slice(8, 40))
+    err = (uv - start - torch.tensor([4.0, 2.0]))[inner].norm(dim=-1)
+    assert err.median() < 0.5                                                   # found to the pixel
+
+
+def test_refining_models_need_the_images_on_every_path():
+    cfg = PRESETS["tiny"].with_(match_track=8, match_pixel=True, match_refine=2)
+    assert cfg.reads_pixels
+    with pytest.raises(InputError, match="match_pixel"):
+        PRESETS["tiny"].with_(match_track=8, match_refine=2)
+    with pytest.raises(InputError, match="--match-pixel"):
+        TrainConfig(steps=1, match_track=8, match_refine=2)
+    model = build_model(cfg).eval()
+    video = torch.rand(3, 3, 64, 96) * 2 - 1
+    runner = PairRunner(model, chunk=2)
+    with torch.no_grad():
+        direct = model(video[:1].expand(3, -1, -1, -1), video)
+        assert torch.allclose(runner(video).track, direct.track, atol=1e-4)
+        assert torch.allclose(runner(tokens=runner.encode(video)).track, direct.track, atol=1e-4)
+        dec = model.forward_debug(video[:1], video[1:2])
+        with pytest.raises(ValueError, match="images"):
+            model.predict_heads(dec.dec1, dec.dec2, (64, 96))

@@ -79,6 +79,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    help="with --match-track: read the lookup at a pixel (soft-argmax + a learned sub-token offset, "
                    "bilinear) instead of copying the found token's patch; --match-head-weight then also supervises "
                    "the looked-up pixels")
+    p.add_argument("--match-refine", type=nonneg_int, default=None,
+                   help="with --match-pixel: refine each looked-up pixel by one local correlation step of small image "
+                   "features within +-2R pixels (default 0 = off)")
     p.add_argument("--match-head-weight", type=float, default=None,
                    help="add W x the cross-entropy of the matched tracking's lookup against the true correspondent "
                    "token (needs --match-track; default 0 = off)")
@@ -224,6 +227,7 @@ def run_pretrain_cli(args) -> str:
                  "match_track": getattr(args, "match_track", None),
                  "match_register": getattr(args, "match_register", None),
                  "match_pixel": getattr(args, "match_pixel", None),
+                 "match_refine": getattr(args, "match_refine", None),
                  "match_head_weight": getattr(args, "match_head_weight", None),
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None),
                  "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}

@@ -72,6 +72,9 @@ class ModelConfig:
     # With match_track: read the lookup at a pixel (soft-argmax position + a learned sub-token offset, bilinear)
     # instead of copying the found token's whole patch.
     match_pixel: bool = False
+    # With match_pixel: radius r of one local correlation step refining each looked-up pixel from the images
+    # (model.match_track.LocalRefine, offsets within ±2r pixels); 0 = off.
+    match_refine: int = 0
 
     def __post_init__(self) -> None:
         # dataclass(frozen) + JSON round trips give lists: normalise to tuples so configs compare equal.
@@ -89,6 +92,9 @@ class ModelConfig:
             problems.append(f"match_track must be >= 0 (0 = off), got {self.match_track}")
         if (self.match_register or self.match_pixel) and not self.match_track:
             problems.append("match_register and match_pixel need match_track > 0 (they shape its lookup)")
+        if self.match_refine < 0 or (self.match_refine and not self.match_pixel):
+            problems.append(f"match_refine ({self.match_refine}) must be >= 0 and needs match_pixel (it refines "
+                            "pixel lookups)")
         if self.head_type not in ("linear", "dpt"):
             problems.append(f"head_type must be 'linear' or 'dpt', got {self.head_type!r}")
         if self.head_type == "dpt" and not all(0 <= h <= self.dec_depth for h in self.dpt_hooks):
@@ -142,6 +148,11 @@ class ModelConfig:
         elif kw["head_type"] == "dpt":
             kw["dpt_hooks"] = default_hooks(kw["dec_depth"])
         return cls(**kw)
+
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether the heads need the images themselves (pixel refinement, or the lookup's local refinement)."""
+        return bool(self.pixel_refine or self.match_refine)
 
     @property
     def grid(self) -> tuple[int, int]:

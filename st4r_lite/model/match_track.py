@@ -41,7 +41,15 @@ anchor pixel (i, o) is looked for at
 (the soft-argmax gives positions between token centres). A copy of the right token still misplaces an object that
 moved part of a token; measured on held-out clips, reading the reconstruction at the true *pixel* halves the
 moving points' error where the true *token* barely helps (README "Results"). ``uv`` (B, H, W, 2) (column, row) is
-returned for ``train.correspondence.match_flow_loss``. The gate
+returned for ``train.correspondence.match_flow_loss``.
+
+With ``refine_radius`` r > 0 (``ModelConfig.match_refine``, needs ``pixel``; :class:`LocalRefine`) the position is
+then refined from the images themselves, one correlation step as in RAFT: small conv features φ of both images,
+compared between the anchor pixel and frame k around the estimate (offsets d on a stride-2 grid within ±2r pixels),
+
+    uv ← uv + Σ_d softmax_d(τ · ⟨φ_a(pixel), φ_k(uv + d)⟩) · d        (φ unit-normalised, τ learned)
+
+so the lookup can land on the right pixel where the token grid only gets within a patch. The gate
 starts nearly closed (bias −4: g ≈ 0.018, weights zero), so a model given this module keeps ~98 % of its own track
 until training opens it; the logits are also what ``train.correspondence.match_head_loss`` supervises with the
 world's true correspondent tokens.
@@ -89,16 +97,49 @@ def register_onto(source: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return s[:, None, None] * source @ R.transpose(-1, -2) + t[:, None]
 
 
+class LocalRefine(nn.Module):
+    """One local correlation step refining looked-up pixel positions from the images (module docstring).
+
+    forward(uv, img_anchor, img_other): uv (B, H, W, 2) (column, row), images (B, 3, H, W) in [-1, 1] -> uv' (B, H, W, 2).
+    """
+
+    def __init__(self, radius: int, channels: int = 16):
+        super().__init__()
+        assert radius > 0, radius
+        self.features = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1))
+        self.log_tau = nn.Parameter(torch.full((1,), math.log(10.0)))   # τ = 10 at the start (cosine in [-1, 1])
+        steps = torch.arange(-radius, radius + 1, dtype=torch.float32) * 2
+        dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+        self.register_buffer("offsets", torch.stack([dx.flatten(), dy.flatten()], -1), persistent=False)  # (D, 2)
+
+    def forward(self, uv: torch.Tensor, img_anchor: torch.Tensor, img_other: torch.Tensor) -> torch.Tensor:
+        B, H, W, _ = uv.shape
+        dtype = self.log_tau.dtype
+        fa = F.normalize(self.features(img_anchor.to(dtype)), dim=1)                # (B, C, H, W)
+        fk = F.normalize(self.features(img_other.to(dtype)), dim=1)
+        where = uv[:, :, :, None] + self.offsets                                    # (B, H, W, D, 2)
+        grid = torch.stack([2 * where[..., 0] / (W - 1) - 1, 2 * where[..., 1] / (H - 1) - 1], dim=-1)
+        seen = F.grid_sample(fk, rearrange(grid, "b hh ww d c -> b hh (ww d) c"), mode="bilinear",
+                             padding_mode="zeros", align_corners=True)              # (B, C, H, W·D)
+        seen = rearrange(seen, "b c hh (ww d) -> b hh ww d c", ww=W)
+        corr = torch.einsum("bchw,bhwdc->bhwd", fa, seen) * self.log_tau.exp()
+        return uv + corr.softmax(dim=-1) @ self.offsets
+
+
 class MatchTrack(nn.Module):
     """Read the track from frame k's reconstruction where each anchor patch is found (module docstring).
 
-    forward(dec1, dec2, track, recon): dec1, dec2 the decoder lists [enc (B, N, C_enc), block 1..L (B, N, C)] of the
-    two branches; track, recon (B, H, W, 3) -> (track' (B, H, W, 3), logits (B, N, M), uv (B, H, W, 2) pixel
-    positions looked up in frame k (``pixel``) or None).
+    forward(dec1, dec2, track, recon, images): dec1, dec2 the decoder lists [enc (B, N, C_enc), block 1..L (B, N, C)]
+    of the two branches; track, recon (B, H, W, 3); images (img_anchor, img_other) (B, 3, H, W) in [-1, 1], needed
+    only with ``refine_radius`` -> (track' (B, H, W, 3), logits (B, N, M), uv (B, H, W, 2) pixel positions looked up
+    in frame k (``pixel``) or None).
     """
 
     def __init__(self, enc_dim: int, dec_dim: int, patch_size: int, width: int, register: bool = False,
-                 pixel: bool = False):
+                 pixel: bool = False, refine_radius: int = 0):
         super().__init__()
         assert width > 0, width
         self.patch_size, self.width, self.register, self.pixel = patch_size, width, register, pixel
@@ -114,6 +155,8 @@ class MatchTrack(nn.Module):
             self.offset = nn.Linear(dec_dim, patch_size**2 * 2)   # Δ per pixel of the patch, zero at the start
             nn.init.zeros_(self.offset.weight)
             nn.init.zeros_(self.offset.bias)
+        assert not refine_radius or pixel, "the local refinement refines pixel lookups: needs pixel=True"
+        self.refine = LocalRefine(refine_radius) if refine_radius else None
 
     def lookup_pixels(self, attn: torch.Tensor, dec1_last: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """uv (B, H, W, 2) (column, row) where each anchor pixel is looked for in frame k: attn (B, N, M), dec1_last
@@ -136,8 +179,8 @@ class MatchTrack(nn.Module):
         dist2 = torch.cdist(pos, pos).square()                                      # (N, M)
         return sim - F.softplus(self.locality) * dist2
 
-    def forward(self, dec1: list[torch.Tensor], dec2: list[torch.Tensor], track: torch.Tensor,
-                recon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, dec1: list[torch.Tensor], dec2: list[torch.Tensor], track: torch.Tensor, recon: torch.Tensor,
+                images: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple:
         B, H, W, _ = track.shape
         p = self.patch_size
         assert recon.shape == track.shape and H % p == 0 and W % p == 0, (tuple(track.shape), tuple(recon.shape), p)
@@ -149,6 +192,11 @@ class MatchTrack(nn.Module):
             uv = None
             if self.pixel:
                 uv = self.lookup_pixels(attn, dec1[-1], (h, w))                     # (B, H, W, 2)
+                if self.refine is not None:
+                    if images is None:
+                        raise ValueError("this model refines its lookups from the pixels (match_refine > 0): pass "
+                                         "images=(img_anchor, img_other)")
+                    uv = self.refine(uv, *images)
                 grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], dim=-1)
                 matched = rearrange(F.grid_sample(rearrange(recon.detach().to(dtype), "b hh ww c -> b c hh ww"),
                                                   grid, mode="bilinear", padding_mode="border", align_corners=True),
@@ -169,4 +217,4 @@ class MatchTrack(nn.Module):
             return track + gate * (matched - track), logits, uv
 
 
-__all__ = ["MatchTrack", "register_onto", "GATE_BIAS", "LOCALITY_INIT", "REGISTER_KEEP"]
+__all__ = ["MatchTrack", "LocalRefine", "register_onto", "GATE_BIAS", "LOCALITY_INIT", "REGISTER_KEEP"]

@@ -116,7 +116,7 @@ class St4RTrack(nn.Module):
             self.pixel_refine1, self.pixel_refine2 = PixelRefine(cfg.pixel_refine), PixelRefine(cfg.pixel_refine)
         if cfg.match_track:  # after the init pass too: its gate starts nearly closed
             self.match_track = MatchTrack(cfg.enc_dim, cfg.dec_dim, cfg.patch_size, cfg.match_track,
-                                          cfg.match_register, cfg.match_pixel)
+                                          cfg.match_register, cfg.match_pixel, cfg.match_refine)
 
     # --------------------------------------------------------------------------------------------- stages
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +145,7 @@ class St4RTrack(nn.Module):
                       images: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[PairOutput, torch.Tensor, torch.Tensor]:
         """Decoder lists -> (PairOutput, raw1 (B, 4, H, W), raw2 (B, 4, H, W)); heads run in float32.
 
-        images: (img_anchor, img_other), each (B, 3, H, W) in [-1, 1]; needed only when ``config.pixel_refine``.
+        images: (img_anchor, img_other), each (B, 3, H, W) in [-1, 1]; needed only when ``config.reads_pixels``.
         """
         raw1 = self.downstream_head1(dec1, image_hw)
         raw2 = self.downstream_head2(dec2, image_hw)
@@ -157,7 +157,7 @@ class St4RTrack(nn.Module):
         track, conf_track = pointmap_activation(raw1)
         recon, conf_recon = pointmap_activation(raw2)
         if self.config.match_track:  # raw1 stays the head's own output (before the matched geometry)
-            track = self.match_track(dec1, dec2, track, recon)[0]
+            track = self.match_track(dec1, dec2, track, recon, images)[0]
         if self.config.sigma_heads:
             ls1, ls2 = self.sigma_head1(dec1[-1], image_hw), self.sigma_head2(dec2[-1], image_hw)
         else:  # sigma^2 = 1 everywhere

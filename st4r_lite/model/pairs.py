@@ -35,7 +35,7 @@ __all__ = ["FrameTokens", "PairRunner", "predict_video"]
 class FrameTokens:
     """Encoder output of every frame of B videos: tokens (B, T, N, C_enc) after enc_norm, pos (B, T, N, 2);
     image_hw: the frames' (H, W); images: the frames (B, T, 3, H, W) in [-1, 1], kept for a model whose heads
-    refine from the pixels (``ModelConfig.pixel_refine``), else None."""
+    read the pixels (``ModelConfig.reads_pixels``), else None."""
 
     tokens: Tensor
     pos: Tensor
@@ -96,7 +96,7 @@ class PairRunner(nn.Module):
         """Every frame's tokens: frames (T, 3, H, W) or (B, T, 3, H, W) in [-1, 1] -> FrameTokens (B, T, ...)."""
         frames = _videos(frames)
         check_images(frames[0, :1], frames[0, :1], self.model.config.patch_size)
-        images = frames if self.model.config.pixel_refine else None
+        images = frames if self.model.config.reads_pixels else None
         return FrameTokens(*self._encode(frames), tuple(frames.shape[-2:]), images)
 
     def forward(self, frames: Tensor | None = None, idx: Tensor | None = None, *, tokens: FrameTokens | None = None,
@@ -135,7 +135,7 @@ class PairRunner(nn.Module):
                                            pos_a[:, None].expand(-1, m, -1, -1).flatten(0, 1),
                                            enc_o.flatten(0, 1), pos_o.flatten(0, 1))
             images = None
-            if self.model.config.pixel_refine:
+            if self.model.config.reads_pixels:
                 src = frames if frames is not None else tokens.images
                 if src is None:
                     raise ValueError("this model's heads refine from the pixels: encode the tokens with "

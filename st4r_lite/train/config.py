@@ -47,6 +47,7 @@ class TrainConfig:
                                 # (ModelConfig.match_register); needs match_track
     match_pixel: bool = False   # the matched tracking reads the lookup at a pixel (ModelConfig.match_pixel); its
                                 # looked-up pixels are then also supervised (match_flow_loss) under match_head_weight
+    match_refine: int = 0       # radius of the lookup's local correlation refinement (ModelConfig.match_refine)
     match_head_weight: float = 0.0  # + w · L_match_head: the matched tracking's logits taught the true correspondent
                                 # token (train.correspondence.match_head_loss); needs match_track; 0 = off
     refine_lr_mult: float = 1.0  # learning rate of the modules added from scratch (pixel refinement, matched
@@ -79,9 +80,11 @@ class TrainConfig:
         if self.pixel_refine < 0 or self.match_track < 0:
             raise InputError(f"pixel_refine and match_track must be ≥ 0 (0 = the preset's), got {self.pixel_refine}, "
                              f"{self.match_track}")
-        if (self.match_register or self.match_pixel) and not self.match_track:
-            raise InputError("match_register and match_pixel shape the matched tracking's lookup: add --match-track "
-                             "WIDTH")
+        if (self.match_register or self.match_pixel or self.match_refine) and not self.match_track:
+            raise InputError("match_register, match_pixel and match_refine shape the matched tracking's lookup: add "
+                             "--match-track WIDTH")
+        if self.match_refine < 0 or (self.match_refine and not self.match_pixel):
+            raise InputError(f"match_refine {self.match_refine} must be ≥ 0 and refines pixel lookups: add --match-pixel")
         if self.match_head_weight < 0 or (self.match_head_weight and not self.match_track):
             raise InputError(f"match_head_weight {self.match_head_weight} must be ≥ 0 and needs the matched tracking "
                              "(--match-track WIDTH)")
@@ -97,7 +100,7 @@ class TrainConfig:
             config = config.with_(pixel_refine=self.pixel_refine)
         if self.match_track:
             config = config.with_(match_track=self.match_track, match_register=self.match_register,
-                                  match_pixel=self.match_pixel)
+                                  match_pixel=self.match_pixel, match_refine=self.match_refine)
         return config
 
     def shift(self) -> dict | None:

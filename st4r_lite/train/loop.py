@@ -126,7 +126,8 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
     matched tracking (``ModelConfig.match_track``) for a model with one: the added module keeps the model's fresh
     weights (the refinement outputs exactly zero, the matched tracking's gate starts nearly closed)."""
     state, config = weights_of(spec)
-    added = {"pixel_refine": ("pixel_refine",), "match_track": ("match_track", "match_register", "match_pixel")}
+    added = {"pixel_refine": ("pixel_refine",), "match_track": ("match_track", "match_register", "match_pixel",
+                                                                   "match_refine")}
     for field, settings in added.items():
         if not getattr(config, field) and getattr(model.config, field) > 0:
             config = config.with_(**{f: getattr(model.config, f) for f in settings})

@@ -103,7 +103,7 @@ class LocalRefine(nn.Module):
     forward(uv, img_anchor, img_other): uv (B, H, W, 2) (column, row), images (B, 3, H, W) in [-1, 1] -> uv' (B, H, W, 2).
     """
 
-    def __init__(self, radius: int, channels: int = 16):
+    def __init__(self, radius: int, channels: int = 8):
         super().__init__()
         assert radius > 0, radius
         self.features = nn.Sequential(

@@ -238,7 +238,7 @@ def test_the_local_refinement_finds_a_shifted_image_to_the_pixel():
     from st4r_lite.model.match_track import LocalRefine
 
     torch.manual_seed(0)
-    refine = LocalRefine(radius=3)
+    refine = LocalRefine(radius=3, channels=16)   # random features: 16 channels tell this texture apart
     torch.nn.init.constant_(refine.log_tau, 6.0)                                # a sharp softmax
     img = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 34, 50) * 2 - 1, 3, stride=1)   # smooth texture, 32 x 48
     other = torch.roll(img, shifts=(2, 4), dims=(2, 3))                         # frame k: everything moved (4, 2) px

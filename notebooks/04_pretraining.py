@@ -468,6 +468,21 @@ for name, m in match_resolution.token_matching(model, probe_clips).items():
 # the motion R² stays at +0.10 (`data/world_candidate/`). So it was not the grid: at this scale the network learns
 # where things stay, not where a moved object went — README "Results" names the next design change (matching as
 # its own pretraining stage, then a track head that reads the match).
+#
+# A track head that reads the match: head 2 already predicts frame t's own points, so a point's position at time t
+# can be *found* — look the anchor pixel up in frame t and read the reconstruction there
+# (`ModelConfig.match_track`, `docs/method.md` §2). Before training one, ask what it could gain with a perfect
+# lookup into this model's own reconstruction, at the resolution of a token and of a pixel:
+
+# %%
+from st4r_lite.studies import lookup_ceiling
+
+for group, rows in lookup_ceiling.lookup_errors(model, probe_clips).items():
+    print(f"{group} pixels of frames >= 8, median 3D error (m): " +
+          ", ".join(f"{name} {rows[name]['median']:.3f}" for name in lookup_ceiling.ROWS if name in rows))
+
+# %% [markdown]
+# LOOKUP_PROSE
 
 # %% [markdown]
 # ## Exercise

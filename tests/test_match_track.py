@@ -267,3 +267,13 @@ def test_refining_models_need_the_images_on_every_path():
         dec = model.forward_debug(video[:1], video[1:2])
         with pytest.raises(ValueError, match="images"):
             model.predict_heads(dec.dec1, dec.dec2, (64, 96))
+
+
+def test_a_saved_and_loaded_refining_model_computes_the_same_tracks(tmp_path):
+    """Regression: the refinement's offsets were a non-persistent buffer, uninitialised after a meta-device load."""
+    model = build_model(PRESETS["tiny"].with_(match_track=8, match_pixel=True, match_refine=2), seed=1).eval()
+    torch.nn.init.constant_(model.match_track.gate.bias, 2.0)             # let the lookup show in the track
+    loaded = load_model(save_checkpoint(tmp_path / "m.pt", model)).eval()
+    a, b = _images(1)
+    with torch.no_grad():
+        assert torch.allclose(model(a, b).track, loaded(a, b).track, atol=1e-5)

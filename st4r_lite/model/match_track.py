@@ -112,22 +112,28 @@ class LocalRefine(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
             nn.Conv2d(channels, channels, 3, padding=1))
         self.log_tau = nn.Parameter(torch.full((1,), math.log(10.0)))   # τ = 10 at the start (cosine in [-1, 1])
-        steps = torch.arange(-radius, radius + 1, dtype=torch.float32) * 2
+        self.radius = radius
+
+    def offsets(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The (D, 2) (column, row) pixel offsets compared, D = (2r + 1)², on a stride-2 grid. Made on each call, not
+        kept as a buffer: a model built on the meta device and then loaded would hold uninitialised values."""
+        steps = torch.arange(-self.radius, self.radius + 1, device=device, dtype=dtype) * 2
         dy, dx = torch.meshgrid(steps, steps, indexing="ij")
-        self.register_buffer("offsets", torch.stack([dx.flatten(), dy.flatten()], -1), persistent=False)  # (D, 2)
+        return torch.stack([dx.flatten(), dy.flatten()], -1)
 
     def forward(self, uv: torch.Tensor, img_anchor: torch.Tensor, img_other: torch.Tensor) -> torch.Tensor:
         B, H, W, _ = uv.shape
         dtype = self.log_tau.dtype
         fa = F.normalize(self.features(img_anchor.to(dtype)), dim=1)                # (B, C, H, W)
         fk = F.normalize(self.features(img_other.to(dtype)), dim=1)
-        where = uv[:, :, :, None] + self.offsets                                    # (B, H, W, D, 2)
+        offsets = self.offsets(uv.device, dtype)
+        where = uv[:, :, :, None] + offsets                                         # (B, H, W, D, 2)
         grid = torch.stack([2 * where[..., 0] / (W - 1) - 1, 2 * where[..., 1] / (H - 1) - 1], dim=-1)
         seen = F.grid_sample(fk, rearrange(grid, "b hh ww d c -> b hh (ww d) c"), mode="bilinear",
                              padding_mode="zeros", align_corners=True)              # (B, C, H, W·D)
         seen = rearrange(seen, "b c hh (ww d) -> b hh ww d c", ww=W)
         corr = torch.einsum("bchw,bhwdc->bhwd", fa, seen) * self.log_tau.exp()
-        return uv + corr.softmax(dim=-1) @ self.offsets
+        return uv + corr.softmax(dim=-1) @ offsets
 
 
 class MatchTrack(nn.Module):

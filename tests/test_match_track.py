@@ -208,7 +208,7 @@ def test_a_pixel_lookup_finds_each_pixel_where_its_token_went_and_reads_the_reco
     mt.match_logits = lambda d1, d2, grid: torch.nn.functional.one_hot(perm, 6)[None].float() * 80
     dec1, dec2 = _lists()
     track, recon = torch.randn(1, 4, 6, 3), torch.randn(1, 4, 6, 3)
-    out, _, uv = mt(dec1, dec2, track, recon)
+    out, _, uv, _ = mt(dec1, dec2, track, recon)
     for i, j in enumerate(perm.tolist()):
         (ri, ci), (rj, cj) = divmod(i, 3), divmod(j, 3)
         assert torch.allclose(out[0, 2 * ri:2 * ri + 2, 2 * ci:2 * ci + 2], recon[0, 2 * rj:2 * rj + 2, 2 * cj:2 * cj + 2],
@@ -277,3 +277,22 @@ def test_a_saved_and_loaded_refining_model_computes_the_same_tracks(tmp_path):
     a, b = _images(1)
     with torch.no_grad():
         assert torch.allclose(model(a, b).track, loaded(a, b).track, atol=1e-5)
+
+
+def test_the_gate_is_taught_to_open_on_moving_objects_with_both_sides_balanced(tmp_path):
+    from st4r_lite.train.correspondence import match_gate_loss
+
+    dyn = torch.zeros(1, 4, 4, dtype=torch.bool)
+    dyn[0, 0, 0] = True                                                  # one moving pixel among sixteen
+    ok = torch.ones_like(dyn)
+    right = torch.where(dyn, 0.9, 0.1)
+    shut = torch.full((1, 4, 4), 0.1)
+    assert match_gate_loss(right, dyn, ok) < match_gate_loss(shut, dyn, ok)   # the one moving pixel counts half
+    assert match_gate_loss(shut, dyn, ok & ~dyn) < match_gate_loss(shut, dyn, ok)   # hidden pixels are left out
+    with pytest.raises(InputError, match="--match-head-weight"):
+        TrainConfig(steps=1, match_track=8, match_gate_weight=0.1)
+    cfg = TrainConfig(steps=1, batch=1, frames=2, match_track=8, match_head_weight=0.1, match_gate_weight=0.1)
+    pretrain(cfg, tmp_path / "run.pt", log_path=tmp_path / "log.jsonl", log_every=1, progress=False,
+             final_eval=False)
+    row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert row["match_gate"] > 0 and row["match_head"] > 0

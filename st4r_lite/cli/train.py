@@ -85,6 +85,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--match-head-weight", type=float, default=None,
                    help="add W x the cross-entropy of the matched tracking's lookup against the true correspondent "
                    "token (needs --match-track; default 0 = off)")
+    p.add_argument("--match-gate-weight", type=float, default=None,
+                   help="add W x a balanced cross-entropy teaching the matched tracking's gate to open on moving "
+                   "objects and stay shut on static pixels (needs --match-head-weight; default 0 = off)")
     p.add_argument("--refine-lr-mult", type=float, default=None,
                    help="learning rate of the modules added from scratch (--pixel-refine, --match-track) = --lr x "
                    "this (default 1)")
@@ -229,6 +232,7 @@ def run_pretrain_cli(args) -> str:
                  "match_pixel": getattr(args, "match_pixel", None),
                  "match_refine": getattr(args, "match_refine", None),
                  "match_head_weight": getattr(args, "match_head_weight", None),
+                 "match_gate_weight": getattr(args, "match_gate_weight", None),
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None),
                  "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})

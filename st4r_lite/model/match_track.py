@@ -142,7 +142,7 @@ class MatchTrack(nn.Module):
     forward(dec1, dec2, track, recon, images): dec1, dec2 the decoder lists [enc (B, N, C_enc), block 1..L (B, N, C)]
     of the two branches; track, recon (B, H, W, 3); images (img_anchor, img_other) (B, 3, H, W) in [-1, 1], needed
     only with ``refine_radius`` -> (track' (B, H, W, 3), logits (B, N, M), uv (B, H, W, 2) pixel positions looked up
-    in frame k (``pixel``) or None).
+    in frame k (``pixel``) or None, gate (B, H, W) in (0, 1)).
     """
 
     def __init__(self, enc_dim: int, dec_dim: int, patch_size: int, width: int, register: bool = False,
@@ -221,7 +221,7 @@ class MatchTrack(nn.Module):
             gate = rearrange(torch.sigmoid(self.gate(gate_in)), "b (h w) (p1 p2) -> b (h p1) (w p2) 1",
                              h=h, p1=p, p2=p)
             track = track.to(dtype)
-            return track + gate * (matched - track), logits, uv
+            return track + gate * (matched - track), logits, uv, gate[..., 0]
 
 
 __all__ = ["MatchTrack", "LocalRefine", "register_onto", "GATE_BIAS", "LOCALITY_INIT", "REGISTER_KEEP"]

@@ -48,6 +48,8 @@ class TrainConfig:
     match_pixel: bool = False   # the matched tracking reads the lookup at a pixel (ModelConfig.match_pixel); its
                                 # looked-up pixels are then also supervised (match_flow_loss) under match_head_weight
     match_refine: int = 0       # radius of the lookup's local correlation refinement (ModelConfig.match_refine)
+    match_gate_weight: float = 0.0  # + w · L_gate: the matched tracking's gate taught to open on moving objects
+                                # (train.correspondence.match_gate_loss); needs match_head_weight; 0 = off
     match_head_weight: float = 0.0  # + w · L_match_head: the matched tracking's logits taught the true correspondent
                                 # token (train.correspondence.match_head_loss); needs match_track; 0 = off
     refine_lr_mult: float = 1.0  # learning rate of the modules added from scratch (pixel refinement, matched
@@ -85,6 +87,9 @@ class TrainConfig:
                              "--match-track WIDTH")
         if self.match_refine < 0 or (self.match_refine and not self.match_pixel):
             raise InputError(f"match_refine {self.match_refine} must be ≥ 0 and refines pixel lookups: add --match-pixel")
+        if self.match_gate_weight < 0 or (self.match_gate_weight and not self.match_head_weight):
+            raise InputError(f"match_gate_weight {self.match_gate_weight} must be ≥ 0 and is added with the lookup's "
+                             "supervision: add --match-head-weight W")
         if self.match_head_weight < 0 or (self.match_head_weight and not self.match_track):
             raise InputError(f"match_head_weight {self.match_head_weight} must be ≥ 0 and needs the matched tracking "
                              "(--match-track WIDTH)")

@@ -28,7 +28,7 @@ from einops import rearrange
 from st4r_lite.world.render import project_tracks
 
 __all__ = ["patch_correspondence", "token_dynamic", "within_one_token", "AttentionRecorder", "match_loss",
-           "match_head_loss", "match_flow_loss"]
+           "match_head_loss", "match_flow_loss", "match_gate_loss"]
 
 
 def patch_correspondence(clip, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -154,3 +154,23 @@ def match_flow_loss(uv: torch.Tensor, uv_true: torch.Tensor, valid: torch.Tensor
     weight = valid.float() * (1 + (dynamic_weight - 1) * dynamic.float())
     err = F.smooth_l1_loss(uv.float() / patch, uv_true.float().nan_to_num() / patch, reduction="none").sum(-1)
     return (err * weight).sum() / weight.sum().clamp_min(1)
+
+
+def match_gate_loss(gate: torch.Tensor, dynamic: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Teach the matched tracking's gate where the lookup should be read: on moving objects (balanced BCE).
+
+        L = ½ mean_{moving} −log g + ½ mean_{static} −log(1 − g)       over the valid pixels
+
+    A lookup into frame k's reconstruction beats the track head on moving objects and loses to it on static pixels
+    (``studies.lookup_ceiling``); the tracking loss alone keeps the gate shut everywhere, since most pixels are static.
+    gate (P, H, W) in (0, 1), dynamic (P, H, W) bool (the anchor pixel is on a moving object), valid (P, H, W) bool
+    (the point is visible in frame k). Returns a scalar (a side without pixels counts 0).
+
+    >>> import torch; dyn = torch.tensor([[[True, False]]]); ok = torch.ones(1, 1, 2, dtype=torch.bool)
+    >>> float(match_gate_loss(torch.tensor([[[0.5, 0.5]]]), dyn, ok)) == float(-torch.log(torch.tensor(0.5)))
+    True
+    """
+    assert gate.shape == dynamic.shape == valid.shape, (tuple(gate.shape), tuple(dynamic.shape), tuple(valid.shape))
+    bce = F.binary_cross_entropy(gate.float().clamp(1e-6, 1 - 1e-6), dynamic.float(), reduction="none")
+    sides = [(bce * m).sum() / m.sum() for m in (dynamic & valid, ~dynamic & valid) if m.any()]
+    return 0.5 * torch.stack(sides).sum() if sides else gate.sum() * 0

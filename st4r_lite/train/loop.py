@@ -64,6 +64,7 @@ from st4r_lite.train.config import TrainConfig
 from st4r_lite.train.correspondence import (
     AttentionRecorder,
     match_flow_loss,
+    match_gate_loss,
     match_head_loss,
     match_loss,
     patch_correspondence,
@@ -142,6 +143,25 @@ def initial_weights(spec: str, model: St4RTrack) -> dict[str, torch.Tensor]:
         raise InputError(f"--init {spec!r} does not match the model's parameters ({len(missing)} names differ, "
                          f"e.g. {sorted(missing)[:3]}); pass the same --preset")
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def matched_tracking_terms(terms, head_out: list[tuple], clip, targets: PairTargets, cfg: TrainConfig, patch: int):
+    """``terms`` + w_head · L_match_head (+ the looked-up pixels' ``match_flow_loss`` with ``match_pixel``)
+    + w_gate · ``match_gate_loss``, from the matched tracking's (logits, uv, gate) of one step's forward (in the
+    order of the pairs, ``head_out``); every term is defined in ``train.correspondence``."""
+    target, visible, _ = (rearrange(x, "b s n -> (b s) n") for x in patch_correspondence(clip, patch))
+    dyn = repeat(token_dynamic(clip, patch), "b n -> (b s) n", s=cfg.frames)
+    match = match_head_loss(torch.cat([o[0] for o in head_out]), target, visible, dyn)
+    flat = lambda x: rearrange(x, "b s ... -> (b s) ...")  # noqa: E731
+    if cfg.match_pixel:   # + the looked-up pixels against the true ones
+        uv_true, _, inside = project_tracks(clip)
+        match = match + match_flow_loss(torch.cat([o[1] for o in head_out]), flat(uv_true),
+                                        flat(inside & clip.track_visible), targets.dynamic, patch)
+    terms = replace(terms, total=terms.total + cfg.match_head_weight * match, match_head=match.detach())
+    if cfg.match_gate_weight:   # + the gate taught to open on moving objects
+        gate = match_gate_loss(torch.cat([o[2] for o in head_out]), targets.dynamic, flat(clip.track_visible))
+        terms = replace(terms, total=terms.total + cfg.match_gate_weight * gate, match_gate=gate.detach())
+    return terms
 
 
 def trainable_model(model: nn.Module) -> nn.Module:
@@ -272,7 +292,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
     window: dict[str, list[float]] = {}
     t_window, pairs_window, result = time.perf_counter(), 0, {}
     recorder, patch = (AttentionRecorder(model.dec_blocks) if cfg.match_weight else None), model.config.patch_size
-    head_out: list[tuple] = []   # the matched tracking's (logits, uv) of this step's forward (training only)
+    head_out: list[tuple] = []   # the matched tracking's (logits, uv, gate) of this step's forward (training only)
     hook = model.match_track.register_forward_hook(
         lambda _m, _a, out: head_out.append(out[1:]) if torch.is_grad_enabled() else None) \
         if cfg.match_head_weight else None
@@ -291,17 +311,9 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
             target, visible, _ = (rearrange(x, "b s n -> (b s) n") for x in patch_correspondence(clip, patch))
             match = match_loss(recorder.take(), target, visible)
             terms = replace(terms, total=terms.total + cfg.match_weight * match, match=match.detach())
-        if cfg.match_head_weight:  # + w · L_match_head on the matched tracking's logits
-            target, visible, _ = (rearrange(x, "b s n -> (b s) n") for x in patch_correspondence(clip, patch))
-            dyn = repeat(token_dynamic(clip, patch), "b n -> (b s) n", s=cfg.frames)
-            match = match_head_loss(torch.cat([o[0] for o in head_out]), target, visible, dyn)
-            if cfg.match_pixel:   # + the looked-up pixels against the true ones
-                uv_true, _, inside = project_tracks(clip)
-                flat = lambda x: rearrange(x, "b s ... -> (b s) ...")  # noqa: E731
-                match = match + match_flow_loss(torch.cat([o[1] for o in head_out]), flat(uv_true),
-                                                flat(inside & clip.track_visible), targets.dynamic, patch)
+        if cfg.match_head_weight:  # + the matched tracking's lookup (and gate) supervision
+            terms = matched_tracking_terms(terms, head_out, clip, targets, cfg, patch)
             head_out.clear()
-            terms = replace(terms, total=terms.total + cfg.match_head_weight * match, match_head=match.detach())
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

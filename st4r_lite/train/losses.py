@@ -85,6 +85,7 @@ class LossTerms:
     motion: torch.Tensor | None = None
     match: torch.Tensor | None = None   # L_match (train.correspondence), added by the loop when match_weight > 0
     match_head: torch.Tensor | None = None  # L_match_head (train.correspondence), when match_head_weight > 0
+    match_gate: torch.Tensor | None = None  # L_gate (train.correspondence), when match_gate_weight > 0
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(getattr(self, k).detach()) for k in self.__dataclass_fields__

@@ -24,7 +24,8 @@ def test_every_row_is_scored_on_the_same_pixels(clips, config):
     expected = set(lookup_ceiling.ROWS) - (set() if config.match_track else {"lookup"})
     for group in ("moving", "static"):
         rows = got[group]
-        assert rows["pixels"] > 0 and set(rows) - {"pixels"} == expected
+        assert rows["pixels"] > 0 and set(rows) - {"pixels", "lookup_px"} == expected
+        assert ("lookup_px" in rows) == config.match_pixel
         assert all(0 <= r["median"] and 0 <= r["mean"] for k, r in rows.items() if k != "pixels")
     # frame 0 is excluded by far=1; a static pixel's "static" row equals the model's anchor track held still
     assert got["static"]["static"]["median"] >= 0

@@ -13,7 +13,8 @@ by one median scale per clip, fitted on the anchor pair's track) of
                     anchor pixel's token (``train.correspondence.patch_correspondence``)
     true pixel      frame k's reconstruction read at the pixel where the point truly is
 
-every lookup registered onto the track head's points by one trimmed similarity per pair
+and, for a pixel lookup (``ModelConfig.match_pixel``), ``lookup_px``: how far (pixels) from the true projection the
+lookup looked; every lookup registered onto the track head's points by one trimmed similarity per pair
 (``model.match_track.register_onto``, as ``ModelConfig.match_register``), split into moving-object and static
 pixels of frames k ≥ ``far`` (where objects have moved most). If "true pixel" beats the track head on moving points
 and "true token" does not, a lookup has to find pixels, not tokens.
@@ -95,8 +96,9 @@ def lookup_errors(model, clips, far: int = 8) -> dict[str, dict]:
     if captured:
         logits = torch.cat([c[1] for c in captured]).float()
         attn = logits.softmax(-1)
-        if captured[0][2] is not None:     # a pixel lookup
-            lookup = _sample(recon, torch.cat([c[2] for c in captured]).float())
+        looked = torch.cat([c[2] for c in captured]).float() if captured[0][2] is not None else None
+        if looked is not None:     # a pixel lookup
+            lookup = _sample(recon, looked)
         else:
             lookup = _copy_tokens(recon, attn, p)
         sure = repeat(attn.amax(-1), "q (h w) -> q (h p1) (w p2)", h=H // p, p1=p, p2=p)
@@ -116,6 +118,9 @@ def lookup_errors(model, clips, far: int = 8) -> dict[str, dict]:
             if name in rows:
                 err = (rows[name] * scale - gt).norm(dim=-1)[mask]
                 result[group][name] = {"median": round(float(err.median()), 4), "mean": round(float(err.mean()), 4)}
+        if captured and looked is not None:
+            px = (looked - uv.float())[mask].norm(dim=-1)
+            result[group]["lookup_px"] = {"median": round(float(px.median()), 2), "mean": round(float(px.mean()), 2)}
     return result
 
 
@@ -143,6 +148,9 @@ def main(argv=None) -> int:
         for name in ROWS:
             if name in rows:
                 print(f"   {name:11s} {rows[name]['median']:.3f} / {rows[name]['mean']:.3f}")
+        if "lookup_px" in rows:
+            print(f"   the lookup looked {rows['lookup_px']['median']:.2f} / {rows['lookup_px']['mean']:.2f} px from the "
+                  "true projection")
     if args.json:
         record = {"command": f"python -m st4r_lite.studies.lookup_ceiling {args.checkpoint} --num-clips {args.num_clips} "
                              f"--far {args.far} --json {args.json}" + shift_flags(args.shift),

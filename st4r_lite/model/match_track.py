@@ -98,6 +98,24 @@ def register_onto(source: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return s[:, None, None] * source @ R.transpose(-1, -2) + t[:, None]
 
 
+def copy_patches(points: torch.Tensor, attn: torch.Tensor, patch: int) -> torch.Tensor:
+    """Each anchor token's p x p patch := the attention-weighted mix of frame k's patches (whole patches, each pixel
+    keeping its offset inside the patch). points (B, H, W, 3), attn (B, N, M) -> (B, H, W, 3)."""
+    h = points.shape[1] // patch
+    patches = rearrange(points, "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=patch, p2=patch)
+    return rearrange(attn @ patches, "b (h w) (p1 p2 c) -> b (h p1) (w p2) c", h=h, p1=patch, p2=patch)
+
+
+def sample_points(points: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """points (B, H, W, 3) read bilinearly at uv (B, H, W, 2) (column, row; pixel centres at integers, clamped to the
+    border) -> (B, H, W, 3)."""
+    H, W = points.shape[1:3]
+    grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], dim=-1).to(points.dtype)
+    out = F.grid_sample(rearrange(points, "b hh ww c -> b c hh ww"), grid, mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    return rearrange(out, "b c hh ww -> b hh ww c")
+
+
 class LocalRefine(nn.Module):
     """One local correlation step refining looked-up pixel positions from the images (module docstring).
 
@@ -204,13 +222,9 @@ class MatchTrack(nn.Module):
                         raise ValueError("this model refines its lookups from the pixels (match_refine > 0): pass "
                                          "images=(img_anchor, img_other)")
                     uv = self.refine(uv, *images)
-                grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], dim=-1)
-                matched = rearrange(F.grid_sample(rearrange(recon.detach().to(dtype), "b hh ww c -> b c hh ww"),
-                                                  grid, mode="bilinear", padding_mode="border", align_corners=True),
-                                    "b c hh ww -> b hh ww c")
+                matched = sample_points(recon.detach().to(dtype), uv)
             else:
-                patches = rearrange(recon.detach().to(dtype), "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=p, p2=p)
-                matched = rearrange(attn @ patches, "b (h w) (p1 p2 c) -> b (h p1) (w p2) c", h=h, p1=p, p2=p)
+                matched = copy_patches(recon.detach().to(dtype), attn, p)
             sure = attn.amax(dim=-1, keepdim=True)                                  # (B, N, 1)
             if self.register:
                 flat = lambda x: rearrange(x, "b hh ww c -> b (hh ww) c")  # noqa: E731
@@ -224,4 +238,4 @@ class MatchTrack(nn.Module):
             return track + gate * (matched - track), logits, uv, gate[..., 0]
 
 
-__all__ = ["MatchTrack", "LocalRefine", "register_onto", "GATE_BIAS", "LOCALITY_INIT", "REGISTER_KEEP"]
+__all__ = ["MatchTrack", "LocalRefine", "register_onto", "copy_patches", "sample_points", "GATE_BIAS", "LOCALITY_INIT", "REGISTER_KEEP"]

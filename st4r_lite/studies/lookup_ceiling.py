@@ -35,7 +35,7 @@ from einops import rearrange, repeat
 
 from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.model import resolve
-from st4r_lite.model.match_track import register_onto
+from st4r_lite.model.match_track import copy_patches, register_onto, sample_points
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write
 from st4r_lite.train.correspondence import patch_correspondence
@@ -52,22 +52,6 @@ def _registered(found: torch.Tensor, track: torch.Tensor, weight: torch.Tensor) 
     """found (P, H, W, 3) registered onto track (P, H, W, 3) with weights (P, H, W)."""
     flat = lambda x: rearrange(x, "p hh ww ... -> p (hh ww) ...")  # noqa: E731
     return register_onto(flat(found), flat(track), flat(weight)).view_as(found)
-
-
-def _copy_tokens(recon: torch.Tensor, attn: torch.Tensor, p: int) -> torch.Tensor:
-    """recon (P, H, W, 3) patches mixed by attn (P, N, M) -> (P, H, W, 3)."""
-    h = recon.shape[1] // p
-    patches = rearrange(recon, "q (h p1) (w p2) c -> q (h w) (p1 p2 c)", p1=p, p2=p)
-    return rearrange(attn @ patches, "q (h w) (p1 p2 c) -> q (h p1) (w p2) c", h=h, p1=p, p2=p)
-
-
-def _sample(recon: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """recon (P, H, W, 3) read bilinearly at uv (P, H, W, 2) (column, row; pixel centres at integers)."""
-    H, W = recon.shape[1:3]
-    grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], dim=-1)
-    out = F.grid_sample(rearrange(recon, "q hh ww c -> q c hh ww"), grid.to(recon.dtype), mode="bilinear",
-                        padding_mode="border", align_corners=True)
-    return rearrange(out, "q c hh ww -> q hh ww c")
 
 
 @torch.no_grad()
@@ -91,16 +75,16 @@ def lookup_errors(model, clips, far: int = 8) -> dict[str, dict]:
     uv, _, inside = project_tracks(clips)
     uv, seen = rearrange(uv, "b s hh ww c -> (b s) hh ww c"), rearrange(inside & clips.track_visible, "b s hh ww -> (b s) hh ww")
     ones = torch.ones(track.shape[:3])
-    found = {"true_token": _registered(_copy_tokens(recon, F.one_hot(target, target.shape[1]).float(), p), track, ones),
-             "true_pixel": _registered(_sample(recon, uv.float().nan_to_num()), track, seen.float())}
+    found = {"true_token": _registered(copy_patches(recon, F.one_hot(target, target.shape[1]).float(), p), track, ones),
+             "true_pixel": _registered(sample_points(recon, uv.float().nan_to_num()), track, seen.float())}
     if captured:
         logits = torch.cat([c[1] for c in captured]).float()
         attn = logits.softmax(-1)
         looked = torch.cat([c[2] for c in captured]).float() if captured[0][2] is not None else None
         if looked is not None:     # a pixel lookup
-            lookup = _sample(recon, looked)
+            lookup = sample_points(recon, looked)
         else:
-            lookup = _copy_tokens(recon, attn, p)
+            lookup = copy_patches(recon, attn, p)
         sure = repeat(attn.amax(-1), "q (h w) -> q (h p1) (w p2)", h=H // p, p1=p, p2=p)
         found["lookup"] = _registered(lookup, track, sure)
     anchor = repeat(track[::S], "b hh ww c -> (b s) hh ww c", s=S)

@@ -488,9 +488,9 @@ for group, rows in lookup_ceiling.lookup_errors(model, probe_clips).items():
 # (`--match-track 64 --match-register --match-pixel --match-refine 2`, 1500 steps from the shipped weights), the
 # lookup finds 42 % of the moved object tokens and looks 4.2 px from the true pixel; it beats the track head on
 # moving points (0.43 m) but not on static ones (0.27 against 0.15 m), so the tracking loss alone keeps its gate
-# shut. Taught where to open (`--match-gate-weight 0.1`, 600 more steps), the gate opens on moving objects and the
-# tracks beat both peers on moving points for the first time: 46.4 against 42.9 (static) and 43.3 (LK peer), all
-# points 70.5 — still short of the targets (README "Results" has the tables and what would close the gap).
+# shut. Taught where to open (`--match-gate-weight 0.1`, 1200 more steps), the gate opens on moving objects and the
+# tracks beat both peers on moving points for the first time: 46.9 against 43.1 (static) and 43.8 (LK peer), all
+# points 70.8 — still short of the targets (README "Results" has the tables and what would close the gap).
 
 # %% [markdown]
 # ## Exercise

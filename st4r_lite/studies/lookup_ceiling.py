@@ -39,8 +39,8 @@ from st4r_lite.model.match_track import copy_patches, register_onto, sample_poin
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write
 from st4r_lite.train.correspondence import patch_correspondence
-from st4r_lite.train.heldout import HELDOUT_SEED
-from st4r_lite.world.render import generate_clips, project_tracks
+from st4r_lite.train.heldout import HELDOUT_SEED, heldout_clips
+from st4r_lite.world.render import project_tracks
 from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
 
 __all__ = ["lookup_errors", "ROWS", "main"]
@@ -122,10 +122,8 @@ def main(argv=None) -> int:
         ap.error("--num-clips must be >= 1 and --far in 1..15")
     start = time.perf_counter()
     model = resolve.load(args.checkpoint).float().eval()
-    H, W = model.config.img_size
     world_shift = parse_shift(args.shift)
-    clips = generate_clips(args.num_clips, frames=16, height=H, width=W, domain="pretrain", seed=HELDOUT_SEED,
-                           shift=world_shift or None)
+    clips = heldout_clips(model.config, num_clips=args.num_clips, frames=16, shift=world_shift or None)
     result = lookup_errors(model, clips, far=args.far)
     for group, rows in result.items():
         print(f"{group} pixels of frames >= {args.far} ({rows['pixels']}), 3D error in metres (median / mean):")

@@ -44,8 +44,8 @@ from einops import rearrange
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write
 from st4r_lite.train.correspondence import patch_correspondence, token_dynamic, within_one_token
-from st4r_lite.train.heldout import HELDOUT_SEED
-from st4r_lite.world.render import generate_clips, project_tracks
+from st4r_lite.train.heldout import heldout_clips
+from st4r_lite.world.render import project_tracks
 from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
 
 __all__ = ["object_shift", "token_matching", "MATCHERS", "main"]
@@ -156,10 +156,8 @@ def main(argv=None) -> int:
         ap.error("--num-clips must be >= 1")
     start = time.perf_counter()
     model = resolve.load(args.checkpoint).float().eval()
-    H, W = model.config.img_size
     world_shift = parse_shift(args.shift)
-    clips = generate_clips(args.num_clips, frames=16, height=H, width=W, domain="pretrain", seed=HELDOUT_SEED,
-                           shift=world_shift or None)
+    clips = heldout_clips(model.config, num_clips=args.num_clips, frames=16, shift=world_shift or None)
     shift, matching = object_shift(clips), token_matching(model, clips)
     p = model.config.patch_size
     for r in shift:
@@ -174,7 +172,7 @@ def main(argv=None) -> int:
                              f"--num-clips {args.num_clips} --json {args.json}"
                              + shift_flags(args.shift),
                   "world_shift": world_shift,
-                  "checkpoint": args.checkpoint, "patch_size": p, "image_hw": [H, W], "frames": 16,
+                  "checkpoint": args.checkpoint, "patch_size": p, "image_hw": list(model.config.img_size), "frames": 16,
                   "pairs": [[0, k] for k in OTHERS], "seconds": round(time.perf_counter() - start, 1),
                   "object_shift": shift, "token_matching": matching}
         with atomic_write(Path(args.json), "w") as fh:

@@ -296,3 +296,23 @@ def test_the_gate_is_taught_to_open_on_moving_objects_with_both_sides_balanced(t
              final_eval=False)
     row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
     assert row["match_gate"] > 0 and row["match_head"] > 0
+
+
+def test_train_only_teaches_the_added_module_and_leaves_the_network_bit_identical(tmp_path):
+    from st4r_lite.train.checkpoint import load_train_checkpoint
+    from st4r_lite.train.loop import trainable_model
+    base = TrainConfig(steps=1, batch=1, frames=2)
+    pretrain(base, tmp_path / "base.pt", progress=False, final_eval=False)
+    cfg = TrainConfig(steps=2, batch=1, frames=2, lr=1e-3, init=str(tmp_path / "base.pt"), match_track=8,
+                      match_head_weight=0.1, train_only=["match_track"])
+    pretrain(cfg, tmp_path / "stage.pt", progress=False, final_eval=False)
+    before = load_train_checkpoint(tmp_path / "base.pt")["model"]
+    after = load_train_checkpoint(tmp_path / "stage.pt")["model"]
+    fresh = build_model(cfg.model_config()).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)           # the network did not move
+    moved = [k for k in after if k.startswith("match_track") and not torch.equal(after[k], fresh[k])]
+    assert moved                                                            # the added module did
+    with pytest.raises(InputError, match="matches no parameter"):
+        trainable_model(build_model(PRESETS["tiny"]), ["match_trak"])
+    with pytest.raises(InputError, match="prefixes"):
+        TrainConfig(steps=1, train_only=[""])

@@ -91,6 +91,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refine-lr-mult", type=float, default=None,
                    help="learning rate of the modules added from scratch (--pixel-refine, --match-track) = --lr x "
                    "this (default 1)")
+    p.add_argument("--train-only", nargs="+", default=None, metavar="PREFIX",
+                   help="train only the parameters whose names start with these prefixes (e.g. match_track); the "
+                   "rest stays frozen (default: all)")
     add_shift_argument(p, "train and check on a candidate world (stored in the checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_pretrain)
@@ -234,6 +237,7 @@ def run_pretrain_cli(args) -> str:
                  "match_head_weight": getattr(args, "match_head_weight", None),
                  "match_gate_weight": getattr(args, "match_gate_weight", None),
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None),
+                 "train_only": getattr(args, "train_only", None),
                  "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")

@@ -54,6 +54,9 @@ class TrainConfig:
                                 # token (train.correspondence.match_head_loss); needs match_track; 0 = off
     refine_lr_mult: float = 1.0  # learning rate of the modules added from scratch (pixel refinement, matched
                                 # tracking) = lr x this (a fresh module on pretrained weights learns faster)
+    train_only: list = field(default_factory=list)  # module-name prefixes that train (e.g. ["match_track"]); the
+                                # rest is frozen: a stage that teaches an added module on a finished network
+                                # without moving its geometry (and at a third of the step's cost); [] = all
     world_shift: dict = field(default_factory=dict)  # DomainConfig fields changed for training and held-out
                                 # clips alike (world.scene.shifted_config), e.g. {"depth_range": [1.2, 2.6]}:
                                 # a candidate world measured before it becomes a version; {} = the domain as named
@@ -93,6 +96,9 @@ class TrainConfig:
         if self.match_head_weight < 0 or (self.match_head_weight and not self.match_track):
             raise InputError(f"match_head_weight {self.match_head_weight} must be ≥ 0 and needs the matched tracking "
                              "(--match-track WIDTH)")
+        self.train_only = [str(x) for x in self.train_only]
+        if any(not x for x in self.train_only):
+            raise InputError(f"train_only names module prefixes (e.g. match_track), got {self.train_only}")
         # lists, not tuples: the shift is stored in the checkpoint and compared on --resume
         self.world_shift = {str(k): (list(map(float, v)) if isinstance(v, tuple | list) else float(v))
                             for k, v in dict(self.world_shift).items()}

@@ -164,11 +164,16 @@ def matched_tracking_terms(terms, head_out: list[tuple], clip, targets: PairTarg
     return terms
 
 
-def trainable_model(model: nn.Module) -> nn.Module:
+def trainable_model(model: nn.Module, train_only: list[str] | tuple[str, ...] = ()) -> nn.Module:
     """Freeze what the pretraining loss never reaches (CroCo's mask token, the σ² heads, adapted at test
-    time), so every trainable parameter gets a gradient (DDP requires it)."""
+    time), so every trainable parameter gets a gradient (DDP requires it); with ``train_only`` (module-name
+    prefixes, ``TrainConfig.train_only``) also everything outside those modules."""
+    prefixes = tuple(train_only)
+    if prefixes and not any(n.startswith(prefixes) for n, _ in model.named_parameters()):
+        raise InputError(f"--train-only {list(prefixes)} matches no parameter of this model; its top-level modules "
+                         f"are {sorted({n.split('.')[0] for n, _ in model.named_parameters()})}")
     for name, p in model.named_parameters():
-        if name == "mask_token" or name.startswith("sigma_head"):
+        if name == "mask_token" or name.startswith("sigma_head") or (prefixes and not name.startswith(prefixes)):
             p.requires_grad_(False)
     return model
 
@@ -241,7 +246,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, *, resume: bool = False, device:
     try:
         with torch.random.fork_rng(devices=devices):  # the caller's global RNG state is left untouched
             torch.manual_seed(cfg.seed)
-            model = trainable_model(build_model(cfg.model_config())).to(env.device)
+            model = trainable_model(build_model(cfg.model_config()), cfg.train_only).to(env.device)
             if cfg.init and not resume:
                 model.load_state_dict(initial_weights(cfg.init, model))
             opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, total_steps=cfg.steps,

@@ -178,3 +178,36 @@ def test_pretrain_loss_motion_term_needs_frames_and_has_finite_gradients():
     assert torch.isfinite(track.grad).all() and track.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="motion_weight"):
         PretrainLoss(motion_weight=-1.0)
+
+
+def test_object_regression_reads_only_object_pixels_and_the_self_pairs_moving_anchor():
+    from dataclasses import replace as dc_replace
+    tg = _batch(B=4, seed=9)                              # two clips of S = 2 pairs, self-pair first in each
+    on_object = torch.rand(tg.recon.shape[:-1], generator=torch.Generator().manual_seed(4)) > 0.6
+    tg = dc_replace(tg, on_object=on_object)
+    conf = 1 + torch.rand(tg.track.shape[:-1], generator=torch.Generator().manual_seed(5))
+    loss_fn = PretrainLoss(dynamic_factor=None, object_regression=1.0)
+    assert float(loss_fn(_out(tg.track, tg.recon, conf, conf), tg, frames=2).object) < 1e-6
+    # the tracks of the pairs (0, k ≥ 1) are not asked for (no motion): an error there leaves the term at 0
+    moved = tg.track.clone()
+    moved[1::2] += 0.5
+    assert float(loss_fn(_out(moved, tg.recon, conf, conf), tg, frames=2).object) < 1e-6
+    # the self-pair's moving anchor pixels are: the term is their mean error (scale-normalised)
+    anchor = tg.track.clone()
+    anchor[0::2] += torch.tensor([0.0, 0.0, 0.3])
+    t = loss_fn(_out(anchor, tg.recon, conf, conf), tg, frames=2)
+    s = pair_scale(tg.recon, tg.valid_recon)[0::2, None, None].expand(-1, *tg.dynamic.shape[1:])
+    assert torch.allclose(t.object, (0.3 / s)[tg.dynamic[0::2]].mean(), atol=1e-5)
+    # and the objects' recon in every pair, with finite gradients
+    recon = tg.recon.clone()
+    recon[on_object] += torch.tensor([0.0, 0.0, 0.4])
+    recon.requires_grad_()
+    t = loss_fn(_out(tg.track, recon, conf, conf), tg, frames=2)
+    t.total.backward()
+    assert float(t.object) > 0.05 and torch.isfinite(recon.grad).all()
+    with pytest.raises(ValueError, match="on_object"):
+        loss_fn(_out(tg.track, tg.recon, conf, conf), dc_replace(tg, on_object=None), frames=2)
+    with pytest.raises(ValueError, match="frames"):
+        loss_fn(_out(tg.track, tg.recon, conf, conf), tg)
+    with pytest.raises(ValueError, match="object_regression"):
+        PretrainLoss(object_regression=-1.0)

@@ -54,6 +54,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonneg_int, default=None, help="training seed (clips, init)")
     p.add_argument("--dynamic-factor", type=float, default=None,
                    help="dynamic reweighting of the tracking loss (default 5, the released code's; 0 = off)")
+    p.add_argument("--object-regression", type=float, default=None,
+                   help="add W x the plain error of object pixels (every frame's recon, the anchor's moving pixels "
+                   "at the self-pair), no confidence, no motion asked (default 0 = off)")
     p.add_argument("--dynamic-regression", type=float, default=None,
                    help="add W x the plain 3D error of moving pixels to the loss (no confidence; default 0 = off)")
     p.add_argument("--motion-weight", type=float, default=None,
@@ -238,6 +241,7 @@ def run_pretrain_cli(args) -> str:
                  "match_gate_weight": getattr(args, "match_gate_weight", None),
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None),
                  "train_only": getattr(args, "train_only", None),
+                 "object_regression": getattr(args, "object_regression", None),
                  "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")

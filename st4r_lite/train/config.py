@@ -34,6 +34,8 @@ class TrainConfig:
     recon_weight: float = 1.0
     dynamic_factor: float = 5.0  # moving pixels' C := factor · max C(static) (released code); 0 switches it off
     dynamic_regression: float = 0.0  # + w · mean ‖X̂ − X̄‖ over moving pixels (train.losses); 0 = off
+    object_regression: float = 0.0  # + w · L_object: objects' geometry in every frame and at the anchor, no
+                                # confidence, no motion asked (train.losses); 0 = off
     motion_weight: float = 0.0  # + w · L_motion: every anchor pixel's motion from the self-pair (train.losses); 0 = off
     match_weight: float = 0.0   # + w · L_match: the track branch's head-0 cross-attention taught the true
                                 # correspondent token (train.correspondence); 0 = off
@@ -71,6 +73,8 @@ class TrainConfig:
             raise InputError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
         if self.warmup < 0:
             raise InputError(f"warmup must be ≥ 0, got {self.warmup}")
+        if self.object_regression < 0:
+            raise InputError(f"object_regression must be ≥ 0, got {self.object_regression}")
         if self.dynamic_regression < 0:
             raise InputError(f"dynamic_regression must be ≥ 0, got {self.dynamic_regression}")
         if self.motion_weight < 0 or self.match_weight < 0:

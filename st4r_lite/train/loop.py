@@ -93,7 +93,7 @@ def clip_pairs(clip) -> tuple[torch.Tensor, PairTargets]:
     targets = PairTargets(
         track=track, recon=recon,
         valid_track=torch.isfinite(track).all(-1), valid_recon=torch.isfinite(recon).all(-1),
-        dynamic=flat(repeat(clip.track_dynamic, "b h w -> b s h w", s=S)),
+        dynamic=flat(repeat(clip.track_dynamic, "b h w -> b s h w", s=S)), on_object=flat(clip.object_id > 0),
     )
     return img, targets
 
@@ -285,7 +285,7 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
             runner, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     loss_fn = PretrainLoss(track_weight=cfg.track_weight, recon_weight=cfg.recon_weight,
                            dynamic_factor=cfg.dynamic_factor or None, dynamic_regression=cfg.dynamic_regression,
-                           motion_weight=cfg.motion_weight)
+                           motion_weight=cfg.motion_weight, object_regression=cfg.object_regression)
     params = [p for p in model.parameters() if p.requires_grad]
     use_amp = env.device.type == "cuda"
     n_eval = heldout.HELDOUT_CLIPS if eval_clips is None else int(eval_clips)

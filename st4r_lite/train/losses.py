@@ -20,6 +20,11 @@ DUSt3R). The released code meant this but averaged over all pixels; we average o
 Dynamic regression (this package's option, ``dynamic_regression = w``, default 0): + w · mean over valid moving
 pixels of ‖X̂ − X̄‖, the plain error with no confidence, so moving pixels weigh at least w without touching C.
 
+Object regression (this package's option, ``object_regression = w``, default 0; needs ``PairTargets.on_object``
+and whole clips): + w · (mean over valid recon pixels on objects of ‖X̂ − X̄‖ + mean over the self-pairs' valid
+moving anchor pixels of the track's ‖X̂ − X̄‖): the geometry of objects in every frame and the anchor's own moving
+objects, with no confidence to hide behind and no motion asked for (the self-pair's track is the anchor itself).
+
 Motion regression (this package's option, ``motion_weight = w``, default 0; needs the pairs of whole clips,
 B = clips · S with the self-pair (0, 0) first in each clip): the motion of every anchor pixel from the self-pair's
 track to pair (0, k)'s track, both divided by the *self-pair's* scale factor,
@@ -62,10 +67,11 @@ class PairTargets:
     valid_track: torch.Tensor
     valid_recon: torch.Tensor
     dynamic: torch.Tensor
+    on_object: torch.Tensor | None = None   # (B, H, W) bool: frame j's pixel lies on an object (object regression)
 
     def to(self, device: torch.device | str) -> PairTargets:
-        return PairTargets(*(getattr(self, k).to(device) for k in ("track", "recon", "valid_track",
-                                                                    "valid_recon", "dynamic")))
+        return PairTargets(*(None if getattr(self, k) is None else getattr(self, k).to(device)
+                             for k in ("track", "recon", "valid_track", "valid_recon", "dynamic", "on_object")))
 
 
 @dataclass
@@ -86,6 +92,7 @@ class LossTerms:
     match: torch.Tensor | None = None   # L_match (train.correspondence), added by the loop when match_weight > 0
     match_head: torch.Tensor | None = None  # L_match_head (train.correspondence), when match_head_weight > 0
     match_gate: torch.Tensor | None = None  # L_gate (train.correspondence), when match_gate_weight > 0
+    object: torch.Tensor | None = None      # L_object, when object_regression > 0
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(getattr(self, k).detach()) for k in self.__dataclass_fields__
@@ -204,14 +211,17 @@ class PretrainLoss:
 
     def __init__(self, alpha: float = ALPHA, track_weight: float = 1.0, recon_weight: float = 1.0,
                  dynamic_factor: float | None = DYNAMIC_CONF_FACTOR, dynamic_regression: float = 0.0,
-                 motion_weight: float = 0.0) -> None:
+                 motion_weight: float = 0.0, object_regression: float = 0.0) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be ≥ 0, got {alpha}")
         if dynamic_regression < 0:
             raise ValueError(f"dynamic_regression must be ≥ 0, got {dynamic_regression}")
         if motion_weight < 0:
             raise ValueError(f"motion_weight must be ≥ 0, got {motion_weight}")
+        if object_regression < 0:
+            raise ValueError(f"object_regression must be ≥ 0, got {object_regression}")
         self.dynamic_regression = dynamic_regression
+        self.object_regression = object_regression
         self.motion_weight = motion_weight
         self.alpha = alpha
         self.track_weight = track_weight
@@ -220,7 +230,7 @@ class PretrainLoss:
 
     def __call__(self, out, targets: PairTargets, frames: int | None = None) -> LossTerms:
         """frames: S pairs per clip (the batch is whole clips, self-pair first); needed when motion_weight > 0."""
-        if self.motion_weight and frames is None:
+        if (self.motion_weight or self.object_regression) and frames is None:
             raise ValueError("motion_weight > 0 needs frames= (pairs per clip) to find each clip's self-pair")
         for name in ("track", "recon"):
             if getattr(out, name).shape != getattr(targets, name).shape:
@@ -242,6 +252,15 @@ class PretrainLoss:
         vd = vt & targets.dynamic
         if self.dynamic_regression:   # + w · mean over moving pixels of ‖X̂ − X̄‖ (no confidence to hide behind)
             total = total + self.dynamic_regression * (e_track * vd).sum() / vd.sum().clamp_min(1)
+        l_object = None
+        if self.object_regression:
+            if targets.on_object is None:
+                raise ValueError("object_regression > 0 needs PairTargets.on_object (train.loop.clip_pairs sets it)")
+            vo = vr & targets.on_object
+            self_pair = (torch.arange(vt.shape[0], device=vt.device) % frames == 0)[:, None, None]
+            va = vd & self_pair
+            l_object = (e_recon * vo).sum() / vo.sum().clamp_min(1) + (e_track * va).sum() / va.sum().clamp_min(1)
+            total = total + self.object_regression * l_object
         l_motion = None
         if self.motion_weight:
             l_motion = motion_regression(out.track.float(), targets.track.float(), vt, s_pred, s_gt, frames)
@@ -253,4 +272,5 @@ class PretrainLoss:
                 else torch.tensor(float("nan"), device=total.device)
         return LossTerms(total=total, track=l_track, recon=l_recon, track_err=track_err.detach(),
                          recon_err=recon_err.detach(), track_err_dynamic=dyn_err.detach(),
-                         motion=None if l_motion is None else l_motion.detach())
+                         motion=None if l_motion is None else l_motion.detach(),
+                         object=None if l_object is None else l_object.detach())

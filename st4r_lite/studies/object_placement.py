@@ -1,0 +1,153 @@
+"""Where the anchor frame puts each object: a per-object depth offset, or a wrong shape?
+
+Dimension letters: B clips, H W image rows / columns, P anchor pixels.
+
+The moving-point targets are capped by the anchor geometry of moving objects (the scorecard's ``oracle_motion``
+row moves the model's own frame-0 points by the true motion and still misses them). This study splits the anchor's
+depth error on objects into a placement and a shape part. For every object o of each held-out clip (its anchor
+pixels, ≥ ``min_pixels``), with e = log z_pred − log z_gt per pixel of the self-pair (0, 0),
+
+    offset_o   = median over o's pixels of e, after one median scale per clip (``geometry.track_metrics``,
+                 as the evaluation aligns), > 0 = the object is placed too far;
+    room_o     = median over o's pixels of log z_pred − (a + b · log z_gt), (a, b) the least-squares fit on the
+                 clip's room pixels: the offset against the room's own depth map (a depth range that is merely
+                 compressed, b < 1, does not count here);
+    shape_o    = median over o's pixels of |e − offset_o|: what is left once the object is moved to its depth.
+
+for the track head's anchor (``track``, what tracks start from) and the recon head's frame 0 (``recon``). A
+placement error is one number per object, a shape error is per pixel: they call for different fixes.
+
+    python -m st4r_lite.studies.object_placement data/tiny.pt --json data/object_placement.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from st4r_lite.geometry.track_metrics import median_scale
+from st4r_lite.model import resolve
+from st4r_lite.model.pairs import PairRunner
+from st4r_lite.runtime import atomic_write
+from st4r_lite.train.heldout import HELDOUT_SEED, heldout_clips
+from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
+
+__all__ = ["object_offsets", "summarise", "main"]
+
+HEADS = ("track", "recon")
+
+
+def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor, min_pixels: int = 4
+                   ) -> tuple[list[dict], dict]:
+    """Per-object placement of one anchor pointmap.
+
+    pred, gt (H, W, 3) frame-0 points in the anchor camera; object_id (H, W) int, 0 = room. Returns
+    ([{"object", "pixels", "offset", "room", "shape", "z"}] per object with ≥ ``min_pixels`` valid pixels,
+    {"room_abs_err", "room_slope"}) (module docstring; logs of depths, float64).
+
+    >>> gt = torch.zeros(4, 6, 3); gt[..., 2] = torch.linspace(2, 6, 24).view(4, 6)
+    >>> oid = torch.zeros(4, 6, dtype=torch.long); oid[1:3, 1:3] = 1
+    >>> pred = gt.clone(); pred[oid == 1] *= 1.1                  # the object 10 % too far, the room exact
+    >>> objs, room = object_offsets(pred, gt, oid)
+    >>> round(objs[0]["offset"], 4), round(objs[0]["room"], 4), round(objs[0]["shape"], 4), room["room_slope"]
+    (0.0953, 0.0953, 0.0, 1.0)
+    """
+    assert pred.shape == gt.shape and pred.shape[-1] == 3 and object_id.shape == pred.shape[:2], (
+        tuple(pred.shape), tuple(gt.shape), tuple(object_id.shape))
+    p, g = (rearrange(x.detach().double().cpu(), "h w c -> (h w) c") for x in (pred, gt))
+    oid = object_id.detach().cpu().flatten()
+    ok = torch.isfinite(p).all(-1) & torch.isfinite(g).all(-1) & (p[:, 2] > 0) & (g[:, 2] > 0)
+    s = median_scale(p, g, ok)
+    lp, lg = torch.log(p[:, 2].clamp_min(1e-12)), torch.log(g[:, 2].clamp_min(1e-12))
+    e = torch.log(torch.as_tensor(s, dtype=torch.float64)) + lp - lg
+    room = ok & (oid == 0)
+    A = torch.stack([torch.ones_like(lg[room]), lg[room]], -1)
+    a, b = torch.linalg.lstsq(A, lp[room][:, None]).solution[:, 0]
+    e_room = lp - (a + b * lg)
+    objects = []
+    for o in oid[ok & (oid > 0)].unique().tolist():
+        m = ok & (oid == o)
+        if int(m.sum()) < min_pixels:
+            continue
+        off = e[m].median()
+        objects.append({"object": int(o), "pixels": int(m.sum()), "offset": float(off),
+                        "room": float(e_room[m].median()), "shape": float((e[m] - off).abs().median()),
+                        "z": float(g[m, 2].median())})
+    return objects, {"room_abs_err": float(e[room].abs().median()), "room_slope": round(float(b), 4)}
+
+
+def summarise(objects: list[dict]) -> dict:
+    """Median / mean of the signed offsets, the share placed too far, median |offset| and median shape error."""
+    if not objects:
+        return {"objects": 0}
+    t = {k: torch.tensor([o[k] for o in objects], dtype=torch.float64) for k in ("offset", "room", "shape")}
+    return {"objects": len(objects),
+            "offset_median": round(float(t["offset"].median()), 4), "offset_mean": round(float(t["offset"].mean()), 4),
+            "offset_abs_median": round(float(t["offset"].abs().median()), 4),
+            "too_far": round(float((t["offset"] > 0).double().mean()), 3),
+            "room_offset_median": round(float(t["room"].median()), 4),
+            "shape_median": round(float(t["shape"].median()), 4)}
+
+
+@torch.no_grad()
+def placement(model, clips) -> dict:
+    """{head: {"all": summary, "by_kind": {kind: summary}, "room_abs_err", "room_slope"}} over a ``world.Clip``."""
+    runner = PairRunner(model)
+    out = runner(clips.rgb[:, :1] * 2 - 1)                         # the self-pairs (0, 0): B rows
+    result = {}
+    for head in HEADS:
+        objects, kinds, rooms, slopes = [], defaultdict(list), [], []
+        for b in range(clips.rgb.shape[0]):
+            pred = getattr(out, head)[b].float()
+            objs, room = object_offsets(pred, clips.track_world[b, 0], clips.object_id[b, 0])
+            for o in objs:
+                kinds[clips.info[b]["kinds"][o["object"] - 1]].append(o)
+            objects += objs
+            rooms.append(room["room_abs_err"])
+            slopes.append(room["room_slope"])
+        result[head] = {"all": summarise(objects), "by_kind": {k: summarise(v) for k, v in sorted(kinds.items())},
+                        "room_abs_err": round(float(torch.tensor(rooms).median()), 4),
+                        "room_slope": round(float(torch.tensor(slopes).median()), 4)}
+    return result
+
+
+def main(argv=None) -> int:
+    """``python -m st4r_lite.studies.object_placement CHECKPOINT [--num-clips 16] [--json OUT]``."""
+    ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.object_placement",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", help=resolve.SPEC_HELP)
+    ap.add_argument("--num-clips", type=int, default=16, help="held-out pretrain clips (default 16, the scorecard's)")
+    ap.add_argument("--json", default=None, help="write the record here (atomically)")
+    add_shift_argument(ap)
+    args = ap.parse_args(argv)
+    if args.num_clips < 1:
+        ap.error("--num-clips must be >= 1")
+    start = time.perf_counter()
+    model = resolve.load(args.checkpoint).float().eval()
+    world_shift = parse_shift(args.shift)
+    clips = heldout_clips(model.config, num_clips=args.num_clips, frames=16, shift=world_shift or None)
+    result = placement(model, clips)
+    for head, r in result.items():
+        a = r["all"]
+        print(f"{head:5s} {a['objects']} objects: offset median {a['offset_median']:+.3f} (mean {a['offset_mean']:+.3f}, "
+              f"|.| {a['offset_abs_median']:.3f}, {100 * a['too_far']:.0f} % too far), against the room's own depth "
+              f"map {a['room_offset_median']:+.3f}; shape {a['shape_median']:.3f}; room |err| {r['room_abs_err']:.3f}, "
+              f"room slope {r['room_slope']:.3f}")
+    if args.json:
+        record = {"command": f"python -m st4r_lite.studies.object_placement {args.checkpoint} --num-clips "
+                             f"{args.num_clips} --json {args.json}" + shift_flags(args.shift),
+                  "checkpoint": args.checkpoint, "world_shift": world_shift, "frames": 16, "seed": HELDOUT_SEED,
+                  "seconds": round(time.perf_counter() - start, 1), "placement": result}
+        with atomic_write(Path(args.json), "w") as fh:
+            fh.write(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

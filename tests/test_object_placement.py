@@ -1,0 +1,41 @@
+"""The object placement study: a placement error is one number per object, a shape error per pixel."""
+
+import json
+
+import torch
+
+from st4r_lite.model.network import build_model
+from st4r_lite.studies import object_placement
+from st4r_lite.studies.object_placement import object_offsets, summarise
+from st4r_lite.world.render import generate_clips
+
+
+def test_a_moved_object_is_a_placement_error_and_a_bent_one_a_shape_error():
+    clips = generate_clips(1, frames=2, height=32, width=48, domain="pretrain", seed=11)
+    gt, oid = clips.track_world[0, 0], clips.object_id[0, 0]
+    objs, room = object_offsets(gt, gt, oid)
+    assert objs and all(abs(o["offset"]) < 1e-9 and o["shape"] < 1e-9 for o in objs)
+    assert abs(room["room_slope"] - 1) < 1e-6 and room["room_abs_err"] < 1e-9
+    pred = gt.clone()
+    pred[oid == objs[0]["object"]] *= 0.8                          # the first object 20 % too near, along its rays
+    moved = {o["object"]: o for o in object_offsets(pred, gt, oid)[0]}[objs[0]["object"]]
+    assert abs(moved["offset"] - float(torch.log(torch.tensor(0.8)))) < 1e-6 and moved["shape"] < 1e-6
+    bent = gt.clone()
+    bent[..., 2] *= torch.exp(0.1 * torch.randn(bent.shape[:2], generator=torch.Generator().manual_seed(0)))
+    noisy = {o["object"]: o for o in object_offsets(bent, gt, oid)[0]}[objs[0]["object"]]
+    assert noisy["shape"] > 0.02 and abs(noisy["offset"]) < noisy["shape"] + 0.05
+    s = summarise([{"offset": 0.1, "room": 0.1, "shape": 0.02}, {"offset": -0.05, "room": 0.0, "shape": 0.04},
+                   {"offset": 0.2, "room": 0.1, "shape": 0.03}])
+    assert s["objects"] == 3 and s["too_far"] == 0.667 and s["offset_abs_median"] == 0.1 and s["shape_median"] == 0.03
+
+
+def test_the_study_writes_its_record_with_the_command(tmp_path, monkeypatch):
+    model = build_model("tiny", seed=2)
+    path = tmp_path / "m.pt"
+    from st4r_lite.model.checkpoint import save_checkpoint
+    save_checkpoint(path, model)
+    out = tmp_path / "rec.json"
+    assert object_placement.main([str(path), "--num-clips", "2", "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["command"].startswith("python -m st4r_lite.studies.object_placement")
+    assert set(rec["placement"]) == {"track", "recon"} and rec["placement"]["track"]["all"]["objects"] > 0

@@ -16,6 +16,7 @@ def test_a_moved_object_is_a_placement_error_and_a_bent_one_a_shape_error():
     objs, room = object_offsets(gt, gt, oid)
     assert objs and all(abs(o["offset"]) < 1e-9 and o["shape"] < 1e-9 for o in objs)
     assert abs(room["room_slope"] - 1) < 1e-6 and room["room_abs_err"] < 1e-9
+    assert all(o["cut"] == bool((oid[-1] == o["object"]).any()) for o in objs)   # stands below the picture
     pred = gt.clone()
     pred[oid == objs[0]["object"]] *= 0.8                          # the first object 20 % too near, along its rays
     moved = {o["object"]: o for o in object_offsets(pred, gt, oid)[0]}[objs[0]["object"]]
@@ -38,4 +39,6 @@ def test_the_study_writes_its_record_with_the_command(tmp_path, monkeypatch):
     assert object_placement.main([str(path), "--num-clips", "2", "--json", str(out)]) == 0
     rec = json.loads(out.read_text())
     assert rec["command"].startswith("python -m st4r_lite.studies.object_placement")
-    assert set(rec["placement"]) == {"track", "recon"} and rec["placement"]["track"]["all"]["objects"] > 0
+    track = rec["placement"]["track"]
+    assert set(rec["placement"]) == {"track", "recon"} and track["all"]["objects"] > 0
+    assert track["contact_seen"]["objects"] + track["contact_cut"]["objects"] == track["all"]["objects"]

@@ -15,7 +15,8 @@ pixels, ≥ ``min_pixels``), with e = log z_pred − log z_gt per pixel of the s
     shape_o    = median over o's pixels of |e − offset_o|: what is left once the object is moved to its depth.
 
 for the track head's anchor (``track``, what tracks start from) and the recon head's frame 0 (``recon``). A
-placement error is one number per object, a shape error is per pixel: they call for different fixes.
+placement error is one number per object, a shape error is per pixel: they call for different fixes. Objects that
+reach the image's bottom row (``contact_cut``) stand on the floor out of view: the floor cannot tell their depth.
 
     python -m st4r_lite.studies.object_placement data/tiny.pt --json data/object_placement.json
 """
@@ -48,8 +49,9 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
     """Per-object placement of one anchor pointmap.
 
     pred, gt (H, W, 3) frame-0 points in the anchor camera; object_id (H, W) int, 0 = room. Returns
-    ([{"object", "pixels", "offset", "room", "shape", "z"}] per object with ≥ ``min_pixels`` valid pixels,
-    {"room_abs_err", "room_slope"}) (module docstring; logs of depths, float64).
+    ([{"object", "pixels", "offset", "room", "shape", "z", "cut"}] per object with ≥ ``min_pixels`` valid pixels,
+    {"room_abs_err", "room_slope"}) (module docstring; logs of depths, float64); ``cut``: the object reaches the image's
+    bottom row, so where it stands on the floor is out of view.
 
     >>> gt = torch.zeros(4, 6, 3); gt[..., 2] = torch.linspace(2, 6, 24).view(4, 6)
     >>> oid = torch.zeros(4, 6, dtype=torch.long); oid[1:3, 1:3] = 1
@@ -78,7 +80,7 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
         off = e[m].median()
         objects.append({"object": int(o), "pixels": int(m.sum()), "offset": float(off),
                         "room": float(e_room[m].median()), "shape": float((e[m] - off).abs().median()),
-                        "z": float(g[m, 2].median())})
+                        "z": float(g[m, 2].median()), "cut": bool((object_id[-1] == o).any())})
     return objects, {"room_abs_err": float(e[room].abs().median()), "room_slope": round(float(b), 4)}
 
 
@@ -97,7 +99,8 @@ def summarise(objects: list[dict]) -> dict:
 
 @torch.no_grad()
 def placement(model, clips) -> dict:
-    """{head: {"all": summary, "by_kind": {kind: summary}, "room_abs_err", "room_slope"}} over a ``world.Clip``."""
+    """{head: {"all": summary, "by_kind": {kind: summary}, "contact_seen" | "contact_cut": summary, "room_abs_err",
+    "room_slope"}} over a ``world.Clip``."""
     runner = PairRunner(model)
     out = runner(clips.rgb[:, :1] * 2 - 1)                         # the self-pairs (0, 0): B rows
     result = {}
@@ -112,6 +115,8 @@ def placement(model, clips) -> dict:
             rooms.append(room["room_abs_err"])
             slopes.append(room["room_slope"])
         result[head] = {"all": summarise(objects), "by_kind": {k: summarise(v) for k, v in sorted(kinds.items())},
+                        "contact_seen": summarise([o for o in objects if not o["cut"]]),
+                        "contact_cut": summarise([o for o in objects if o["cut"]]),
                         "room_abs_err": round(float(torch.tensor(rooms).median()), 4),
                         "room_slope": round(float(torch.tensor(slopes).median()), 4)}
     return result
@@ -139,6 +144,11 @@ def main(argv=None) -> int:
               f"|.| {a['offset_abs_median']:.3f}, {100 * a['too_far']:.0f} % too far), against the room's own depth "
               f"map {a['room_offset_median']:+.3f}; shape {a['shape_median']:.3f}; room |err| {r['room_abs_err']:.3f}, "
               f"room slope {r['room_slope']:.3f}")
+        for part in ("contact_seen", "contact_cut"):
+            c = r[part]
+            if c["objects"]:
+                print(f"      {part}: {c['objects']} objects, offset median {c['offset_median']:+.3f} "
+                      f"({100 * c['too_far']:.0f} % too far), shape {c['shape_median']:.3f}")
     if args.json:
         record = {"command": f"python -m st4r_lite.studies.object_placement {args.checkpoint} --num-clips "
                              f"{args.num_clips} --json {args.json}" + shift_flags(args.shift),

@@ -36,9 +36,18 @@ def test_the_study_writes_its_record_with_the_command(tmp_path, monkeypatch):
     from st4r_lite.model.checkpoint import save_checkpoint
     save_checkpoint(path, model)
     out = tmp_path / "rec.json"
-    assert object_placement.main([str(path), "--num-clips", "2", "--json", str(out)]) == 0
+    assert object_placement.main([str(path), "--num-clips", "2", "--overfit-steps", "2", "--json", str(out)]) == 0
     rec = json.loads(out.read_text())
     assert rec["command"].startswith("python -m st4r_lite.studies.object_placement")
     track = rec["placement"]["track"]
     assert set(rec["placement"]) == {"track", "recon"} and track["all"]["objects"] > 0
     assert track["contact_seen"]["objects"] + track["contact_cut"]["objects"] == track["all"]["objects"]
+    assert "--overfit-steps 2" in rec["command"] and [r["step"] for r in rec["overfit"]["curve"]] == [0, 2]
+
+
+def test_the_placement_measure_reads_the_self_pairs():
+    clips = generate_clips(2, frames=2, height=32, width=48, domain="pretrain", seed=12)
+    track = clips.track_world.clone()                              # (B, S, H, W, 3), pair (0, 0) first
+    track[:, 1] += 5.0                                             # pair (0, 1) is not the anchor: ignored
+    m = object_placement.placement_measure(track, clips)
+    assert m["objects"] > 0 and abs(m["offset_median"]) < 1e-6 and m["shape_median"] < 1e-6

@@ -115,17 +115,24 @@ def probe_heldout(model, clips) -> dict[str, float]:
     return _pooled(fits)
 
 
+def motion_measure(track: torch.Tensor, clip) -> dict[str, float]:
+    """The pooled motion fit {"r2", "cos", "ratio"} of track maps (B, S, H, W, 3) of a ``world.Clip``'s pairs."""
+    fit = _pooled([motion_fit(track[b], clip.track_world[b], clip.track_dynamic[b]) for b in range(track.shape[0])])
+    return {k: fit[k] for k in ("r2", "cos", "ratio")}
+
+
 def overfit_one_batch(model, steps: int, heldout=None, lr: float = 3e-4, every: int = 25,
-                      seed: int = OVERFIT_SEED) -> dict:
-    """Train a *copy* of ``model`` on one fixed batch (2 clips x 8 frames) with ``PretrainLoss()``; returns
-    {"curve": [{"step", "r2", "cos", "ratio"} on that batch], "heldout_after": fit on ``heldout`` clips}.
-    The model passed in is left untouched."""
+                      seed: int = OVERFIT_SEED, measure=motion_measure, loss_fn: PretrainLoss | None = None) -> dict:
+    """Train a *copy* of ``model`` on one fixed batch (2 clips x 8 frames) with ``loss_fn`` (default
+    ``PretrainLoss()``, the released recipe's loss); returns
+    {"curve": [{"step", **measure(track maps (B, S, H, W, 3), clip)} on that batch], "heldout_after": the motion
+    fit on ``heldout`` clips (None without)}. The model passed in is left untouched."""
     if steps < 0:
         raise InputError(f"--overfit-steps must be >= 0, got {steps}")
     net = copy.deepcopy(model).float().train()
     for p in net.parameters():
         p.requires_grad_(True)
-    runner, loss_fn = PairRunner(net), PretrainLoss()
+    runner, loss_fn = PairRunner(net), (PretrainLoss() if loss_fn is None else loss_fn)
     H, W = net.config.img_size
     clip = generate_clips(2, frames=OVERFIT_FRAMES, height=H, width=W, domain="pretrain", seed=seed,
                           frame_gap=OVERFIT_GAP)
@@ -144,8 +151,7 @@ def overfit_one_batch(model, steps: int, heldout=None, lr: float = 3e-4, every: 
                     track = rearrange(runner(frames).track.float().cpu(), "(b s) h w c -> b s h w c",
                                       s=OVERFIT_FRAMES)
                     net.train()
-                fit = _pooled([motion_fit(track[b], clip.track_world[b], clip.track_dynamic[b]) for b in range(2)])
-                curve.append({"step": step, **{k: fit[k] for k in ("r2", "cos", "ratio")}})
+                curve.append({"step": step, **measure(track, clip)})
             if step == steps:
                 break
             terms = loss_fn(runner(frames), targets, frames=OVERFIT_FRAMES)

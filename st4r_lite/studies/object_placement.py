@@ -18,7 +18,11 @@ for the track head's anchor (``track``, what tracks start from) and the recon he
 placement error is one number per object, a shape error is per pixel: they call for different fixes. Objects that
 reach the image's bottom row (``contact_cut``) stand on the floor out of view: the floor cannot tell their depth.
 
-    python -m st4r_lite.studies.object_placement data/tiny.pt --json data/object_placement.json
+    python -m st4r_lite.studies.object_placement data/tiny.pt --overfit-steps 150 --json data/object_placement.json
+
+``--overfit-steps N`` also trains a copy on one fixed batch (``studies.motion_probe.overfit_one_batch``) and
+follows its objects' placement, with the loss of the shipped recipe's later stages (no dynamic reweighting, motion
+weight 3): if it goes right there, the network can place objects and has not learned to.
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ from st4r_lite.geometry.track_metrics import median_scale
 from st4r_lite.model import resolve
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write
+from st4r_lite.studies.motion_probe import overfit_one_batch
 from st4r_lite.train.heldout import HELDOUT_SEED, heldout_clips
+from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
 
-__all__ = ["object_offsets", "summarise", "main"]
+__all__ = ["object_offsets", "summarise", "placement", "placement_measure", "main"]
 
 HEADS = ("track", "recon")
+OVERFIT_LR = 1e-4   # the one-batch fit trains with the loss of the shipped recipe's later stages (no dynamic
+                    # reweighting, motion weight 3) at half their peak learning rate
 
 
 def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor, min_pixels: int = 4
@@ -122,17 +130,30 @@ def placement(model, clips) -> dict:
     return result
 
 
+def placement_measure(track: torch.Tensor, clip) -> dict:
+    """The anchor's object placement (:func:`summarise`, track head) of track maps (B, S, H, W, 3) of a
+    ``world.Clip``'s pairs (pair (0, 0) first): what ``--overfit-steps`` follows on its one batch."""
+    objects = []
+    for b in range(track.shape[0]):
+        objects += object_offsets(track[b, 0], clip.track_world[b, 0], clip.object_id[b, 0])[0]
+    keep = ("objects", "offset_median", "too_far", "room_offset_median", "shape_median")
+    return {k: v for k, v in summarise(objects).items() if k in keep}
+
+
 def main(argv=None) -> int:
     """``python -m st4r_lite.studies.object_placement CHECKPOINT [--num-clips 16] [--json OUT]``."""
     ap = argparse.ArgumentParser(prog="python -m st4r_lite.studies.object_placement",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help=resolve.SPEC_HELP)
     ap.add_argument("--num-clips", type=int, default=16, help="held-out pretrain clips (default 16, the scorecard's)")
+    ap.add_argument("--overfit-steps", type=int, default=0,
+                    help="also train a copy on one fixed batch this many steps and follow its objects' placement "
+                    "(can the network place them at all?); default 0 = no")
     ap.add_argument("--json", default=None, help="write the record here (atomically)")
     add_shift_argument(ap)
     args = ap.parse_args(argv)
-    if args.num_clips < 1:
-        ap.error("--num-clips must be >= 1")
+    if args.num_clips < 1 or args.overfit_steps < 0:
+        ap.error("--num-clips must be >= 1 and --overfit-steps >= 0")
     start = time.perf_counter()
     model = resolve.load(args.checkpoint).float().eval()
     world_shift = parse_shift(args.shift)
@@ -149,9 +170,18 @@ def main(argv=None) -> int:
             if c["objects"]:
                 print(f"      {part}: {c['objects']} objects, offset median {c['offset_median']:+.3f} "
                       f"({100 * c['too_far']:.0f} % too far), shape {c['shape_median']:.3f}")
+    overfit = None
+    if args.overfit_steps:
+        overfit = overfit_one_batch(model, args.overfit_steps, measure=placement_measure, lr=OVERFIT_LR,
+                                    loss_fn=PretrainLoss(dynamic_factor=None, motion_weight=3.0))
+        for row in overfit["curve"]:
+            print(f"one batch, step {row['step']:4d}: {row['objects']} objects, offset median {row['offset_median']:+.3f} "
+                  f"({100 * row['too_far']:.0f} % too far; against the room {row['room_offset_median']:+.3f}), shape "
+                  f"{row['shape_median']:.3f}")
     if args.json:
         record = {"command": f"python -m st4r_lite.studies.object_placement {args.checkpoint} --num-clips "
-                             f"{args.num_clips} --json {args.json}" + shift_flags(args.shift),
+                             f"{args.num_clips}" + (f" --overfit-steps {args.overfit_steps}" if args.overfit_steps else "")
+                             + f" --json {args.json}" + shift_flags(args.shift), "overfit": overfit,
                   "checkpoint": args.checkpoint, "world_shift": world_shift, "frames": 16, "seed": HELDOUT_SEED,
                   "seconds": round(time.perf_counter() - start, 1), "placement": result}
         with atomic_write(Path(args.json), "w") as fh:

@@ -41,6 +41,7 @@ from st4r_lite.model import resolve
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write
 from st4r_lite.studies.motion_probe import overfit_one_batch
+from st4r_lite.studies.scorecard import anchor_points
 from st4r_lite.train.heldout import HELDOUT_SEED, heldout_clips
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
@@ -70,9 +71,8 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
     """
     assert pred.shape == gt.shape and pred.shape[-1] == 3 and object_id.shape == pred.shape[:2], (
         tuple(pred.shape), tuple(gt.shape), tuple(object_id.shape))
-    p, g = (rearrange(x.detach().double().cpu(), "h w c -> (h w) c") for x in (pred, gt))
+    p, g, ok = anchor_points(*(rearrange(x, "h w c -> (h w) c") for x in (pred, gt)))
     oid = object_id.detach().cpu().flatten()
-    ok = torch.isfinite(p).all(-1) & torch.isfinite(g).all(-1) & (p[:, 2] > 0) & (g[:, 2] > 0)
     s = median_scale(p, g, ok)
     lp, lg = torch.log(p[:, 2].clamp_min(1e-12)), torch.log(g[:, 2].clamp_min(1e-12))
     e = torch.log(torch.as_tensor(s, dtype=torch.float64)) + lp - lg

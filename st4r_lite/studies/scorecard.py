@@ -126,7 +126,7 @@ def recon_by_frame(recon: torch.Tensor, gt_points: torch.Tensor) -> dict[str, li
 PATCH_GROUPS = ("static_interior", "static_edge", "moving_interior", "moving_edge")
 
 
-def _anchor_points(anchor: torch.Tensor, gt_anchor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def anchor_points(anchor: torch.Tensor, gt_anchor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Predicted and true anchor points (N, 3) as float64 on the CPU, and which are usable (N,): finite, in front."""
     assert anchor.shape == gt_anchor.shape and anchor.shape[-1] == 3, (tuple(anchor.shape), tuple(gt_anchor.shape))
     pred, gt = anchor.detach().double().cpu(), gt_anchor.detach().double().cpu()
@@ -143,7 +143,7 @@ def depth_range_slope(anchor: torch.Tensor, gt_anchor: torch.Tensor) -> float:
     >>> round(depth_range_slope(z * torch.tensor([1.0, 1.0, 3.0]), z), 6), round(depth_range_slope(z.sqrt(), z), 6)
     (1.0, 0.5)
     """
-    pred, gt, ok = _anchor_points(anchor, gt_anchor)
+    pred, gt, ok = anchor_points(anchor, gt_anchor)
     lp, lg = pred[ok, 2].log(), gt[ok, 2].log()
     lp, lg = lp - lp.mean(), lg - lg.mean()
     return float((lp * lg).sum() / (lg * lg).sum().clamp_min(1e-12))
@@ -159,7 +159,7 @@ def anchor_depth_by_patch(anchor: torch.Tensor, gt_anchor: torch.Tensor, query_p
     """
     H, W = dynamic.shape
     assert H % patch == 0 and W % patch == 0, (H, W, patch)
-    pred, gt, ok = _anchor_points(anchor, gt_anchor)
+    pred, gt, ok = anchor_points(anchor, gt_anchor)
     s = median_scale(pred, gt, ok)
     err = (torch.log(s * pred[:, 2].clamp_min(1e-9)) - torch.log(gt[:, 2].clamp_min(1e-9))).abs()
     share = rearrange(dynamic.double().cpu(), "(h p1) (w p2) -> h w (p1 p2)", p1=patch, p2=patch).mean(-1)

@@ -30,6 +30,26 @@ def test_a_moved_object_is_a_placement_error_and_a_bent_one_a_shape_error():
     assert s["objects"] == 3 and s["too_far"] == 0.667 and s["offset_abs_median"] == 0.1 and s["shape_median"] == 0.03
 
 
+def test_objects_pulled_toward_the_rooms_depth_show_as_shrink_inside_and_out():
+    clips = generate_clips(4, frames=2, height=64, width=96, domain="pretrain", seed=21)
+    objs = []
+    for b in range(4):
+        gt, oid = clips.track_world[b, 0], clips.object_id[b, 0]
+        truth = object_offsets(gt, gt, oid)[0]
+        assert all(o["near"] < 0 for o in truth)                   # objects stand in front of the room
+        pred = gt.clone()
+        for o in truth:                                            # 30 % of the way to the room's depth (log)
+            pred[oid == o["object"]] *= float(torch.exp(torch.tensor(-0.3 * o["near"])))
+        got = object_offsets(pred, gt, oid)[0]
+        for o in got:
+            assert abs(o["room"] + 0.3 * o["near"]) < 1e-5, o       # the room is exact: its own fit is identity
+            assert o["interior"] is None or abs(o["interior"] - o["offset"]) < 1e-5   # no edge effect
+        objs += got
+    s = summarise(objs)
+    assert abs(s["shrink"] + 0.3) < 1e-4 and abs(s["at_room"]) < 1e-4 and s["shrink_ci"][0] <= -0.29
+    assert s["interior_objects"] > 0 and s["too_far"] == 1.0
+
+
 def test_the_study_writes_its_record_with_the_command(tmp_path, monkeypatch):
     model = build_model("tiny", seed=2)
     path = tmp_path / "m.pt"
@@ -42,6 +62,7 @@ def test_the_study_writes_its_record_with_the_command(tmp_path, monkeypatch):
     track = rec["placement"]["track"]
     assert set(rec["placement"]) == {"track", "recon"} and track["all"]["objects"] > 0
     assert track["contact_seen"]["objects"] + track["contact_cut"]["objects"] == track["all"]["objects"]
+    assert len(track["by_near"]) == 3 and sum(t["objects"] for t in track["by_near"]) == track["all"]["objects"]
     assert "--overfit-steps 2" in rec["command"] and [r["step"] for r in rec["overfit"]["curve"]] == [0, 2]
 
 

@@ -12,7 +12,16 @@ pixels, ≥ ``min_pixels``), with e = log z_pred − log z_gt per pixel of the s
     room_o     = median over o's pixels of log z_pred − (a + b · log z_gt), (a, b) the least-squares fit on the
                  clip's room pixels: the offset against the room's own depth map (a depth range that is merely
                  compressed, b < 1, does not count here);
-    shape_o    = median over o's pixels of |e − offset_o|: what is left once the object is moved to its depth.
+    shape_o    = median over o's pixels of |e − offset_o|: what is left once the object is moved to its depth;
+    interior_o = offset_o over o's pixels at least ``INTERIOR_PX`` pixels inside its outline (no room pixel within
+                 that distance): an offset that is only a blur of the room behind the object's edge leaves it ≈ 0;
+    near_o     = log(z_gt of o / median z_gt of the clip's room pixels) < 0: how far in front of the room it is.
+
+``shrink`` (of a group of objects) is the least-squares slope of room_o against near_o (room_o: free of the clip's
+alignment and of a compressed depth range, which the room's own fit absorbs): 0 when the placement
+error does not depend on where the object is, < 0 when objects are pulled toward the room's depth (the nearer an
+object, the farther back it is placed: a prior that under-uses the object's own cues), −1 when every object is put
+at the room's median depth.
 
 for the track head's anchor (``track``, what tracks start from) and the recon head's frame 0 (``recon``). A
 placement error is one number per object, a shape error is per pixel: they call for different fixes. Objects that
@@ -34,6 +43,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 from st4r_lite.geometry.track_metrics import median_scale
@@ -46,9 +56,11 @@ from st4r_lite.train.heldout import HELDOUT_SEED, heldout_clips
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
 
-__all__ = ["object_offsets", "summarise", "placement", "placement_measure", "main"]
+__all__ = ["object_offsets", "shrink_slope", "summarise", "placement", "placement_measure", "main"]
 
 HEADS = ("track", "recon")
+SHRINK_RESAMPLES = 1000   # bootstrap resamples of the shrink slope's interval
+INTERIOR_PX = 3     # an interior pixel has no other object's or room pixel within 3 px (a 7 × 7 window)
 OVERFIT_LR = 1e-4   # the one-batch fit trains with the loss of the shipped recipe's later stages (no dynamic
                     # reweighting, motion weight 3) at half their peak learning rate
 
@@ -58,7 +70,8 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
     """Per-object placement of one anchor pointmap.
 
     pred, gt (H, W, 3) frame-0 points in the anchor camera; object_id (H, W) int, 0 = room. Returns
-    ([{"object", "pixels", "offset", "room", "shape", "z", "cut"}] per object with ≥ ``min_pixels`` valid pixels,
+    ([{"object", "pixels", "offset", "room", "shape", "interior", "near", "z", "cut"}] per object with ≥ ``min_pixels``
+    valid pixels (``interior`` None when it has fewer than 3 interior pixels),
     {"room_abs_err", "room_slope"}) (module docstring; logs of depths, float64); ``cut``: the object reaches the image's
     bottom row, so where it stands on the floor is out of view.
 
@@ -68,6 +81,8 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
     >>> objs, room = object_offsets(pred, gt, oid)
     >>> round(objs[0]["offset"], 4), round(objs[0]["room"], 4), round(objs[0]["shape"], 4), room["room_slope"]
     (0.0953, 0.0953, 0.0, 1.0)
+    >>> objs[0]["interior"] is None                                 # 2 × 2 pixels: no interior
+    True
     """
     assert pred.shape == gt.shape and pred.shape[-1] == 3 and object_id.shape == pred.shape[:2], (
         tuple(pred.shape), tuple(gt.shape), tuple(object_id.shape))
@@ -77,6 +92,10 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
     lp, lg = torch.log(p[:, 2].clamp_min(1e-12)), torch.log(g[:, 2].clamp_min(1e-12))
     e = torch.log(torch.as_tensor(s, dtype=torch.float64)) + lp - lg
     room = ok & (oid == 0)
+    z_room = g[room, 2].median()
+    inside = -F.max_pool2d(-object_id[None, None].float(), 2 * INTERIOR_PX + 1, 1, INTERIOR_PX)[0, 0]
+    inside = (inside == F.max_pool2d(object_id[None, None].float(), 2 * INTERIOR_PX + 1, 1, INTERIOR_PX)[0, 0])
+    inside = inside.cpu().flatten()                                 # (P,) the window holds one id only
     A = torch.stack([torch.ones_like(lg[room]), lg[room]], -1)
     a, b = torch.linalg.lstsq(A, lp[room][:, None]).solution[:, 0]
     e_room = lp - (a + b * lg)
@@ -85,29 +104,66 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
         m = ok & (oid == o)
         if int(m.sum()) < min_pixels:
             continue
-        off = e[m].median()
+        off, inner = e[m].median(), m & inside
         objects.append({"object": int(o), "pixels": int(m.sum()), "offset": float(off),
                         "room": float(e_room[m].median()), "shape": float((e[m] - off).abs().median()),
+                        "interior": float(e[inner].median()) if int(inner.sum()) >= 3 else None,
+                        "near": float(torch.log(g[m, 2].median() / z_room)),
                         "z": float(g[m, 2].median()), "cut": bool((object_id[-1] == o).any())})
     return objects, {"room_abs_err": float(e[room].abs().median()), "room_slope": round(float(b), 4)}
 
 
+def shrink_slope(objects: list[dict], resamples: int = 0, seed: int = 0) -> dict | None:
+    """Least-squares line room ≈ a + b · near over objects (module docstring): {"shrink": b, "at_room": a} and,
+    with ``resamples`` > 0, "shrink_ci": b's 95 % bootstrap interval over objects (seeded). None under 3 objects.
+
+    >>> fit = shrink_slope([{"near": n, "room": -0.5 * n} for n in (-1.0, -0.5, -0.2)])      # half-way pulled
+    >>> round(fit["shrink"], 3), abs(fit["at_room"]) < 1e-9
+    (-0.5, True)
+    """
+    if len(objects) < 3:
+        return None
+    x = torch.tensor([o["near"] for o in objects], dtype=torch.float64)
+    y = torch.tensor([o["room"] for o in objects], dtype=torch.float64)
+
+    def line(i):
+        A = torch.stack([torch.ones_like(x[i]), x[i]], -1)
+        return torch.linalg.lstsq(A, y[i][:, None]).solution[:, 0]
+
+    a, b = line(torch.arange(len(x)))
+    fit = {"shrink": round(float(b), 4), "at_room": round(float(a), 4)}
+    if resamples:
+        g = torch.Generator().manual_seed(seed)
+        bs = torch.stack([line(torch.randint(len(x), (len(x),), generator=g))[1] for _ in range(resamples)])
+        fit["shrink_ci"] = [round(float(bs.quantile(q)), 4) for q in (0.025, 0.975)]
+    return fit
+
+
 def summarise(objects: list[dict]) -> dict:
-    """Median / mean of the signed offsets, the share placed too far, median |offset| and median shape error."""
+    """Median / mean of the signed offsets, the share placed too far, median |offset| and median shape error;
+    with per-object ``interior`` and ``near`` (:func:`object_offsets`), the interior offsets' median and the
+    :func:`shrink_slope` with its interval."""
     if not objects:
         return {"objects": 0}
     t = {k: torch.tensor([o[k] for o in objects], dtype=torch.float64) for k in ("offset", "room", "shape")}
+    extra = {}
+    if all("near" in o for o in objects):
+        inner = [o["interior"] for o in objects if o.get("interior") is not None]
+        extra = {"interior_objects": len(inner),
+                 "interior_offset_median": round(float(torch.tensor(inner).median()), 4) if inner else None,
+                 **(shrink_slope(objects, resamples=SHRINK_RESAMPLES) or {"shrink": None})}
     return {"objects": len(objects),
             "offset_median": round(float(t["offset"].median()), 4), "offset_mean": round(float(t["offset"].mean()), 4),
             "offset_abs_median": round(float(t["offset"].abs().median()), 4),
             "too_far": round(float((t["offset"] > 0).double().mean()), 3),
             "room_offset_median": round(float(t["room"].median()), 4),
-            "shape_median": round(float(t["shape"].median()), 4)}
+            "shape_median": round(float(t["shape"].median()), 4), **extra}
 
 
 @torch.no_grad()
 def placement(model, clips) -> dict:
-    """{head: {"all": summary, "by_kind": {kind: summary}, "contact_seen" | "contact_cut": summary, "room_abs_err",
+    """{head: {"all": summary, "by_kind": {kind: summary}, "contact_seen" | "contact_cut": summary,
+    "by_near": [summary of the nearest, middle, farthest third of the objects by ``near``], "room_abs_err",
     "room_slope"}} over a ``world.Clip``."""
     runner = PairRunner(model)
     out = runner(clips.rgb[:, :1] * 2 - 1)                         # the self-pairs (0, 0): B rows
@@ -125,9 +181,15 @@ def placement(model, clips) -> dict:
         result[head] = {"all": summarise(objects), "by_kind": {k: summarise(v) for k, v in sorted(kinds.items())},
                         "contact_seen": summarise([o for o in objects if not o["cut"]]),
                         "contact_cut": summarise([o for o in objects if o["cut"]]),
+                        "by_near": [summarise(third) for third in _thirds(sorted(objects, key=lambda o: o["near"]))],
                         "room_abs_err": round(float(torch.tensor(rooms).median()), 4),
                         "room_slope": round(float(torch.tensor(slopes).median()), 4)}
     return result
+
+
+def _thirds(items: list) -> list[list]:
+    n = len(items)
+    return [items[: n // 3], items[n // 3: 2 * n // 3], items[2 * n // 3:]]
 
 
 def placement_measure(track: torch.Tensor, clip) -> dict:
@@ -165,6 +227,12 @@ def main(argv=None) -> int:
               f"|.| {a['offset_abs_median']:.3f}, {100 * a['too_far']:.0f} % too far), against the room's own depth "
               f"map {a['room_offset_median']:+.3f}; shape {a['shape_median']:.3f}; room |err| {r['room_abs_err']:.3f}, "
               f"room slope {r['room_slope']:.3f}")
+        if a.get("shrink") is not None and a["interior_offset_median"] is not None:
+            print(f"      interior pixels ({a['interior_objects']} objects): offset median "
+                  f"{a['interior_offset_median']:+.3f}; shrink toward the room's depth {a['shrink']:+.3f} "
+                  f"[{a['shrink_ci'][0]:+.3f}, {a['shrink_ci'][1]:+.3f}] (offset {a['at_room']:+.3f} at the room's "
+                  "depth); nearest / middle / farthest third: "
+                  + " / ".join(f"{t['offset_median']:+.3f}" for t in r["by_near"] if t["objects"]))
         for part in ("contact_seen", "contact_cut"):
             c = r[part]
             if c["objects"]:

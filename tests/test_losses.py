@@ -211,3 +211,49 @@ def test_object_regression_reads_only_object_pixels_and_the_self_pairs_moving_an
         loss_fn(_out(tg.track, tg.recon, conf, conf), tg)
     with pytest.raises(ValueError, match="object_regression"):
         PretrainLoss(object_regression=-1.0)
+
+
+def test_object_depth_moves_objects_against_the_room_and_never_the_room():
+    from dataclasses import replace as dc_replace
+
+    from st4r_lite.train.losses import object_relative_depth
+    tg = _batch(B=4, H=6, W=7, seed=11)
+    on_object = torch.zeros(tg.recon.shape[:-1], dtype=torch.bool)
+    on_object[:, 2:4, 2:5] = True
+    tg = dc_replace(tg, on_object=on_object, dynamic=on_object.clone())
+    conf = 1 + torch.rand(tg.track.shape[:-1], generator=torch.Generator().manual_seed(5))
+    loss_fn = PretrainLoss(dynamic_factor=None, object_depth=1.0)
+    exact = loss_fn(_out(2.5 * tg.track, 0.7 * tg.recon, conf, conf), tg)    # any scale per branch: no error
+    assert float(exact.object_depth) < 1e-6
+    # objects 20 % too far along their rays, in both branches: the term is log 1.2 exactly
+    track, recon = tg.track.clone(), tg.recon.clone()
+    track[on_object] *= 1.2
+    recon[on_object] *= 1.2
+    track.requires_grad_()
+    recon.requires_grad_()
+    t = loss_fn(_out(track, recon, conf, conf), tg)
+    assert abs(float(t.object_depth) - math.log(1.2)) < 1e-5
+    plain = PretrainLoss(dynamic_factor=None)(_out(track, recon, conf, conf), tg)
+    assert torch.allclose(t.total - plain.total, t.object_depth, atol=1e-5)
+    grad_r = torch.autograd.grad(object_relative_depth(recon, tg.recon, on_object, tg.valid_recon)[0], recon)[0]
+    grad_t = torch.autograd.grad(object_relative_depth(track, tg.track, on_object, tg.valid_track)[0], track)[0]
+    assert torch.isfinite(grad_t).all() and torch.isfinite(grad_r).all()
+    assert grad_r[~on_object].abs().max() == 0 and grad_t[~on_object].abs().max() == 0   # the room is held still
+    assert (grad_r[on_object][:, 2] > 0).all()                # descending pulls each object nearer
+    # pixels behind the camera or with no room in their pair add nothing (no NaN)
+    s, n = object_relative_depth(recon.detach(), tg.recon, on_object, torch.zeros_like(on_object))
+    assert float(s) == 0 and int(n) == 0
+    with pytest.raises(ValueError, match="on_object"):
+        loss_fn(_out(tg.track, tg.recon, conf, conf), dc_replace(tg, on_object=None))
+    with pytest.raises(ValueError, match="object_depth"):
+        PretrainLoss(object_depth=-1.0)
+
+
+def test_object_depth_gradcheck_float64():
+    from st4r_lite.train.losses import object_relative_depth
+    g = torch.Generator().manual_seed(3)
+    gt = torch.rand(1, 3, 4, 3, generator=g, dtype=torch.float64) + torch.tensor([0, 0, 2.0], dtype=torch.float64)
+    obj = torch.zeros(1, 3, 4, dtype=torch.bool)
+    obj[0, 1, 1:3] = True
+    pred = (gt * (1 + 0.2 * torch.rand(gt.shape, generator=g, dtype=torch.float64))).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: object_relative_depth(p, gt, obj, torch.ones_like(obj))[0], (pred,))

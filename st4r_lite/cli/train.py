@@ -57,6 +57,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--object-regression", type=float, default=None,
                    help="add W x the plain error of object pixels (every frame's recon, the anchor's moving pixels "
                    "at the self-pair), no confidence, no motion asked (default 0 = off)")
+    p.add_argument("--object-depth", type=float, default=None,
+                   help="add W x each object pixel's error in log depth relative to the room's median depth, the "
+                   "room held still (objects placed too far or too near; default 0 = off)")
     p.add_argument("--dynamic-regression", type=float, default=None,
                    help="add W x the plain 3D error of moving pixels to the loss (no confidence; default 0 = off)")
     p.add_argument("--motion-weight", type=float, default=None,
@@ -242,6 +245,7 @@ def run_pretrain_cli(args) -> str:
                  "refine_lr_mult": getattr(args, "refine_lr_mult", None),
                  "train_only": getattr(args, "train_only", None),
                  "object_regression": getattr(args, "object_regression", None),
+                 "object_depth": getattr(args, "object_depth", None),
                  "world_shift": parse_shift(getattr(args, "shift", None) or []) or None}
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     log = Path(args.log) if args.log else Path(args.out).with_suffix(".jsonl")

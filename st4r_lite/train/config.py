@@ -36,6 +36,8 @@ class TrainConfig:
     dynamic_regression: float = 0.0  # + w · mean ‖X̂ − X̄‖ over moving pixels (train.losses); 0 = off
     object_regression: float = 0.0  # + w · L_object: objects' geometry in every frame and at the anchor, no
                                 # confidence, no motion asked (train.losses); 0 = off
+    object_depth: float = 0.0   # + w · L_depth: each object pixel's log depth relative to the room's median, the
+                                # room held still (train.losses); 0 = off
     motion_weight: float = 0.0  # + w · L_motion: every anchor pixel's motion from the self-pair (train.losses); 0 = off
     match_weight: float = 0.0   # + w · L_match: the track branch's head-0 cross-attention taught the true
                                 # correspondent token (train.correspondence); 0 = off
@@ -73,8 +75,9 @@ class TrainConfig:
             raise InputError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
         if self.warmup < 0:
             raise InputError(f"warmup must be ≥ 0, got {self.warmup}")
-        if self.object_regression < 0:
-            raise InputError(f"object_regression must be ≥ 0, got {self.object_regression}")
+        if self.object_regression < 0 or self.object_depth < 0:
+            raise InputError(f"object_regression and object_depth must be ≥ 0, got {self.object_regression}, "
+                             f"{self.object_depth}")
         if self.dynamic_regression < 0:
             raise InputError(f"dynamic_regression must be ≥ 0, got {self.dynamic_regression}")
         if self.motion_weight < 0 or self.match_weight < 0:

@@ -285,7 +285,8 @@ def _train_loop(cfg, model, opt, sched, state, env: DistEnv, out, log_path, stop
             runner, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     loss_fn = PretrainLoss(track_weight=cfg.track_weight, recon_weight=cfg.recon_weight,
                            dynamic_factor=cfg.dynamic_factor or None, dynamic_regression=cfg.dynamic_regression,
-                           motion_weight=cfg.motion_weight, object_regression=cfg.object_regression)
+                           motion_weight=cfg.motion_weight, object_regression=cfg.object_regression,
+                           object_depth=cfg.object_depth)
     params = [p for p in model.parameters() if p.requires_grad]
     use_amp = env.device.type == "cuda"
     n_eval = heldout.HELDOUT_CLIPS if eval_clips is None else int(eval_clips)

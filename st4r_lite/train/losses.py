@@ -25,6 +25,18 @@ and whole clips): + w · (mean over valid recon pixels on objects of ‖X̂ − 
 moving anchor pixels of the track's ‖X̂ − X̄‖): the geometry of objects in every frame and the anchor's own moving
 objects, with no confidence to hide behind and no motion asked for (the self-pair's track is the anchor itself).
 
+Object depth (this package's option, ``object_depth = w``, default 0; needs ``PairTargets.on_object``): each
+object pixel's depth *relative to the room behind it*, in the anchor camera (z = the point's third coordinate),
+
+    d_p = log z_p − median over the pair's room pixels of log z,
+    L_depth = mean over the valid object pixels of both branches of |d̂_p − d_p|,    room median of d̂ detached,
+
+object pixels being frame j's object pixels in the recon branch and the anchor's moving pixels in the track branch,
+room pixels the rest. It is scale-free (a difference of logs), and with the room's median detached it can only move
+the objects against the room, not re-scale the room (what ``object_regression`` at weight 1 did). It targets the
+measured failure: the anchor places objects too far, drawn toward the room's depth
+(``studies.object_placement``'s ``shrink``). Pixels with z ≤ 0.05 in the target or prediction are left out.
+
 Motion regression (this package's option, ``motion_weight = w``, default 0; needs the pairs of whole clips,
 B = clips · S with the self-pair (0, 0) first in each clip): the motion of every anchor pixel from the self-pair's
 track to pair (0, k)'s track, both divided by the *self-pair's* scale factor,
@@ -93,6 +105,7 @@ class LossTerms:
     match_head: torch.Tensor | None = None  # L_match_head (train.correspondence), when match_head_weight > 0
     match_gate: torch.Tensor | None = None  # L_gate (train.correspondence), when match_gate_weight > 0
     object: torch.Tensor | None = None      # L_object, when object_regression > 0
+    object_depth: torch.Tensor | None = None  # L_depth, when object_depth > 0
 
     def as_floats(self) -> dict[str, float]:
         return {k: float(getattr(self, k).detach()) for k in self.__dataclass_fields__
@@ -201,6 +214,37 @@ def motion_regression(pred_track: torch.Tensor, gt_track: torch.Tensor, valid: t
     return err.sum() / both.sum().clamp_min(1)
 
 
+def object_relative_depth(pred: torch.Tensor, target: torch.Tensor, on_object: torch.Tensor, valid: torch.Tensor,
+                          z_min: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of |d̂_p − d_p| over the object pixels of B pointmaps (L_depth of the module docstring).
+
+    pred, target: (B, H, W, 3) in the anchor camera (any scale each); on_object, valid: (B, H, W) bool. Room pixels
+    are valid & ~on_object. Returns (sum over pixels, number of pixels): scalars, the sum in the graph of ``pred``.
+    A pair with no usable room pixel adds nothing.
+
+    >>> gt = torch.rand(2, 4, 5, 3) + 1; obj = torch.zeros(2, 4, 5, dtype=torch.bool); obj[:, 1:3, 1:3] = True
+    >>> v = torch.ones_like(obj); pred = gt * 3                      # any global scale: no error
+    >>> [round(float(x), 6) for x in object_relative_depth(pred, gt, obj, v)]
+    [0.0, 8.0]
+    >>> pred[obj] *= 1.1                                               # objects 10 % too far
+    >>> round(float(object_relative_depth(pred, gt, obj, v)[0] / 8), 4)
+    0.0953
+    """
+    _check_pointmap("pred", pred)
+    assert target.shape == pred.shape and on_object.shape == valid.shape == pred.shape[:-1], \
+        (tuple(pred.shape), tuple(target.shape), tuple(on_object.shape), tuple(valid.shape))
+    zp, zt = pred[..., 2], target[..., 2].to(pred.dtype).nan_to_num(0.0)
+    ok = valid & (zt > z_min) & (zp.detach() > z_min)
+    lp, lt = torch.log(zp.clamp_min(z_min)), torch.log(zt.clamp_min(z_min))
+    room = ok & ~on_object
+    nan = torch.tensor(float("nan"), device=pred.device)
+    med = lambda x: torch.nanmedian(torch.where(room, x, nan).flatten(1), dim=1).values  # noqa: E731
+    mp, mt = med(lp.detach()), med(lt)                                 # (B,) the room's median log depth
+    use = ok & on_object & rearrange(torch.isfinite(mp) & torch.isfinite(mt), "b -> b 1 1")
+    d = (lp - rearrange(mp.nan_to_num(0.0), "b -> b 1 1")) - (lt - rearrange(mt.nan_to_num(0.0), "b -> b 1 1"))
+    return torch.where(use, d.abs(), torch.zeros_like(d)).sum(), use.sum()
+
+
 class PretrainLoss:
     """The pretraining objective: L = w_track · L_track + w_recon · L_recon (both DUSt3R confidence losses),
     plus the optional dynamic-regression and motion terms (module docstring).
@@ -211,15 +255,16 @@ class PretrainLoss:
 
     def __init__(self, alpha: float = ALPHA, track_weight: float = 1.0, recon_weight: float = 1.0,
                  dynamic_factor: float | None = DYNAMIC_CONF_FACTOR, dynamic_regression: float = 0.0,
-                 motion_weight: float = 0.0, object_regression: float = 0.0) -> None:
+                 motion_weight: float = 0.0, object_regression: float = 0.0, object_depth: float = 0.0) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be ≥ 0, got {alpha}")
         if dynamic_regression < 0:
             raise ValueError(f"dynamic_regression must be ≥ 0, got {dynamic_regression}")
         if motion_weight < 0:
             raise ValueError(f"motion_weight must be ≥ 0, got {motion_weight}")
-        if object_regression < 0:
-            raise ValueError(f"object_regression must be ≥ 0, got {object_regression}")
+        if object_regression < 0 or object_depth < 0:
+            raise ValueError(f"object_regression and object_depth must be ≥ 0, got {object_regression}, {object_depth}")
+        self.object_depth = object_depth
         self.dynamic_regression = dynamic_regression
         self.object_regression = object_regression
         self.motion_weight = motion_weight
@@ -261,6 +306,14 @@ class PretrainLoss:
             va = vd & self_pair
             l_object = (e_recon * vo).sum() / vo.sum().clamp_min(1) + (e_track * va).sum() / va.sum().clamp_min(1)
             total = total + self.object_regression * l_object
+        l_depth = None
+        if self.object_depth:
+            if targets.on_object is None:
+                raise ValueError("object_depth > 0 needs PairTargets.on_object (train.loop.clip_pairs sets it)")
+            rs, rn = object_relative_depth(out.recon.float(), targets.recon, targets.on_object, vr)
+            ts, tn = object_relative_depth(out.track.float(), targets.track, targets.dynamic, vt)
+            l_depth = (rs + ts) / (rn + tn).clamp_min(1)
+            total = total + self.object_depth * l_depth
         l_motion = None
         if self.motion_weight:
             l_motion = motion_regression(out.track.float(), targets.track.float(), vt, s_pred, s_gt, frames)
@@ -273,4 +326,5 @@ class PretrainLoss:
         return LossTerms(total=total, track=l_track, recon=l_recon, track_err=track_err.detach(),
                          recon_err=recon_err.detach(), track_err_dynamic=dyn_err.detach(),
                          motion=None if l_motion is None else l_motion.detach(),
-                         object=None if l_object is None else l_object.detach())
+                         object=None if l_object is None else l_object.detach(),
+                         object_depth=None if l_depth is None else l_depth.detach())

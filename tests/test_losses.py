@@ -220,14 +220,16 @@ def test_object_depth_moves_objects_against_the_room_and_never_the_room():
     tg = _batch(B=4, H=6, W=7, seed=11)
     on_object = torch.zeros(tg.recon.shape[:-1], dtype=torch.bool)
     on_object[:, 2:4, 2:5] = True
-    tg = dc_replace(tg, on_object=on_object, dynamic=on_object.clone())
+    moving = on_object.clone()
+    moving[:, 2, 2] = False                               # one still object pixel: room for the track branch
+    tg = dc_replace(tg, on_object=on_object, dynamic=moving)
     conf = 1 + torch.rand(tg.track.shape[:-1], generator=torch.Generator().manual_seed(5))
     loss_fn = PretrainLoss(dynamic_factor=None, object_depth=1.0)
     exact = loss_fn(_out(2.5 * tg.track, 0.7 * tg.recon, conf, conf), tg)    # any scale per branch: no error
     assert float(exact.object_depth) < 1e-6
     # objects 20 % too far along their rays, in both branches: the term is log 1.2 exactly
     track, recon = tg.track.clone(), tg.recon.clone()
-    track[on_object] *= 1.2
+    track[moving] *= 1.2
     recon[on_object] *= 1.2
     track.requires_grad_()
     recon.requires_grad_()
@@ -236,13 +238,18 @@ def test_object_depth_moves_objects_against_the_room_and_never_the_room():
     plain = PretrainLoss(dynamic_factor=None)(_out(track, recon, conf, conf), tg)
     assert torch.allclose(t.total - plain.total, t.object_depth, atol=1e-5)
     grad_r = torch.autograd.grad(object_relative_depth(recon, tg.recon, on_object, tg.valid_recon)[0], recon)[0]
-    grad_t = torch.autograd.grad(object_relative_depth(track, tg.track, on_object, tg.valid_track)[0], track)[0]
+    grad_t = torch.autograd.grad(object_relative_depth(track, tg.track, moving, tg.valid_track)[0], track)[0]
     assert torch.isfinite(grad_t).all() and torch.isfinite(grad_r).all()
-    assert grad_r[~on_object].abs().max() == 0 and grad_t[~on_object].abs().max() == 0   # the room is held still
+    assert grad_r[~on_object].abs().max() == 0 and grad_t[~moving].abs().max() == 0   # the room is held still
     assert (grad_r[on_object][:, 2] > 0).all()                # descending pulls each object nearer
-    # pixels behind the camera or with no room in their pair add nothing (no NaN)
-    s, n = object_relative_depth(recon.detach(), tg.recon, on_object, torch.zeros_like(on_object))
+    # a pair with no room pixel adds nothing (no NaN); nor do pixels at or behind the camera
+    everything = torch.ones_like(on_object)
+    s, n = object_relative_depth(recon.detach(), tg.recon, everything, tg.valid_recon)
     assert float(s) == 0 and int(n) == 0
+    behind = tg.recon.clone()
+    behind[:, 2, 3, 2] = -1.0                             # one object pixel behind the camera in every pair
+    s, n = object_relative_depth(behind, behind, on_object, tg.valid_recon)
+    assert float(s) == 0 and int(n) == int(on_object.sum()) - 4 and torch.isfinite(s)
     with pytest.raises(ValueError, match="on_object"):
         loss_fn(_out(tg.track, tg.recon, conf, conf), dc_replace(tg, on_object=None))
     with pytest.raises(ValueError, match="object_depth"):

@@ -1,6 +1,7 @@
 """The object placement study: a placement error is one number per object, a shape error per pixel."""
 
 import json
+import math
 
 import torch
 
@@ -48,6 +49,29 @@ def test_objects_pulled_toward_the_rooms_depth_show_as_shrink_inside_and_out():
     s = summarise(objs)
     assert abs(s["shrink"] + 0.3) < 1e-4 and abs(s["at_room"]) < 1e-4 and s["shrink_ci"][0] <= -0.29
     assert s["interior_objects"] > 0 and s["too_far"] == 1.0
+    thirds = object_placement._thirds(sorted(objs, key=lambda o: o["near"]))
+    nears = [summarise(t, resamples=0)["near_median"] for t in thirds]
+    assert nears[0] < nears[1] < nears[2] < 0
+    few = summarise(objs[:4])                                       # too few objects for an interval
+    assert few["shrink"] is not None and "shrink_ci" not in few
+
+
+def test_an_edge_blur_shows_in_the_whole_object_but_not_in_its_interior():
+    H = W = 30
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    depth = torch.full((H, W), 4.0, dtype=torch.float64)           # a wall at 4 m
+    oid = torch.zeros(H, W, dtype=torch.long)
+    oid[10:20, 10:20] = 1                                           # a 10 × 10 object at 2 m in front of it
+    depth[oid == 1] = 2.0
+    gt = torch.stack([(xs - 15) / 20 * depth, (ys - 15) / 20 * depth, depth], -1)
+    pred = gt.clone()
+    ring = (oid == 1).clone()
+    ring[13:17, 13:17] = False                                      # the outline, 3 px deep, blurred into the wall
+    pred[ring] *= 2.0
+    o = object_offsets(pred, gt, oid)[0][0]
+    assert abs(o["offset"] - math.log(2.0)) < 1e-6  # most of the object sits on the wall
+    assert abs(o["interior"]) < 1e-9                                # its 4 × 4 interior is exact
+    assert abs(o["near"] - math.log(0.5)) < 1e-9
 
 
 def test_the_study_writes_its_record_with_the_command(tmp_path, monkeypatch):
@@ -63,6 +87,7 @@ def test_the_study_writes_its_record_with_the_command(tmp_path, monkeypatch):
     assert set(rec["placement"]) == {"track", "recon"} and track["all"]["objects"] > 0
     assert track["contact_seen"]["objects"] + track["contact_cut"]["objects"] == track["all"]["objects"]
     assert len(track["by_near"]) == 3 and sum(t["objects"] for t in track["by_near"]) == track["all"]["objects"]
+    assert sum(t["objects"] for t in track["by_near_contact_seen"]) == track["contact_seen"]["objects"]
     assert "--overfit-steps 2" in rec["command"] and [r["step"] for r in rec["overfit"]["curve"]] == [0, 2]
 
 

@@ -15,7 +15,8 @@ pixels, ≥ ``min_pixels``), with e = log z_pred − log z_gt per pixel of the s
     shape_o    = median over o's pixels of |e − offset_o|: what is left once the object is moved to its depth;
     interior_o = offset_o over o's pixels at least ``INTERIOR_PX`` pixels inside its outline (no room pixel within
                  that distance): an offset that is only a blur of the room behind the object's edge leaves it ≈ 0;
-    near_o     = log(z_gt of o / median z_gt of the clip's room pixels) < 0: how far in front of the room it is.
+    near_o     = log(z_gt of o / median z_gt of the clip's room pixels): how far in front of the room it stands
+                 (< 0 for nearly every object of this world).
 
 ``shrink`` (of a group of objects) is the least-squares slope of room_o against near_o (room_o: free of the clip's
 alignment and of a compressed depth range, which the room's own fit absorbs): 0 when the placement
@@ -60,6 +61,7 @@ __all__ = ["object_offsets", "shrink_slope", "summarise", "placement", "placemen
 
 HEADS = ("track", "recon")
 SHRINK_RESAMPLES = 1000   # bootstrap resamples of the shrink slope's interval
+SHRINK_MIN_OBJECTS = 10   # fewer objects: no interval (resamples whose `near` values all agree have no slope)
 INTERIOR_PX = 3     # an interior pixel has no other object's or room pixel within 3 px (a 7 × 7 window)
 OVERFIT_LR = 1e-4   # the one-batch fit trains with the loss of the shipped recipe's later stages (no dynamic
                     # reweighting, motion weight 3) at half their peak learning rate
@@ -92,6 +94,9 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
     lp, lg = torch.log(p[:, 2].clamp_min(1e-12)), torch.log(g[:, 2].clamp_min(1e-12))
     e = torch.log(torch.as_tensor(s, dtype=torch.float64)) + lp - lg
     room = ok & (oid == 0)
+    if int(room.sum()) < 3:
+        raise ValueError("object_offsets needs room pixels (object_id 0) to fit the room's depth map; this frame has "
+                         f"{int(room.sum())}")
     z_room = g[room, 2].median()
     inside = -F.max_pool2d(-object_id[None, None].float(), 2 * INTERIOR_PX + 1, 1, INTERIOR_PX)[0, 0]
     inside = (inside == F.max_pool2d(object_id[None, None].float(), 2 * INTERIOR_PX + 1, 1, INTERIOR_PX)[0, 0])
@@ -115,7 +120,8 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
 
 def shrink_slope(objects: list[dict], resamples: int = 0, seed: int = 0) -> dict | None:
     """Least-squares line room ≈ a + b · near over objects (module docstring): {"shrink": b, "at_room": a} and,
-    with ``resamples`` > 0, "shrink_ci": b's 95 % bootstrap interval over objects (seeded). None under 3 objects.
+    with ``resamples`` > 0 and ≥ ``SHRINK_MIN_OBJECTS`` objects, "shrink_ci": b's 95 % bootstrap interval over
+    objects (seeded). None under 3 objects.
 
     >>> fit = shrink_slope([{"near": n, "room": -0.5 * n} for n in (-1.0, -0.5, -0.2)])      # half-way pulled
     >>> round(fit["shrink"], 3), abs(fit["at_room"]) < 1e-9
@@ -132,17 +138,18 @@ def shrink_slope(objects: list[dict], resamples: int = 0, seed: int = 0) -> dict
 
     a, b = line(torch.arange(len(x)))
     fit = {"shrink": round(float(b), 4), "at_room": round(float(a), 4)}
-    if resamples:
+    if resamples and len(x) >= SHRINK_MIN_OBJECTS:
         g = torch.Generator().manual_seed(seed)
-        bs = torch.stack([line(torch.randint(len(x), (len(x),), generator=g))[1] for _ in range(resamples)])
+        draws = (torch.randint(len(x), (len(x),), generator=g) for _ in range(resamples))
+        bs = torch.stack([line(i)[1] for i in draws if x[i].std() > 0])   # a draw of one `near` has no slope
         fit["shrink_ci"] = [round(float(bs.quantile(q)), 4) for q in (0.025, 0.975)]
     return fit
 
 
-def summarise(objects: list[dict]) -> dict:
+def summarise(objects: list[dict], resamples: int = SHRINK_RESAMPLES) -> dict:
     """Median / mean of the signed offsets, the share placed too far, median |offset| and median shape error;
-    with per-object ``interior`` and ``near`` (:func:`object_offsets`), the interior offsets' median and the
-    :func:`shrink_slope` with its interval."""
+    with per-object ``interior`` and ``near`` (:func:`object_offsets`), the interior offsets' median, the median
+    ``near`` and the :func:`shrink_slope` with its interval (``resamples`` bootstrap draws; 0 = none)."""
     if not objects:
         return {"objects": 0}
     t = {k: torch.tensor([o[k] for o in objects], dtype=torch.float64) for k in ("offset", "room", "shape")}
@@ -150,8 +157,10 @@ def summarise(objects: list[dict]) -> dict:
     if all("near" in o for o in objects):
         inner = [o["interior"] for o in objects if o.get("interior") is not None]
         extra = {"interior_objects": len(inner),
-                 "interior_offset_median": round(float(torch.tensor(inner).median()), 4) if inner else None,
-                 **(shrink_slope(objects, resamples=SHRINK_RESAMPLES) or {"shrink": None})}
+                 "interior_offset_median": round(float(torch.tensor(inner, dtype=torch.float64).median()), 4)
+                 if inner else None,
+                 "near_median": round(float(torch.tensor([o["near"] for o in objects]).median()), 4),
+                 **(shrink_slope(objects, resamples=resamples) or {"shrink": None})}
     return {"objects": len(objects),
             "offset_median": round(float(t["offset"].median()), 4), "offset_mean": round(float(t["offset"].mean()), 4),
             "offset_abs_median": round(float(t["offset"].abs().median()), 4),
@@ -163,7 +172,8 @@ def summarise(objects: list[dict]) -> dict:
 @torch.no_grad()
 def placement(model, clips) -> dict:
     """{head: {"all": summary, "by_kind": {kind: summary}, "contact_seen" | "contact_cut": summary,
-    "by_near": [summary of the nearest, middle, farthest third of the objects by ``near``], "room_abs_err",
+    "by_near": [summary of the nearest, middle, farthest third of the objects by ``near``], "by_near_contact_seen":
+    [the same over the objects whose floor contact is in view], "room_abs_err",
     "room_slope"}} over a ``world.Clip``."""
     runner = PairRunner(model)
     out = runner(clips.rgb[:, :1] * 2 - 1)                         # the self-pairs (0, 0): B rows
@@ -182,6 +192,8 @@ def placement(model, clips) -> dict:
                         "contact_seen": summarise([o for o in objects if not o["cut"]]),
                         "contact_cut": summarise([o for o in objects if o["cut"]]),
                         "by_near": [summarise(third) for third in _thirds(sorted(objects, key=lambda o: o["near"]))],
+                        "by_near_contact_seen": [summarise(third) for third in _thirds(
+                            sorted((o for o in objects if not o["cut"]), key=lambda o: o["near"]))],
                         "room_abs_err": round(float(torch.tensor(rooms).median()), 4),
                         "room_slope": round(float(torch.tensor(slopes).median()), 4)}
     return result
@@ -199,7 +211,13 @@ def placement_measure(track: torch.Tensor, clip) -> dict:
     for b in range(track.shape[0]):
         objects += object_offsets(track[b, 0], clip.track_world[b, 0], clip.object_id[b, 0])[0]
     keep = ("objects", "offset_median", "too_far", "room_offset_median", "shape_median")
-    return {k: v for k, v in summarise(objects).items() if k in keep}
+    return {k: v for k, v in summarise(objects, resamples=0).items() if k in keep}
+
+
+def _shrink_text(summary: dict) -> str:
+    ci = summary.get("shrink_ci")
+    return (f"shrink toward the room's depth {summary['shrink']:+.3f}"
+            + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "") + f" (offset {summary['at_room']:+.3f} at the room's depth)")
 
 
 def main(argv=None) -> int:
@@ -227,12 +245,13 @@ def main(argv=None) -> int:
               f"|.| {a['offset_abs_median']:.3f}, {100 * a['too_far']:.0f} % too far), against the room's own depth "
               f"map {a['room_offset_median']:+.3f}; shape {a['shape_median']:.3f}; room |err| {r['room_abs_err']:.3f}, "
               f"room slope {r['room_slope']:.3f}")
-        if a.get("shrink") is not None and a["interior_offset_median"] is not None:
+        if a.get("interior_offset_median") is not None:
             print(f"      interior pixels ({a['interior_objects']} objects): offset median "
-                  f"{a['interior_offset_median']:+.3f}; shrink toward the room's depth {a['shrink']:+.3f} "
-                  f"[{a['shrink_ci'][0]:+.3f}, {a['shrink_ci'][1]:+.3f}] (offset {a['at_room']:+.3f} at the room's "
-                  "depth); nearest / middle / farthest third: "
-                  + " / ".join(f"{t['offset_median']:+.3f}" for t in r["by_near"] if t["objects"]))
+                  f"{a['interior_offset_median']:+.3f}")
+        for part, thirds in (("all", "by_near"), ("contact_seen", "by_near_contact_seen")):
+            if r[part].get("shrink") is not None:
+                print(f"      {part}: {_shrink_text(r[part])}; nearest / middle / farthest third: "
+                      + " / ".join(f"{t['offset_median']:+.3f}" for t in r[thirds] if t["objects"]))
         for part in ("contact_seen", "contact_cut"):
             c = r[part]
             if c["objects"]:

@@ -32,7 +32,8 @@ object pixel's depth *relative to the room behind it*, in the anchor camera (z =
     L_depth = mean over the valid object pixels of both branches of |d̂_p − d_p|,    room median of d̂ detached,
 
 object pixels being frame j's object pixels in the recon branch and the anchor's moving pixels in the track branch,
-room pixels the rest. It is scale-free (a difference of logs), and with the room's median detached it can only move
+"room" pixels the rest (in the track branch that includes any object that does not move: the targets carry the
+anchor's moving pixels, not its objects). It is scale-free (a difference of logs), and with the room's median detached it can only move
 the objects against the room, not re-scale the room (what ``object_regression`` at weight 1 did). It targets the
 measured failure: the anchor places objects too far, drawn toward the room's depth
 (``studies.object_placement``'s ``shrink``). Pixels with z ≤ 0.05 in the target or prediction are left out.
@@ -247,7 +248,7 @@ def object_relative_depth(pred: torch.Tensor, target: torch.Tensor, on_object: t
 
 class PretrainLoss:
     """The pretraining objective: L = w_track · L_track + w_recon · L_recon (both DUSt3R confidence losses),
-    plus the optional dynamic-regression and motion terms (module docstring).
+    plus the optional dynamic-regression, object-regression, object-depth and motion terms (module docstring).
 
     Call with a ``PairOutput``-like object (fields track, recon, conf_track, conf_recon, each (B, H, W, ·))
     and :class:`PairTargets`; returns :class:`LossTerms`.

@@ -97,6 +97,9 @@ tiny-records:
 	$(PYTHON) -m st4r_lite.studies.ceiling --model data/tiny.pt --frames 8 16 --json data/quality_ceiling.json
 	$(PYTHON) -m st4r_lite.studies.motion_probe data/tiny.pt $(TINY_RUN) $(TINY_RUN2) --json data/motion_probe.json
 	$(PYTHON) -m st4r_lite.studies.match_resolution --checkpoint data/tiny.pt --json data/match_resolution.json
+	$(PYTHON) -m st4r_lite.studies.object_placement data/tiny.pt --num-clips 16 --overfit-steps 150 \
+		--json data/object_placement/placement_tiny.json
+	$(PYTHON) -m st4r_lite.studies.object_placement data/tiny.pt --num-clips 48 --json data/object_placement/shrink_tiny_48.json
 
 # The adaptation and ablation records of the shipped checkpoint (about 1 hour on this CPU; each file keeps its command).
 S12 = 600000,600001,600002,600003,600004,600005,600006,600007,600008,600009,600010,600011

@@ -101,8 +101,7 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
     inside = -F.max_pool2d(-object_id[None, None].float(), 2 * INTERIOR_PX + 1, 1, INTERIOR_PX)[0, 0]
     inside = (inside == F.max_pool2d(object_id[None, None].float(), 2 * INTERIOR_PX + 1, 1, INTERIOR_PX)[0, 0])
     inside = inside.cpu().flatten()                                 # (P,) the window holds one id only
-    A = torch.stack([torch.ones_like(lg[room]), lg[room]], -1)
-    a, b = torch.linalg.lstsq(A, lp[room][:, None]).solution[:, 0]
+    a, b = _line(lg[room], lp[room])
     e_room = lp - (a + b * lg)
     objects = []
     for o in oid[ok & (oid > 0)].unique().tolist():
@@ -118,6 +117,11 @@ def object_offsets(pred: torch.Tensor, gt: torch.Tensor, object_id: torch.Tensor
     return objects, {"room_abs_err": float(e[room].abs().median()), "room_slope": round(float(b), 4)}
 
 
+def _line(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Least-squares (a, b) of y ≈ a + b · x; x, y (N,)."""
+    return torch.linalg.lstsq(torch.stack([torch.ones_like(x), x], -1), y[:, None]).solution[:, 0]
+
+
 def shrink_slope(objects: list[dict], resamples: int = 0, seed: int = 0) -> dict | None:
     """Least-squares line room ≈ a + b · near over objects (module docstring): {"shrink": b, "at_room": a} and,
     with ``resamples`` > 0 and ≥ ``SHRINK_MIN_OBJECTS`` objects, "shrink_ci": b's 95 % bootstrap interval over
@@ -131,17 +135,12 @@ def shrink_slope(objects: list[dict], resamples: int = 0, seed: int = 0) -> dict
         return None
     x = torch.tensor([o["near"] for o in objects], dtype=torch.float64)
     y = torch.tensor([o["room"] for o in objects], dtype=torch.float64)
-
-    def line(i):
-        A = torch.stack([torch.ones_like(x[i]), x[i]], -1)
-        return torch.linalg.lstsq(A, y[i][:, None]).solution[:, 0]
-
-    a, b = line(torch.arange(len(x)))
+    a, b = _line(x, y)
     fit = {"shrink": round(float(b), 4), "at_room": round(float(a), 4)}
     if resamples and len(x) >= SHRINK_MIN_OBJECTS:
         g = torch.Generator().manual_seed(seed)
         draws = (torch.randint(len(x), (len(x),), generator=g) for _ in range(resamples))
-        bs = torch.stack([line(i)[1] for i in draws if x[i].std() > 0])   # a draw of one `near` has no slope
+        bs = torch.stack([_line(x[i], y[i])[1] for i in draws if x[i].std() > 0])   # one `near` value: no slope
         fit["shrink_ci"] = [round(float(bs.quantile(q)), 4) for q in (0.025, 0.975)]
     return fit
 

@@ -33,9 +33,9 @@ object pixel's depth *relative to the room behind it*, in the anchor camera (z =
 
 object pixels being frame j's object pixels in the recon branch and the anchor's moving pixels in the track branch,
 "room" pixels the rest (in the track branch that includes any object that does not move: the targets carry the
-anchor's moving pixels, not its objects). It is scale-free (a difference of logs), and with the room's median detached it can only move
-the objects against the room, not re-scale the room (what ``object_regression`` at weight 1 did). It targets the
-measured failure: the anchor places objects too far, drawn toward the room's depth
+anchor's moving pixels, not its objects). It is scale-free (a difference of logs), and with the room's median
+detached it can only move the objects against the room, not re-scale the room (what ``object_regression`` at
+weight 1 did). It targets the measured failure: the anchor places objects too far, drawn toward the room's depth
 (``studies.object_placement``'s ``shrink``). Pixels with z ≤ 0.05 in the target or prediction are left out.
 
 Motion regression (this package's option, ``motion_weight = w``, default 0; needs the pairs of whole clips,

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from st4r_lite.cli import main
 from st4r_lite.studies import bench
@@ -21,6 +22,18 @@ def test_benchmark_tiny_cpu():
     assert r["train_peak_mem_bytes"] >= r["baseline_rss_bytes"] > 0
     assert r["finite"] and "PretrainLoss" in r["loss"] and "ru_maxrss" in r["memory_method"]
     assert "tiny on cpu" in bench.format_result(r)
+    # FLOPs: a training step (forward + backward) costs about three forwards; no MFU without a GPU's peak
+    assert 2.5 < r["train_flops_per_pair"] / r["infer_flops_per_pair"] < 3.5
+    assert 1.5e9 < r["infer_flops_per_pair"] < 2.5e9  # the tiny preset's 2.0 GFLOP a pair (model/config.py)
+    assert r["train_mfu"] is None and r["peak_bf16_flops"] is None
+    assert r["render_clips_per_s"] > 0 and r["render_frames"] == 8
+
+
+def test_count_flops_matches_a_matrix_product():
+    lin = torch.nn.Linear(16, 32, bias=False)
+    x = torch.randn(4, 16)
+    assert bench.count_flops(lambda: lin(x)) == 2 * 4 * 16 * 32
+    assert bench.peak_bf16_flops(torch.device("cpu")) is None
 
 
 def test_benchmark_rejects_bad_arguments():

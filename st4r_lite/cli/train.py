@@ -141,6 +141,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=5, help="timed steps per phase")
     p.add_argument("--batch", type=positive_int, default=None, help="pairs per step (default: per preset)")
     p.add_argument("--warmup", type=nonneg_int, default=1, help="untimed steps before timing")
+    p.add_argument("--render-clips", type=nonneg_int, default=2,
+                   help="also time rendering this many clips of the world per step on the device (0 = don't)")
+    p.add_argument("--render-frames", type=positive_int, default=8, help="frames per rendered clip (default 8)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                    help="write the results as JSON to OUT (or to stdout when OUT is left out)")
     p.add_argument("--compare-reference", default=None, metavar="PATH",
@@ -158,13 +161,15 @@ def _run_bench(args: argparse.Namespace) -> None:
         return _run_compare(args, device)
     results = []
     for preset in args.preset:
-        r = bench.benchmark(preset, device, steps=args.steps, batch=args.batch, warmup=args.warmup)
+        r = bench.benchmark(preset, device, steps=args.steps, batch=args.batch, warmup=args.warmup,
+                            render_clips=args.render_clips, render_frames=args.render_frames)
         print(bench.format_result(r), file=sys.stderr if args.json == "-" else sys.stdout)
         results.append(r)
     if args.json is None:
         return
     command = (f"st4r-lite bench --preset {' '.join(args.preset)} --device {args.device} --steps {args.steps} "
-               f"--warmup {args.warmup}" + (f" --batch {args.batch}" if args.batch else "") + " --json"
+               f"--warmup {args.warmup}" + (f" --batch {args.batch}" if args.batch else "")
+               + f" --render-clips {args.render_clips} --render-frames {args.render_frames} --json"
                + ("" if args.json == "-" else f" {args.json}"))
     doc = {"command": command, "hardware": hardware_info(device), "results": results}
     text = json.dumps(doc, indent=1)

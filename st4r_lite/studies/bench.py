@@ -8,10 +8,17 @@ random targets (speed does not depend on the data):
     :class:`st4r_lite.train.losses.PretrainLoss` (DUSt3R confidence loss on both branches, dynamic reweighting on);
     pairs/s = B·S / time of S steps, after ``warmup`` untimed steps;
   - inference: ``torch.no_grad`` forward of B pairs, pairs/s likewise;
+  - model FLOPs per pair (``torch.utils.flop_counter.FlopCounterMode`` over one training step and one inference
+    step: matrix products, convolutions and attention, the work a FLOP count means) and, on a GPU whose bf16 dense
+    peak is known (:data:`PEAK_BF16_FLOPS`, vendor datasheets), the model FLOP utilisation
+    MFU = FLOPs per pair · pairs/s / peak;
+  - the world's rendering rate on the same device (``render_clips`` clips of ``render_frames`` frames at the
+    preset's size, ``world.render.generate_clips``): in a pretraining run every step renders its clips first;
   - peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (tensors only; reset before each phase); on CPU the
     process's peak resident set size from ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (a high-water mark of the
     whole process since it started: Python, torch and the model included, never reset; so the training number
     usually also bounds inference). The baseline RSS before the model was built is reported beside it.
+On CUDA both phases run under bf16 autocast (the heads in float32), as ``st4r-lite pretrain`` trains.
 Timings on a shared machine vary by ±20 %; record the hardware with the numbers (``runtime.hardware_info``).
 """
 
@@ -23,13 +30,38 @@ import time
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from st4r_lite.errors import InputError
 from st4r_lite.model.config import get_config
 from st4r_lite.model.network import build_model, count_parameters
 from st4r_lite.train.losses import PairTargets, PretrainLoss
+from st4r_lite.world.render import generate_clips
 
 DEFAULT_BATCH = {"tiny": 8, "small": 4, "full": 2, "full_linear": 2}
+# Dense bf16 tensor-core peak (FLOP/s, no sparsity) by a substring of torch.cuda.get_device_name, from the vendors'
+# datasheets (SXM parts where there are two). A leading entry wins: "H100 PCIe" before "H100".
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12),
+                   ("L4", 121e12), ("A10G", 70e12), ("RTX 4090", 165e12), ("T4", 65e12))
+
+
+def peak_bf16_flops(device: torch.device) -> float | None:
+    """The datasheet's dense bf16 peak of a CUDA device (FLOP/s), None on a CPU or an unlisted GPU.
+
+    (T4 has no bf16 tensor cores: its entry is the fp16 peak, the closest it has.)"""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of ``fn`` as torch's flop counter sees them (matmul, conv, attention; forward and
+    backward when ``fn`` runs both)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def _peak_rss_bytes() -> int | None:
@@ -65,16 +97,22 @@ def benchmark(
     batch: int | None = None,
     warmup: int = 1,
     seed: int = 0,
+    render_clips: int = 2,
+    render_frames: int = 8,
 ) -> dict[str, Any]:
     """Measure one preset on one device; returns a flat dict of numbers and settings (JSON-able).
 
     preset: a :data:`~st4r_lite.model.config.PRESETS` name; steps: timed steps per phase (>= 1); batch: pairs per
-    step (default :data:`DEFAULT_BATCH`); warmup: untimed steps first (allocator, kernels, caches).
+    step (default :data:`DEFAULT_BATCH`); warmup: untimed steps first (allocator, kernels, caches);
+    render_clips, render_frames: the world's clips timed per step (0 clips = no rendering measured).
     Keys: ``train_pairs_per_s``, ``train_step_s``, ``infer_pairs_per_s``, ``infer_step_s``,
-    ``train_peak_mem_bytes``, ``infer_peak_mem_bytes``, ``memory_method``, ``loss``, ``params`` ...
+    ``train_flops_per_pair``, ``infer_flops_per_pair``, ``train_mfu``, ``infer_mfu`` (None without a known peak),
+    ``render_clips_per_s``, ``train_peak_mem_bytes``, ``infer_peak_mem_bytes``, ``memory_method``, ``loss``,
+    ``params`` ...
     """
-    if steps < 1 or warmup < 0:
-        raise InputError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    if steps < 1 or warmup < 0 or render_clips < 0 or render_frames < 2:
+        raise InputError(f"steps must be >= 1, warmup >= 0, render_clips >= 0 and render_frames >= 2, got "
+                         f"steps={steps}, warmup={warmup}, render_clips={render_clips}, render_frames={render_frames}")
     cfg = get_config(preset)
     B = DEFAULT_BATCH.get(cfg.name, 2) if batch is None else batch
     if B < 1:
@@ -94,10 +132,13 @@ def benchmark(
                             lr=1e-4, betas=(0.9, 0.95))
 
     losses: list[float] = []
+    amp = device.type == "cuda"  # bf16 autocast as in pretraining (the heads switch it off for themselves)
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        terms = loss_fn(model(img1, img2), targets)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = model(img1, img2)
+        terms = loss_fn(pred, targets)
         terms.total.backward()
         opt.step()
         losses.append(float(terms.total.detach()))
@@ -114,6 +155,7 @@ def benchmark(
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
     timed(train_step, warmup)
+    train_flops = count_flops(train_step)
     train_s = timed(train_step, steps)
     last_loss = losses[-1]
     train_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
@@ -126,17 +168,32 @@ def benchmark(
     model.eval()
 
     def infer_step() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             model(img1, img2)
 
     timed(infer_step, warmup)
+    infer_flops = count_flops(infer_step)
     infer_s = timed(infer_step, steps)
     infer_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
+    render_s = None
+    if render_clips:
+        def render_step() -> None:
+            generate_clips(render_clips, frames=render_frames, height=H, width=W, seed=seed, device=device)
+        timed(render_step, min(warmup, 1))
+        render_s = timed(render_step, steps)
+    peak = peak_bf16_flops(device)
+    train_pps, infer_pps = B * steps / train_s, B * steps / infer_s
     return {
         "preset": cfg.name, "device": str(device), "img_size": list(cfg.img_size), "batch": B, "steps": steps,
         "warmup": warmup, "params": count_parameters(model),
-        "train_pairs_per_s": B * steps / train_s, "train_step_s": train_s / steps,
-        "infer_pairs_per_s": B * steps / infer_s, "infer_step_s": infer_s / steps,
+        "train_pairs_per_s": train_pps, "train_step_s": train_s / steps,
+        "infer_pairs_per_s": infer_pps, "infer_step_s": infer_s / steps,
+        "train_flops_per_pair": train_flops / B, "infer_flops_per_pair": infer_flops / B,
+        "peak_bf16_flops": peak, "amp": "bf16 autocast, heads float32" if amp else "float32",
+        "train_mfu": train_flops / B * train_pps / peak if peak else None,
+        "infer_mfu": infer_flops / B * infer_pps / peak if peak else None,
+        "render_clips": render_clips, "render_frames": render_frames,
+        "render_clips_per_s": render_clips * steps / render_s if render_s else None,
         "train_peak_mem_bytes": train_mem, "infer_peak_mem_bytes": infer_mem,
         "baseline_rss_bytes": rss_before if device.type == "cpu" else None,
         "memory_method": ("torch.cuda.max_memory_allocated (tensors only, reset per phase)" if device.type == "cuda"
@@ -152,10 +209,14 @@ def format_result(r: dict[str, Any]) -> str:
     """One human-readable line per result."""
     mb = 2**20
     mem = [r[k] / mb if r[k] is not None else float("nan") for k in ("train_peak_mem_bytes", "infer_peak_mem_bytes")]
+    mfu = f", MFU {100 * r['train_mfu']:.1f} %" if r.get("train_mfu") is not None else ""
+    render = (f"world {r['render_clips_per_s']:.1f} clips/s of {r['render_frames']} frames | "
+              if r.get("render_clips_per_s") else "")
     return (f"{r['preset']:>11} on {r['device']}: {r['img_size'][0]}x{r['img_size'][1]}, batch {r['batch']}, "
             f"{r['params'] / 1e6:.1f} M params | train {r['train_pairs_per_s']:.2f} pairs/s "
-            f"({r['train_step_s']:.2f} s/step) | inference {r['infer_pairs_per_s']:.2f} pairs/s | "
-            f"peak memory train {mem[0]:.0f} MiB, inference {mem[1]:.0f} MiB")
+            f"({r['train_step_s']:.2f} s/step, {r['train_flops_per_pair'] / 1e9:.0f} GFLOP/pair{mfu}) | inference "
+            f"{r['infer_pairs_per_s']:.2f} pairs/s | {render}peak memory train {mem[0]:.0f} MiB, inference "
+            f"{mem[1]:.0f} MiB")
 
 
 __all__ = ["benchmark", "format_result", "DEFAULT_BATCH"]

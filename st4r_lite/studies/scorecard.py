@@ -62,7 +62,7 @@ from st4r_lite.eval.baselines import combinational_prediction, static_prediction
 from st4r_lite.eval.evaluate import evaluate_prediction, mean_results, predict_model, sequence_from_clip
 from st4r_lite.geometry.track_metrics import align, apd, median_scale
 from st4r_lite.model import resolve
-from st4r_lite.runtime import atomic_write
+from st4r_lite.runtime import atomic_write, pick_device
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.train.heldout import HELDOUT_SEED, oracle_match_tracks, oracle_motion_tracks, training_record
 from st4r_lite.world.render import generate_clips
@@ -272,18 +272,21 @@ def main(argv=None) -> int:
     ap.add_argument("--num-clips", type=int, default=16)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--json", default=None, help="write the scorecard here (atomically)")
+    ap.add_argument("--device", default="cpu",
+                    help="run the model here (cpu, cuda, auto); clips, peers and metrics stay on the CPU")
     add_shift_argument(ap, "score on a candidate world")
     args = ap.parse_args(argv)
     if args.num_clips < 1 or args.frames < 2:
         ap.error("--num-clips must be >= 1 and --frames >= 2")
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = resolve.load(args.model)
+    model = resolve.load(args.model, device=pick_device(args.device))
     card = scorecard(model, num_clips=args.num_clips, frames=args.frames, shift=parse_shift(args.shift) or None)
     card["command"] = (f"python -m st4r_lite.studies.scorecard {args.model}"
                        + (f" --train-ckpt {args.train_ckpt}" if args.train_ckpt else "")
                        + f" --num-clips {args.num_clips} --frames {args.frames}"
                        + shift_flags(args.shift)
+                       + (f" --device {args.device}" if args.device != "cpu" else "")
                        + (f" --json {args.json}" if args.json else ""))
     card["checkpoint"] = args.model
     card["seconds"] = round(time.perf_counter() - start, 1)

@@ -26,6 +26,7 @@ SOURCES: dict[str, tuple[str, str]] = {
     "quality_ceiling": ("quality_ceiling.json",
                         "python -m st4r_lite.studies.ceiling --model data/tiny.pt --json data/quality_ceiling.json"),
     "motion_probe": ("motion_probe.json", "python -m st4r_lite.studies.motion_probe data/tiny.pt --json data/motion_probe.json"),
+    "gpu_small": ("gpu_small/small_scorecard.json", "make gpu-small (tools/gpu_small.sh, on a CUDA GPU)"),
 }
 
 
@@ -171,7 +172,33 @@ def _motion_probe(data_dir: Path) -> str | None:
     return "\n".join(rows)
 
 
-PANELS = {"tiny_eval": _tiny_eval, "ablation_table": _ablation_table, "ablation_plot": _ablation_plot,
+def _gpu_small(data_dir: Path) -> str | None:
+    """The small preset trained on a GPU: its scorecard beside its static peer, and the bench's throughput."""
+    card = _load_json(data_dir, "gpu_small")
+    if card is None:
+        return None
+    m, st, train = card["methods"]["model"], card["methods"]["static"], card.get("training", {})
+    rows = ["| 16 held-out clips × 16 frames | small | its static peer |", "|---|---|---|",
+            f"| tracking APD, all (%) | {m['apd']:.1f} | {st['apd']:.1f} |",
+            f"| tracking APD, moving (%) | {m['apd_dynamic']:.1f} | {st['apd_dynamic']:.1f} |",
+            f"| reconstruction APD (%) · depth AbsRel | {m['recon_apd']:.1f} · {m['abs_rel']:.3f} | – |"]
+    note = []
+    if train:
+        gpu = str(train.get("hardware", "")).split(",")[0]
+        note.append(f"{train.get('total_pairs_seen', 0) / 1000:.0f}k training pairs in "
+                    f"{train.get('total_wall_s', 0) / 60:.1f} min on {html.escape(gpu)}")
+    bench = data_dir / "gpu_small" / "bench_gpu.json"
+    if bench.is_file():
+        r = next((r for r in json.loads(bench.read_text())["results"] if r["preset"] == "small"), None)
+        if r and r.get("train_mfu") is not None:
+            note.append(f"the model alone {r['train_pairs_per_s']:.0f} training pairs/s, "
+                        f"{r['train_flops_per_pair'] / 1e9:.0f} GFLOP a pair, MFU {100 * r['train_mfu']:.1f} %")
+    if note:
+        rows.append("\n" + "; ".join(note))
+    return "\n".join(rows)
+
+
+PANELS = {"gpu_small": _gpu_small, "tiny_eval": _tiny_eval, "ablation_table": _ablation_table, "ablation_plot": _ablation_plot,
           "ablation_paired_plot": _ablation_paired_plot, "world_stats": _world_stats,
           "quality_ceiling": _quality_ceiling, "motion_probe": _motion_probe}
 

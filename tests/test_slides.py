@@ -128,3 +128,19 @@ def test_motion_probe_panel_shows_the_probed_model_and_its_overfit(tmp_path):
     assert "&lt;b&gt;tiny.pt on held-out clips | +0.03" in table and "other.pt" not in table
     assert "after 150 steps on *one* batch, on that batch | +0.68" in table and "| -0.38 |" in table
     assert "**2%** at best (layer 3)" in table and "right for 49%" in table
+
+
+def test_gpu_small_panel_reads_the_records(tmp_path):
+    assert slides.PANELS["gpu_small"](tmp_path) is None                    # missing file: "not produced yet"
+    (tmp_path / "gpu_small").mkdir()
+    card = {"methods": {"model": {"apd": 67.02, "apd_dynamic": 41.23, "recon_apd": 54.8, "abs_rel": 0.0788},
+                        "static": {"apd": 62.16, "apd_dynamic": 42.01}},
+            "training": {"total_pairs_seen": 78080, "total_wall_s": 362.8, "hardware": "NVIDIA H200 (CUDA), x86_64"}}
+    (tmp_path / "gpu_small" / "small_scorecard.json").write_text(json.dumps(card))
+    table = slides.PANELS["gpu_small"](tmp_path)
+    assert "| tracking APD, moving (%) | 41.2 | 42.0 |" in table and "78k training pairs in 6.0 min" in table
+    assert "MFU" not in table                                         # no bench file: no throughput claimed
+    bench = {"results": [{"preset": "small", "train_pairs_per_s": 339.5, "train_flops_per_pair": 2.66e11,
+                          "train_mfu": 0.0914}]}
+    (tmp_path / "gpu_small" / "bench_gpu.json").write_text(json.dumps(bench))
+    assert "MFU 9.1 %" in slides.PANELS["gpu_small"](tmp_path)

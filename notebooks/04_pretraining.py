@@ -240,9 +240,10 @@ fig.show()
 # runs under bf16 autocast (the heads stay in float32, where exp() cannot overflow). `st4r-lite bench --device
 # cuda` measures pairs/s, the FLOPs of a pair and the model FLOP utilisation (MFU). Measured once on one NVIDIA
 # H200 (`make gpu-small`, records in `data/gpu_small/`): the `small` preset (44 M parameters, DPT heads, 128×192)
-# trains at 339 pairs/s alone, MFU 9.1 %, and at 218 pairs/s with the world rendered in each step; 78k pairs (6
-# minutes) bring it to 67.0 tracking APD on all points, reconstruction 54.8, depth AbsRel 0.079, and, like the
-# tiny, no better than static on moving points (41.2 against 42.0): a bigger network alone does not find motion.
+# trains at 339 pairs/s alone (MFU 9.1 %) and at 215 pairs/s with the world rendered in each step (MFU about
+# 4.5 %); 78k pairs (6 minutes) bring it to 67.0 tracking APD on all points, reconstruction 54.8, depth AbsRel
+# 0.079, and, like the tiny, no better than static on moving points (41.2 against 42.0): a bigger network alone
+# does not find motion.
 
 # %% [markdown]
 # ## 6. The shipped tiny checkpoint, in 3D

@@ -52,3 +52,17 @@ def test_readme_quotes_the_records():
     assert round(card["model"]["apd_dynamic"], 1) == 41.2 and round(card["static"]["apd_dynamic"], 1) == 42.0
     assert f"{100 * bench['train_mfu']:.1f} %" in readme
     assert f"{bench['train_pairs_per_s']:.0f} pairs/s" in readme
+
+
+def test_readme_end_to_end_mfu_follows_from_the_records():
+    readme = (ROOT / "README.md").read_text()
+    training = json.loads((RECORDS / "small_scorecard.json").read_text())["training"]
+    rate = training["total_pairs_seen"] / training["total_wall_s"]
+    flops = json.loads((RECORDS / "flops_cpu.json").read_text())["results"][0]
+    peak = next(r for r in json.loads((RECORDS / "bench_gpu.json").read_text())["results"])["peak_bf16_flops"]
+    mfu = flops["pretrain_flops_per_pair"] * rate / peak
+    assert f"{rate:.0f} pairs/s end to end" in readme
+    assert f"MFU about {100 * mfu:.1f} %" in readme
+    # the CPU count agrees with the GPU's where both counted the same step (inference)
+    gpu = next(r for r in json.loads((RECORDS / "bench_gpu.json").read_text())["results"] if r["preset"] == "small")
+    assert flops["infer_flops_per_pair"] == gpu["infer_flops_per_pair"]

@@ -166,7 +166,7 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # Trains on a 2-core laptop CPU in minutes: 64x96 images with 8x8 patches (8x12 = 96 tokens), a 192-wide
-    # encoder and decoder (3 heads of 64) and linear heads; 7.6 M parameters, 2.0 GFLOP per pair forward.
+    # encoder and decoder (3 heads of 64) and linear heads; 7.6 M parameters, 2.2 GFLOP per pair forward.
     # Forward+backward of 8 pairs: ~1 s on one idle CPU thread (measured; see `st4r-lite bench`).
     "tiny": ModelConfig(
         name="tiny", img_size=(64, 96), patch_size=8,
@@ -175,8 +175,8 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     # Colab-GPU default (T4 / L4): 128x192 images, 8x8 patches (16x24 = 384 tokens), ViT-S encoder, a
     # 256x6 decoder and DPT heads (smooth, sharp pointmaps). 44 M parameters. With 8x8 patches the DPT's finest
-    # fusion stage runs at full resolution (128 channels): forward 78 GFLOP per pair, 36 of them in the two DPT
-    # heads, vs 2.0 GFLOP for `tiny` (torch.utils.flop_counter). A GPU preset.
+    # fusion stage runs at full resolution (128 channels): forward 87 GFLOP per pair, 36 of them in the two DPT
+    # heads, vs 2.2 GFLOP for `tiny` (torch.utils.flop_counter, attention included: `st4r-lite bench`). A GPU preset.
     "small": ModelConfig(
         name="small", img_size=(128, 192), patch_size=8,
         enc_dim=384, enc_depth=12, enc_heads=6, dec_dim=256, dec_depth=6, dec_heads=4,

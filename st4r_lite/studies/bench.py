@@ -9,9 +9,12 @@ random targets (speed does not depend on the data):
     pairs/s = B·S / time of S steps, after ``warmup`` untimed steps;
   - inference: ``torch.no_grad`` forward of B pairs, pairs/s likewise;
   - model FLOPs per pair (``torch.utils.flop_counter.FlopCounterMode`` over one training step and one inference
-    step: matrix products, convolutions and attention, the work a FLOP count means) and, on a GPU whose bf16 dense
-    peak is known (:data:`PEAK_BF16_FLOPS`, vendor datasheets), the model FLOP utilisation
-    MFU = FLOPs per pair · pairs/s / peak;
+    step: matrix products, convolutions and attention) and, on a GPU whose bf16 dense peak is known
+    (:data:`PEAK_BF16_FLOPS`, vendor datasheets), the model FLOP utilisation MFU = FLOPs per pair · pairs/s / peak.
+    These steps run B *independent* pairs (two images encoded per pair); the FLOPs of a pair as pretraining runs it
+    (``pretrain_flops_per_pair``: a clip's S pairs share the anchor's encoding) are counted on a rendered clip, for
+    the MFU of a real run (its pairs/s from the training log). As usual for MFU every FLOP counts against the bf16
+    peak, the float32 heads' too;
   - the world's rendering rate on the same device (``render_clips`` clips of ``render_frames`` frames at the
     preset's size, ``world.render.generate_clips``): in a pretraining run every step renders its clips first;
   - peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (tensors only; reset before each phase); on CPU the
@@ -27,22 +30,28 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from st4r_lite.errors import InputError
 from st4r_lite.model.config import get_config
 from st4r_lite.model.network import build_model, count_parameters
+from st4r_lite.model.pairs import PairRunner
+from st4r_lite.train.loop import clip_pairs
 from st4r_lite.train.losses import PairTargets, PretrainLoss
 from st4r_lite.world.render import generate_clips
 
 DEFAULT_BATCH = {"tiny": 8, "small": 4, "full": 2, "full_linear": 2}
 # Dense bf16 tensor-core peak (FLOP/s, no sparsity) by a substring of torch.cuda.get_device_name, from the vendors'
-# datasheets (SXM parts where there are two). A leading entry wins: "H100 PCIe" before "H100".
-PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12),
-                   ("L4", 121e12), ("A10G", 70e12), ("RTX 4090", 165e12), ("T4", 65e12))
+# datasheets (SXM parts where there are several). The first match wins: "H100 PCIe" before "H100", "L40S" before
+# "L40" before "L4".
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200 NVL", 835e12), ("H200", 989e12),
+                   ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
+                   ("A10G", 70e12), ("RTX 4090", 165e12), ("T4", 65e12))
 
 
 def peak_bf16_flops(device: torch.device) -> float | None:
@@ -55,11 +64,16 @@ def peak_bf16_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
 
 
-def count_flops(fn) -> int:
-    """FLOPs of one call of ``fn`` as torch's flop counter sees them (matmul, conv, attention; forward and
-    backward when ``fn`` runs both)."""
+def count_flops(fn, device: torch.device | str = "cpu") -> int:
+    """FLOPs of one call of ``fn`` as torch's flop counter sees them (matrix products, convolutions, attention;
+    forward and backward when ``fn`` runs both).
+
+    The counter knows the GPU's fused attention kernels but not the CPU's, so on a CPU attention is counted through
+    PyTorch's reference ("math") attention, the same products written out: the count does not depend on the device.
+    """
     counter = FlopCounterMode(display=False)
-    with counter:
+    math_attention = sdpa_kernel(SDPBackend.MATH) if torch.device(device).type == "cpu" else nullcontext()
+    with counter, math_attention:
         fn()
     return int(counter.get_total_flops())
 
@@ -155,7 +169,7 @@ def benchmark(
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
     timed(train_step, warmup)
-    train_flops = count_flops(train_step)
+    train_flops = count_flops(train_step, device)
     train_s = timed(train_step, steps)
     last_loss = losses[-1]
     train_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
@@ -172,15 +186,17 @@ def benchmark(
             model(img1, img2)
 
     timed(infer_step, warmup)
-    infer_flops = count_flops(infer_step)
+    infer_flops = count_flops(infer_step, device)
     infer_s = timed(infer_step, steps)
     infer_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
-    render_s = None
+    render_s, pretrain_flops = None, None
     if render_clips:
         def render_step() -> None:
             generate_clips(render_clips, frames=render_frames, height=H, width=W, seed=seed, device=device)
         timed(render_step, min(warmup, 1))
         render_s = timed(render_step, steps)
+        clip = generate_clips(render_clips, frames=render_frames, height=H, width=W, seed=seed, device=device)
+        pretrain_flops = count_flops(lambda: pretrain_step(model, clip, amp), device) / (render_clips * render_frames)
     peak = peak_bf16_flops(device)
     train_pps, infer_pps = B * steps / train_s, B * steps / infer_s
     return {
@@ -194,6 +210,7 @@ def benchmark(
         "infer_mfu": infer_flops / B * infer_pps / peak if peak else None,
         "render_clips": render_clips, "render_frames": render_frames,
         "render_clips_per_s": render_clips * steps / render_s if render_s else None,
+        "pretrain_flops_per_pair": pretrain_flops,
         "train_peak_mem_bytes": train_mem, "infer_peak_mem_bytes": infer_mem,
         "baseline_rss_bytes": rss_before if device.type == "cpu" else None,
         "memory_method": ("torch.cuda.max_memory_allocated (tensors only, reset per phase)" if device.type == "cuda"
@@ -203,6 +220,17 @@ def benchmark(
         "load_avg_1min_before": load_before, "torch_threads": torch.get_num_threads(),
         "final_loss": last_loss, "finite": bool(torch.isfinite(torch.tensor(last_loss))),
     }
+
+
+def pretrain_step(model, clip, amp: bool) -> None:
+    """Forward and backward of one pretraining step on ``clip`` as ``st4r-lite pretrain`` runs it: its S pairs
+    (0, k) through ``PairRunner`` (each frame encoded once, the anchor once per clip), both branches' loss."""
+    frames, targets = clip_pairs(clip)
+    device = next(model.parameters()).device
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        pred = PairRunner(model)(frames)
+    PretrainLoss()(pred, targets, frames=frames.shape[1]).total.backward()
+    model.zero_grad(set_to_none=True)
 
 
 def format_result(r: dict[str, Any]) -> str:

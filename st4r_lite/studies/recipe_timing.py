@@ -4,6 +4,9 @@ seconds a step are multiplied by the stage's steps.
 
     python -m st4r_lite.studies.recipe_timing --threads 2 --steps 60 --json data/tiny_recipe_timing.json
 
+A candidate third stage is timed alone with ``--stages stage3 --stage3-extra "FLAGS" [--stage3-steps N]`` (from
+``--prev``, data/tiny.pt by default): whether the recipe with it still fits its budget.
+
 A training step's cost does not depend on the weights, so stages 2 and 3 start (``--init``) from the scratch
 stage 1 instead of the real one. Per stage the JSON holds the measured seconds a step (steps 11 … N: the first ten
 include one-off set-up), the process's wall time, and the projection steps × s/step plus one held-out check every
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -57,11 +61,12 @@ def time_stage(args: list[str], total: int, steps: int, out: Path, threads: int)
             "check_s": round(max(process_s - elapsed[steps], 0.0), 1)}
 
 
-def project(measured: dict[str, dict]) -> dict:
-    """Projected minutes of each stage and hours in all: steps × s/step + (steps // EVAL_EVERY) checks."""
+def project(measured: dict[str, dict], totals: dict[str, int] | None = None) -> dict:
+    """Projected minutes of each stage and hours in all: steps × s/step + (steps // EVAL_EVERY) checks (``totals``:
+    a stage's steps where they differ from :data:`STAGES`')."""
     stages = {}
     for name, m in measured.items():
-        total = STAGES[name][0]
+        total = (totals or {}).get(name, STAGES[name][0])
         stages[name] = round((total * m["s_per_step"] + total // EVAL_EVERY * m["check_s"]) / 60, 1)
     return {"minutes": stages, "hours": round(sum(stages.values()) / 60, 2)}
 
@@ -72,21 +77,34 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads (the Makefile's TINY_THREADS)")
     p.add_argument("--steps", type=int, default=60, help="steps timed per stage (> 10)")
     p.add_argument("--json", type=Path, default=None, help="write the measurement here")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES),
+                   help="time only these stages (default: all three)")
+    p.add_argument("--prev", default="data/tiny.pt",
+                   help="weights the first timed stage starts from when it is not stage 1 (a step's cost does not "
+                   "depend on them; default data/tiny.pt)")
+    p.add_argument("--stage3-steps", type=int, default=STAGES["stage3"][0],
+                   help="a candidate stage 3's length (default the Makefile's)")
+    p.add_argument("--stage3-extra", default="",
+                   help="flags added to stage 3, e.g. \"--match-track 64 --match-pixel\": a candidate stage 3 timed")
     args = p.parse_args(argv)
     if args.steps <= 10:
         p.error("--steps must be above 10 (the first ten steps are not timed)")
-    measured, prev = {}, None
+    extra = {"stage3": shlex.split(args.stage3_extra)}
+    totals = {name: (args.stage3_steps if name == "stage3" else STAGES[name][0]) for name in args.stages}
+    measured, prev = {}, args.prev
     with tempfile.TemporaryDirectory(prefix="st4r_timing_") as tmp:
-        for name, (total, stage_args) in STAGES.items():
+        for name in args.stages:
+            total, stage_args = totals[name], STAGES[name][1] + extra.get(name, [])
             out = Path(tmp) / f"{name}.pt"
             stage_args = [a.replace("{prev}", str(prev)) for a in stage_args]
             measured[name] = time_stage(stage_args, total, args.steps, out, args.threads)
             print(f"{name}: {measured[name]['s_per_step']:.3f} s a step, check {measured[name]['check_s']:.1f} s",
                   flush=True)
             prev = out
-    doc = {"what": "make tiny-checkpoint's three stages timed for a few steps each, projected to their full length",
-           "command": "python -m st4r_lite.studies.recipe_timing " + " ".join(sys.argv[1:] if argv is None else argv),
-           "threads": args.threads, "steps_timed": args.steps, "measured": measured, "projection": project(measured),
+    doc = {"what": "make tiny-checkpoint's stages timed for a few steps each, projected to their full length",
+           "command": "python -m st4r_lite.studies.recipe_timing " + shlex.join(sys.argv[1:] if argv is None else argv),
+           "threads": args.threads, "steps_timed": args.steps, "stage_steps": totals,
+           "stage3_extra": args.stage3_extra, "measured": measured, "projection": project(measured, totals),
            "hardware": hardware_info()}
     print(f"projected: {doc['projection']['minutes']} -> {doc['projection']['hours']} h")
     if args.json:

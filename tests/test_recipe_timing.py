@@ -43,3 +43,14 @@ def test_projection_adds_one_check_per_eval_interval():
 def test_too_few_steps_is_refused():
     with pytest.raises(SystemExit):
         recipe_timing.main(["--steps", "5"])
+
+
+def test_projection_of_a_candidate_stage_uses_its_own_length():
+    measured = {"stage3": {"s_per_step": 1.25, "check_s": 5.0}}
+    out = recipe_timing.project(measured, totals={"stage3": 3000})
+    assert out["minutes"] == {"stage3": round((3000 * 1.25 + 7 * 5.0) / 60, 1)}
+
+
+def test_unknown_stage_is_refused():
+    with pytest.raises(SystemExit):
+        recipe_timing.main(["--stages", "stage4"])

@@ -27,6 +27,9 @@ SOURCES: dict[str, tuple[str, str]] = {
                         "python -m st4r_lite.studies.ceiling --model data/tiny.pt --json data/quality_ceiling.json"),
     "motion_probe": ("motion_probe.json", "python -m st4r_lite.studies.motion_probe data/tiny.pt --json data/motion_probe.json"),
     "gpu_small": ("gpu_small/small_scorecard.json", "make gpu-small (tools/gpu_small.sh, on a CUDA GPU)"),
+    "moving_ladder": ("match_track/scorecard64_tiny.json",
+                      "python -m st4r_lite.studies.scorecard data/tiny.pt --num-clips 64 --frames 16 "
+                      "--json data/match_track/scorecard64_tiny.json"),
 }
 
 
@@ -198,7 +201,40 @@ def _gpu_small(data_dir: Path) -> str | None:
     return "\n".join(rows)
 
 
-PANELS = {"gpu_small": _gpu_small, "tiny_eval": _tiny_eval, "ablation_table": _ablation_table, "ablation_plot": _ablation_plot,
+# the scorecard's rows that make one thing right at a time (names in st4r_lite.studies.scorecard), in ladder order
+LADDER = (("model", "the model"), ("static", "static peer: nothing moves"),
+          ("combinational", "LK peer: 2D tracks + its depth and cameras"),
+          ("oracle_match_reg", "perfect lookup into its own frames"),
+          ("oracle_placed", "objects placed at their true depth, its own motion"),
+          ("oracle_placed_static", "objects placed, nothing moves"),
+          ("oracle_motion", "true motion on its own anchor"),
+          ("oracle_placed_motion", "objects placed + true motion"))
+
+
+def _moving_ladder(data_dir: Path) -> str | None:
+    """Moving-point APD of the shipped model with one part made true at a time (rows reading ground truth are
+    ceilings, not peers), each against its static peer with the paired 95 % interval over the clips."""
+    card = _load_json(data_dir, "moving_ladder")
+    if card is None:
+        return None
+    methods, gaps, peer_gaps = card["methods"], card.get("oracle_gaps", {}), card.get("paired_gaps", {})
+    n = card["settings"]["num_clips"]
+    rows = [f"| {n} held-out clips × {card['settings']['frames']} frames | APD moving (%) | − static [95 % CI] |",
+            "|---|---|---|"]
+    for key, label in LADDER:
+        if key not in methods:
+            continue
+        if key == "combinational":        # a peer: the column says how the model fares against it
+            g, fmt = peer_gaps.get("combinational", {}).get("apd_dynamic"), "model − LK: {:+.1f} [{:+.1f}, {:+.1f}]"
+        else:
+            g = peer_gaps.get("static", {}).get("apd_dynamic") if key == "model" else gaps.get(key)
+            fmt = "{:+.1f} [{:+.1f}, {:+.1f}]"
+        cell = "—" if g is None else fmt.format(g["mean"], g["low"], g["high"]).replace("-", "−")
+        rows.append(f"| {label} | {methods[key]['apd_dynamic']:.1f} | {cell} |")
+    return "\n".join(rows)
+
+
+PANELS = {"moving_ladder": _moving_ladder, "gpu_small": _gpu_small, "tiny_eval": _tiny_eval, "ablation_table": _ablation_table, "ablation_plot": _ablation_plot,
           "ablation_paired_plot": _ablation_paired_plot, "world_stats": _world_stats,
           "quality_ceiling": _quality_ceiling, "motion_probe": _motion_probe}
 

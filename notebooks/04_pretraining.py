@@ -443,6 +443,34 @@ for head, r in object_placement.placement(model, place_clips).items():
 # toward the room's depth (`shrink` −0.10, the slope of the offset against log(z_object / z_room)).
 
 # %% [markdown]
+# How much is each missing part worth? The scorecard makes one part right at a time (the rows that read ground
+# truth are ceilings, not peers): `oracle_placed` puts each object of the anchor at its true depth (one log-depth
+# offset per object, `train.heldout.oracle_placed_tracks`) and keeps the model's own motion; `oracle_placed_static`
+# does the same to the static peer; `oracle_motion` moves the model's own anchor by the true motion;
+# `oracle_placed_motion` does both. Here on a few held-out clips, beside the record on 64
+# (`python -m st4r_lite.studies.scorecard data/tiny.pt --num-clips 64 --frames 16 --json
+# data/match_track/scorecard64_tiny.json`).
+
+# %%
+from st4r_lite.studies.scorecard import scorecard  # noqa: E402
+
+ladder = scorecard(model, num_clips=2 if QUICK else 16, frames=16)
+ladder_path = repo_data_dir() / "match_track" / "scorecard64_tiny.json"
+recorded = json.loads(ladder_path.read_text()) if ladder_path.is_file() else None
+for name in ("model", "static", "oracle_placed", "oracle_placed_static", "oracle_motion", "oracle_placed_motion"):
+    line = f"{name:22s} moving APD {ladder['methods'][name]['apd_dynamic']:5.1f}"
+    if recorded and name in recorded["methods"]:
+        line += f"   recorded on 64 clips: {recorded['methods'][name]['apd_dynamic']:5.1f}"
+    print(line)
+
+# %% [markdown]
+# Read it (the record): the model 38.7 and static 38.9; its objects placed right 48.7 (with nothing moving 49.3);
+# the true motion on its own anchor 48.6; both **66.2**. Each missing part is worth about +10 over static and only
+# both together reach the targets (≥ 50, ≥ static + 15). Once its objects are placed right, the model's own motion
+# adds nothing: it has learned neither. The same table for each training stage (58k, 96k, 154k pairs) barely
+# changes — more pairs of this recipe fix the room, not these two (README "Results", `docs/moving_points.md`).
+
+# %% [markdown]
 # ### Can the network express motion at all?
 # Its tracks hardly beat "nothing moves". Is that because the heads cannot carry motion, or because it never
 # learned to find an object in the other frame? `studies.motion_probe` fits the predicted motion of the moving

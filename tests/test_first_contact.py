@@ -89,3 +89,14 @@ def test_make_test_quick_by_default_full_on_request(target, quick, monkeypatch):
                          check=True).stdout
     runs = [line for line in out.splitlines() if "-m pytest" in line]
     assert len(runs) == 2 and all(line.startswith(f"ST4R_QUICK={quick} ") for line in runs), out
+
+
+def test_every_record_the_docs_cite_is_in_the_repository():
+    """README and docs/ quote numbers from files under data/: each file they name must be there (a placeholder
+    such as scorecard64_NAME.json, in capitals, stands for a family of files and is skipped)."""
+    missing = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for rel in set(re.findall(r"(data/[\w./-]+\.(?:jsonl|json|png|md|pt|txt))", doc.read_text())):
+            if not re.search(r"[A-Z]{3,}", rel) and not (ROOT / rel).exists():
+                missing.append(f"{doc.name}: {rel}")
+    assert not missing, f"records cited but absent: {missing}"

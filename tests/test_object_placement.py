@@ -3,6 +3,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from st4r_lite.model.network import build_model
@@ -89,6 +90,10 @@ def test_the_study_writes_its_record_with_the_command(tmp_path, monkeypatch):
     assert len(track["by_near"]) == 3 and sum(t["objects"] for t in track["by_near"]) == track["all"]["objects"]
     assert sum(t["objects"] for t in track["by_near_contact_seen"]) == track["contact_seen"]["objects"]
     assert "--overfit-steps 2" in rec["command"] and [r["step"] for r in rec["overfit"]["curve"]] == [0, 2]
+    for head in ("track", "recon"):                      # the confidence the loss lets each head give objects
+        r = rec["placement"][head]
+        assert r["conf_room_median"] > 1 and r["conf_object_median"] > 1
+        assert r["conf_room_over_object"] == pytest.approx(r["conf_room_median"] / r["conf_object_median"], rel=1e-2)
 
 
 def test_the_placement_measure_reads_the_self_pairs():

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import roma
 import torch
 
@@ -59,8 +60,12 @@ def test_scorecard_of_an_untrained_model_has_its_peers_and_the_motion_ceiling():
     card = scorecard(model, num_clips=1, frames=3, query_stride=8)
     methods = card["methods"]
     assert set(methods) == {"model", "static", "combinational", "oracle_motion", "oracle_match",
-                            "oracle_match_reg"}
+                            "oracle_match_reg", "oracle_placed", "oracle_placed_motion", "oracle_placed_static"}
+    assert all("gap_dynamic" in methods[m] for m in methods if m.startswith("oracle"))
+    assert set(card["oracle_gaps"]) == {m for m in methods if m.startswith("oracle")}
     oracle, static = methods["oracle_motion"], methods["static"]
+    one_clip_gap = card["oracle_gaps"]["oracle_motion"]                # one clip: the mean is that clip's gap
+    assert one_clip_gap["clips"] == 1 and one_clip_gap["mean"] == pytest.approx(oracle["gap_dynamic"], abs=0.006)
     assert oracle["gap_dynamic"] == round(oracle["apd_dynamic"] - static["apd_dynamic"], 4)
     assert "gap_dynamic" not in static and "oracle_motion" in format_scorecard(card)
     assert set(card["per_clip"][0]) == {"clip", *methods}

@@ -144,3 +144,23 @@ def test_gpu_small_panel_reads_the_records(tmp_path):
                           "train_mfu": 0.0914}]}
     (tmp_path / "gpu_small" / "bench_gpu.json").write_text(json.dumps(bench))
     assert "MFU 9.1 %" in slides.PANELS["gpu_small"](tmp_path)
+
+
+def test_moving_ladder_panel_reads_the_64_clip_scorecard(tmp_path):
+    assert slides.PANELS["moving_ladder"](tmp_path) is None                # missing file: "not produced yet"
+    (tmp_path / "match_track").mkdir()
+    gap = {"mean": 9.8, "low": 7.13, "high": 12.48, "clips": 64}
+    card = {"settings": {"num_clips": 64, "frames": 16},
+            "methods": {"model": {"apd_dynamic": 38.74}, "static": {"apd_dynamic": 38.88},
+                        "combinational": {"apd_dynamic": 40.7}, "oracle_placed": {"apd_dynamic": 48.68}},
+            "paired_gaps": {"static": {"apd_dynamic": {"mean": -0.14, "low": -1.5, "high": 1.22}},
+                            "combinational": {"apd_dynamic": {"mean": -1.96, "low": -4.02, "high": 0.09}}},
+            "oracle_gaps": {"oracle_placed": gap}}
+    (tmp_path / "match_track" / "scorecard64_tiny.json").write_text(json.dumps(card))
+    table = slides.PANELS["moving_ladder"](tmp_path)
+    assert table.startswith("| 64 held-out clips × 16 frames |")
+    assert "| the model | 38.7 | −0.1 [−1.5, +1.2] |" in table
+    assert "| static peer: nothing moves | 38.9 | — |" in table
+    assert "model − LK: −2.0 [−4.0, +0.1]" in table
+    assert "| objects placed at their true depth, its own motion | 48.7 | +9.8 [+7.1, +12.5] |" in table
+    assert "true motion" not in table                                    # rows the file lacks are left out

@@ -24,7 +24,9 @@ error does not depend on where the object is, < 0 when objects are pulled toward
 object, the farther back it is placed: a prior that under-uses the object's own cues), −1 when every object is put
 at the room's median depth.
 
-for the track head's anchor (``track``, what tracks start from) and the recon head's frame 0 (``recon``). A
+for the track head's anchor (``track``, what tracks start from) and the recon head's frame 0 (``recon``), with
+the median confidence each head gives room and object pixels (``confidence_medians``: how hard the confidence
+loss lets their errors pull). A
 placement error is one number per object, a shape error is per pixel: they call for different fixes. Objects that
 reach the image's bottom row (``contact_cut``) stand on the floor out of view: the floor cannot tell their depth.
 
@@ -57,7 +59,7 @@ from st4r_lite.train.heldout import HELDOUT_SEED, heldout_clips
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
 
-__all__ = ["object_offsets", "shrink_slope", "summarise", "placement", "placement_measure", "main"]
+__all__ = ["object_offsets", "shrink_slope", "summarise", "placement", "placement_measure", "confidence_medians", "main"]
 
 HEADS = ("track", "recon")
 SHRINK_RESAMPLES = 1000   # bootstrap resamples of the shrink slope's interval
@@ -194,8 +196,25 @@ def placement(model, clips) -> dict:
                         "by_near_contact_seen": [summarise(third) for third in _thirds(
                             sorted((o for o in objects if not o["cut"]), key=lambda o: o["near"]))],
                         "room_abs_err": round(float(torch.tensor(rooms).median()), 4),
-                        "room_slope": round(float(torch.tensor(slopes).median()), 4)}
+                        "room_slope": round(float(torch.tensor(slopes).median()), 4),
+                        **confidence_medians(getattr(out, f"conf_{head}"), clips.object_id[:, 0])}
     return result
+
+
+def confidence_medians(conf: torch.Tensor, object_id: torch.Tensor) -> dict:
+    """Median confidence C of room and object pixels, and their ratio: conf (B, H, W) > 1 of the self-pairs,
+    object_id (B, H, W) int, 0 = room. In the confidence loss C·‖X̂ − X̄‖ − α log C a pixel's error weighs C, so
+    objects at a third of the room's C pull on the weights a third as hard, error for error.
+
+    >>> oid = torch.tensor([[[0, 0, 1, 1]]]); c = torch.tensor([[[6.0, 6.0, 2.0, 2.0]]])
+    >>> confidence_medians(c, oid)
+    {'conf_room_median': 6.0, 'conf_object_median': 2.0, 'conf_room_over_object': 3.0}
+    """
+    assert conf.shape == object_id.shape, (tuple(conf.shape), tuple(object_id.shape))
+    c, oid = conf.detach().float().cpu(), object_id.cpu()
+    room, obj = c[oid == 0].median(), c[oid > 0].median() if bool((oid > 0).any()) else torch.tensor(float("nan"))
+    return {"conf_room_median": round(float(room), 3), "conf_object_median": round(float(obj), 3),
+            "conf_room_over_object": round(float(room / obj), 3)}
 
 
 def _thirds(items: list) -> list[list]:
@@ -244,6 +263,8 @@ def main(argv=None) -> int:
               f"|.| {a['offset_abs_median']:.3f}, {100 * a['too_far']:.0f} % too far), against the room's own depth "
               f"map {a['room_offset_median']:+.3f}; shape {a['shape_median']:.3f}; room |err| {r['room_abs_err']:.3f}, "
               f"room slope {r['room_slope']:.3f}")
+        print(f"      confidence C, median: room {r['conf_room_median']:.2f}, objects {r['conf_object_median']:.2f} "
+              f"(room / objects {r['conf_room_over_object']:.2f})")
         if a.get("interior_offset_median") is not None:
             print(f"      interior pixels ({a['interior_objects']} objects): offset median "
                   f"{a['interior_offset_median']:+.3f}")

@@ -29,6 +29,11 @@ frame-t reconstruction at the pixel where it truly is in frame t (its own track 
 into this model's geometry, the best a tracker that finds points instead of estimating motion can do with it;
 ``oracle_match_reg`` the same with each frame's found points first registered onto the model's own track (one
 trimmed similarity per frame, fitted without ground truth: ``ModelConfig.match_register``'s ceiling).
+Placement (``oracle_placed``, ``train.heldout.oracle_placed_tracks``): the model's own tracks with every object of
+the anchor moved to its true depth, one log-depth offset per object (its own motion and shapes kept);
+``oracle_placed_motion`` the same anchor moved by the true motion; ``oracle_placed_static`` the static peer with its
+objects placed right (does the model's own motion help once placement is right?). With ``oracle_motion`` they
+split what the anchor geometry costs the moving points: placement (one number per object) against shape.
 
 Diagnosis of the reconstruction (``recon_by_frame``): its APD per frame index, with the metric's single
 clip-wide alignment ("world": where the frame's geometry is placed in the world), then each frame forgiven its
@@ -64,7 +69,13 @@ from st4r_lite.geometry.track_metrics import align, apd, median_scale
 from st4r_lite.model import resolve
 from st4r_lite.runtime import atomic_write, pick_device
 from st4r_lite.studies.ablation_stats import paired_interval
-from st4r_lite.train.heldout import HELDOUT_SEED, oracle_match_tracks, oracle_motion_tracks, training_record
+from st4r_lite.train.heldout import (
+    HELDOUT_SEED,
+    oracle_match_tracks,
+    oracle_motion_tracks,
+    oracle_placed_tracks,
+    training_record,
+)
 from st4r_lite.world.render import generate_clips
 from st4r_lite.world.scene import WORLD_VERSION, add_shift_argument, parse_shift, shift_flags
 
@@ -76,7 +87,9 @@ TARGETS = {  # name -> (metric key, comparison, threshold)
     "depth AbsRel <= 0.10": ("abs_rel", "<=", 0.10),
 }
 # the oracle_* rows read ground truth: ceilings, not peers
-METHODS = ("model", "static", "combinational", "oracle_motion", "oracle_match", "oracle_match_reg")
+METHODS = ("model", "static", "combinational", "oracle_motion", "oracle_match", "oracle_match_reg", "oracle_placed",
+           "oracle_placed_motion", "oracle_placed_static")
+ORACLES = tuple(m for m in METHODS if m.startswith("oracle"))
 
 
 def _row(result: dict) -> dict:
@@ -175,8 +188,9 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
               seed: int = HELDOUT_SEED, shift: dict | None = None) -> dict:
     """Score ``model`` and its two peers on ``num_clips`` held-out clips (``shift``: a candidate world's changed
     DomainConfig fields, ``world.scene.shifted_config``); returns the JSON-ready scorecard
-    {"settings", "methods": {model, static, combinational, oracle_motion: numbers}, "targets": {name: {value, met}},
-    "beats_peers": {...}, "paired_gaps": {peer: {key: mean, low, high}}, "per_clip": [...]}."""
+    {"settings", "methods": {model, static, combinational, oracle_*: numbers}, "targets": {name: {value, met}},
+    "beats_peers": {...}, "paired_gaps": {peer: {key: mean, low, high}} (model − peer),
+    "oracle_gaps": {oracle: {mean, low, high}} (oracle − static, moving points), "per_clip": [...]}."""
     H, W = model.config.img_size
     clips = generate_clips(num_clips, frames=frames, height=H, width=W, domain="pretrain", seed=seed, shift=shift)
     per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
@@ -197,13 +211,19 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
         found = {f"oracle_match{'_reg' if reg else ''}": replace(pred, tracks=oracle_match_tracks(
             pred.tracks, pred.recon, seq.gt_tracks, seq.gt_visible, seq.K, seq.T_world_cam, register=reg))
             for reg in (False, True)}
+        u, v = seq.query_pixels.round().long().cpu().unbind(-1)
+        object_id = clips.object_id[b, 0].cpu()[v, u]                                 # (N,) 0 = room
+        found |= {f"oracle_placed{'_motion' if moved else ''}": replace(pred, tracks=oracle_placed_tracks(
+            pred.tracks, seq.gt_tracks, object_id, true_motion=moved)) for moved in (False, True)}
+        found["oracle_placed_static"] = replace(static, tracks=oracle_placed_tracks(static.tracks, seq.gt_tracks,
+                                                                                    object_id))
         peers = {"model": pred, "static": static, "oracle_motion": oracle, **found,
                  "combinational": combinational_prediction(seq, pred, tracker="lk", depth="recon")}
         for name, p in peers.items():
             per_method[name].append(evaluate_prediction(seq, p, alignments=("median",)))
     methods = {name: _row(mean_results(results)) for name, results in per_method.items()}
     m = methods["model"]
-    for name in ("model", "oracle_motion", "oracle_match", "oracle_match_reg"):
+    for name in ("model", *ORACLES):
         methods[name]["gap_dynamic"] = round(methods[name]["apd_dynamic"] - methods["static"]["apd_dynamic"], 4)
     targets = {}
     for name, (key, op, thr) in TARGETS.items():
@@ -215,11 +235,14 @@ def scorecard(model, *, num_clips: int = 16, frames: int = 16, query_stride: int
                 for b in range(num_clips)]
     gaps = {peer: {k: _paired_gap([c["model"][k] - c[peer][k] for c in per_clip]) for k in ("apd", "apd_dynamic")}
             for peer in ("static", "combinational")}
+    oracle_gaps = {name: _paired_gap([c[name]["apd_dynamic"] - c["static"]["apd_dynamic"] for c in per_clip])
+                   for name in ORACLES}
     return {"settings": {"world_version": WORLD_VERSION, "domain": "pretrain", "world_shift": shift or {},
                          "num_clips": num_clips,
                          "frames": frames, "seed": seed, "image_hw": [H, W], "query_stride": query_stride,
                          "alignment": "median", "dynamic": "max_t |gt_t - gt_0| > 0.05 m"},
             "methods": methods, "targets": targets, "beats_peers": beats, "paired_gaps": gaps,
+            "oracle_gaps": oracle_gaps,
             "recon_by_frame": {k: [round(float(v), 2) for v in torch.tensor([f[k] for f in by_frame]).nanmean(0)]
                                for k in ("world", "scale", "pose", "shape")},
             "anchor_depth_by_patch": {g: {"pixels": int(sum(e.numel() for e in errs)),
@@ -240,9 +263,9 @@ def _paired_gap(diffs: list) -> dict:
 
 def format_scorecard(card: dict) -> str:
     """Readable lines: one per method, then each target with its value and whether it is met."""
-    lines = [f"{'':16s} {'APD':>6s} {'APD mov':>8s} {'EPE m':>6s} {'recon':>6s} {'AbsRel':>7s} {'ATE m':>6s}"]
+    lines = [f"{'':20s} {'APD':>6s} {'APD mov':>8s} {'EPE m':>6s} {'recon':>6s} {'AbsRel':>7s} {'ATE m':>6s}"]
     for name, r in card["methods"].items():
-        lines.append(f"{name:16s} {r['apd']:6.1f} {r['apd_dynamic']:8.1f} {r['epe']:6.3f} "
+        lines.append(f"{name:20s} {r['apd']:6.1f} {r['apd_dynamic']:8.1f} {r['epe']:6.3f} "
                      f"{r.get('recon_apd', float('nan')):6.1f} {r.get('abs_rel', float('nan')):7.3f} "
                      f"{r.get('ate_m', float('nan')):6.3f}")
     for name, t in card["targets"].items():
@@ -252,6 +275,9 @@ def format_scorecard(card: dict) -> str:
     for peer, keys in card.get("paired_gaps", {}).items():
         lines.append(f"  model − {peer} per clip (mean [95 % interval]): " + ", ".join(
             f"{k} {g['mean']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]" for k, g in keys.items()))
+    if "oracle_gaps" in card:
+        lines.append("  moving points, oracle − static per clip (mean [95 % interval]): " + ", ".join(
+            f"{k} {g['mean']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]" for k, g in card["oracle_gaps"].items()))
     if "recon_by_frame" in card:
         for k, row in card["recon_by_frame"].items():
             lines.append(f"  recon APD by frame ({k}): " + " ".join(f"{v:.0f}" for v in row))

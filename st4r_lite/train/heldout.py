@@ -96,6 +96,52 @@ def oracle_motion_tracks(anchor_points: torch.Tensor, gt_tracks: torch.Tensor) -
     return anchor_points.double()[None] + (gt_tracks.double() - gt_tracks[:1].double()) / s
 
 
+def oracle_placed_tracks(pred_tracks: torch.Tensor, gt_tracks: torch.Tensor, object_id: torch.Tensor,
+                         true_motion: bool = False) -> torch.Tensor:
+    """Diagnostic tracks: every object of the anchor frame moved to its true depth, one number per object.
+
+    With s the median scale of the anchor points a = track_0 onto gt_0 (all queries) and, for each object o,
+
+        δ_o = median over o's queries of  log(s · z_a) − log z_gt0       (> 0: o is placed too far)
+        a'  = a · exp(−δ_o)  on o's queries (along the anchor camera's rays: the world is camera 0), a elsewhere,
+
+    the tracks are the model's own, shifted with their anchor (track'_t = track_t + a' − a: its motion and its
+    shapes kept, only each object's placement made right), or, with ``true_motion``, ``oracle_motion_tracks`` on
+    a' (perfect placement and perfect motion; what is left is the objects' shape and the room). Together with
+    ``oracle_motion_tracks`` this splits what the anchor geometry costs the moving points into placement and
+    the rest. pred_tracks (T, N, 3), gt_tracks (T, N, 3), object_id (N,) int (0 = room, never moved) ->
+    (T, N, 3) float64.
+
+    >>> gt = torch.tensor([[[0.0, 0.0, 2.0], [0.0, 0.0, 3.0], [0.0, 0.0, 4.0], [0.0, 0.0, 6.0]]]).repeat(2, 1, 1)
+    >>> gt[1, 3, 0] += 0.5                                   # the object (query 3) moves sideways
+    >>> oid = torch.tensor([0, 0, 0, 1])
+    >>> pred = gt.clone(); pred[:, 3] += 0.2 * gt[0, 3]      # placed 20 % too far, its motion right
+    >>> bool(torch.allclose(oracle_placed_tracks(pred, gt, oid), gt.double()))
+    True
+    >>> pred[1, 3, 0] -= 0.5                                 # ... and now it does not move
+    >>> bool(torch.allclose(oracle_placed_tracks(pred, gt, oid), gt.double()))
+    False
+    >>> bool(torch.allclose(oracle_placed_tracks(pred, gt, oid, true_motion=True), gt.double()))
+    True
+    """
+    T, N, _ = pred_tracks.shape
+    assert gt_tracks.shape == pred_tracks.shape and object_id.shape == (N,), (
+        tuple(pred_tracks.shape), tuple(gt_tracks.shape), tuple(object_id.shape))
+    a, g0 = pred_tracks[0].detach().double().cpu(), gt_tracks[0].detach().double().cpu()
+    ok = torch.isfinite(a).all(-1) & torch.isfinite(g0).all(-1) & (a[:, 2] > 0) & (g0[:, 2] > 0)
+    s = track_metrics.median_scale(a, g0, ok)
+    err = torch.log(s * a[:, 2].clamp_min(1e-12)) - torch.log(g0[:, 2].clamp_min(1e-12))
+    factor = torch.ones(N, dtype=torch.float64)
+    oid = object_id.detach().cpu()
+    for o in oid[ok & (oid > 0)].unique().tolist():
+        m = oid == o
+        factor[m] = torch.exp(-err[m & ok].median())
+    placed = a * factor[:, None]
+    if true_motion:
+        return oracle_motion_tracks(placed, gt_tracks.detach().cpu())
+    return pred_tracks.detach().double().cpu() + (placed - a)[None]
+
+
 def oracle_match_tracks(pred_tracks: torch.Tensor, pred_recon: torch.Tensor, gt_tracks: torch.Tensor,
                         gt_visible: torch.Tensor, K: torch.Tensor, T_world_cam: torch.Tensor,
                         register: bool = False) -> torch.Tensor:

@@ -555,7 +555,9 @@ for group, rows in lookup_ceiling.lookup_errors(model, probe_clips).items():
 # moving points (0.43 m) but not on static ones (0.27 against 0.15 m), so the tracking loss alone keeps its gate
 # shut. Taught where to open (`--match-gate-weight 0.1`, 1200 more steps), the gate opens on moving objects and the
 # tracks beat both peers on moving points for the first time: 46.9 against 43.1 (static) and 43.8 (LK peer), all
-# points 70.8 — still short of the targets (README "Results" has the tables and what would close the gap).
+# points 70.8, on the 16 target clips. Made the recipe's third stage and scored on 64 clips, the margin is smaller:
+# +3.0 over static and +1.5 over the LK peer at best (`data/match_track/scorecard64_v4m.json`) — still far from the
+# targets (README "Results" has the tables and what would close the gap).
 
 # %% [markdown]
 # ## Exercise

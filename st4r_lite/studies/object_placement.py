@@ -54,8 +54,7 @@ from st4r_lite.model import resolve
 from st4r_lite.model.pairs import PairRunner
 from st4r_lite.runtime import atomic_write
 from st4r_lite.studies.motion_probe import overfit_one_batch
-from st4r_lite.studies.scorecard import anchor_points
-from st4r_lite.train.heldout import HELDOUT_SEED, heldout_clips
+from st4r_lite.train.heldout import HELDOUT_SEED, anchor_points, heldout_clips
 from st4r_lite.train.losses import PretrainLoss
 from st4r_lite.world.scene import add_shift_argument, parse_shift, shift_flags
 

@@ -71,6 +71,7 @@ from st4r_lite.runtime import atomic_write, pick_device
 from st4r_lite.studies.ablation_stats import paired_interval
 from st4r_lite.train.heldout import (
     HELDOUT_SEED,
+    anchor_points,
     oracle_match_tracks,
     oracle_motion_tracks,
     oracle_placed_tracks,
@@ -137,13 +138,6 @@ def recon_by_frame(recon: torch.Tensor, gt_points: torch.Tensor) -> dict[str, li
 
 
 PATCH_GROUPS = ("static_interior", "static_edge", "moving_interior", "moving_edge")
-
-
-def anchor_points(anchor: torch.Tensor, gt_anchor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Predicted and true anchor points (N, 3) as float64 on the CPU, and which are usable (N,): finite, in front."""
-    assert anchor.shape == gt_anchor.shape and anchor.shape[-1] == 3, (tuple(anchor.shape), tuple(gt_anchor.shape))
-    pred, gt = anchor.detach().double().cpu(), gt_anchor.detach().double().cpu()
-    return pred, gt, torch.isfinite(pred).all(-1) & torch.isfinite(gt).all(-1) & (pred[:, 2] > 0) & (gt[:, 2] > 0)
 
 
 def depth_range_slope(anchor: torch.Tensor, gt_anchor: torch.Tensor) -> float:

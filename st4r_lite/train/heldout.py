@@ -96,6 +96,13 @@ def oracle_motion_tracks(anchor_points: torch.Tensor, gt_tracks: torch.Tensor) -
     return anchor_points.double()[None] + (gt_tracks.double() - gt_tracks[:1].double()) / s
 
 
+def anchor_points(anchor: torch.Tensor, gt_anchor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predicted and true anchor points (N, 3) as float64 on the CPU, and which are usable (N,): finite, in front."""
+    assert anchor.shape == gt_anchor.shape and anchor.shape[-1] == 3, (tuple(anchor.shape), tuple(gt_anchor.shape))
+    pred, gt = anchor.detach().double().cpu(), gt_anchor.detach().double().cpu()
+    return pred, gt, torch.isfinite(pred).all(-1) & torch.isfinite(gt).all(-1) & (pred[:, 2] > 0) & (gt[:, 2] > 0)
+
+
 def oracle_placed_tracks(pred_tracks: torch.Tensor, gt_tracks: torch.Tensor, object_id: torch.Tensor,
                          true_motion: bool = False) -> torch.Tensor:
     """Diagnostic tracks: every object of the anchor frame moved to its true depth, one number per object.
@@ -127,8 +134,7 @@ def oracle_placed_tracks(pred_tracks: torch.Tensor, gt_tracks: torch.Tensor, obj
     T, N, _ = pred_tracks.shape
     assert gt_tracks.shape == pred_tracks.shape and object_id.shape == (N,), (
         tuple(pred_tracks.shape), tuple(gt_tracks.shape), tuple(object_id.shape))
-    a, g0 = pred_tracks[0].detach().double().cpu(), gt_tracks[0].detach().double().cpu()
-    ok = torch.isfinite(a).all(-1) & torch.isfinite(g0).all(-1) & (a[:, 2] > 0) & (g0[:, 2] > 0)
+    a, g0, ok = anchor_points(pred_tracks[0], gt_tracks[0])
     s = track_metrics.median_scale(a, g0, ok)
     err = torch.log(s * a[:, 2].clamp_min(1e-12)) - torch.log(g0[:, 2].clamp_min(1e-12))
     factor = torch.ones(N, dtype=torch.float64)
